@@ -1,0 +1,99 @@
+"""What an SES answer means for a message: sent, retry, dead, pause or defer. No I/O.
+
+Sources: SES v2 SendEmail / SendBulkEmail API references and the "sending quota errors"
+page (see docs/architecture.md). Unknown failures retry: with max_attempts bounding the
+retries, a wrong guess costs a few attempts, never a lost message.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Verdict(enum.Enum):
+    SENT = "sent"
+    RETRY = "retry"  # transient: back off and try again, burning an attempt
+    DEAD = "dead"  # permanent for this message: dead-letter with the reason
+    PAUSE = "pause"  # the account cannot send: stop sending for a while, burn nothing
+    DEFER = "defer"  # not this message's fault, nor the account's: later, burn nothing
+
+
+ENTRY_STATUS: dict[str, Verdict] = {
+    "SUCCESS": Verdict.SENT,
+    "MESSAGE_REJECTED": Verdict.DEAD,
+    "MAIL_FROM_DOMAIN_NOT_VERIFIED": Verdict.DEAD,
+    # the API reference spells these *_DOES_NOT_EXIST, botocore's model *_NOT_FOUND
+    "CONFIGURATION_SET_DOES_NOT_EXIST": Verdict.DEAD,
+    "CONFIGURATION_SET_NOT_FOUND": Verdict.DEAD,
+    "TEMPLATE_DOES_NOT_EXIST": Verdict.DEAD,
+    "TEMPLATE_NOT_FOUND": Verdict.DEAD,
+    "INVALID_SENDING_POOL_NAME": Verdict.DEAD,
+    "INVALID_PARAMETER": Verdict.DEAD,
+    "ACCOUNT_THROTTLED": Verdict.RETRY,
+    "TRANSIENT_FAILURE": Verdict.RETRY,
+    "FAILED": Verdict.RETRY,
+    "ACCOUNT_SUSPENDED": Verdict.PAUSE,
+    "ACCOUNT_SENDING_PAUSED": Verdict.PAUSE,
+    "ACCOUNT_DAILY_QUOTA_EXCEEDED": Verdict.PAUSE,
+    "CONFIGURATION_SET_SENDING_PAUSED": Verdict.DEFER,
+}
+
+ERROR_CODE: dict[str, Verdict] = {
+    # throttling and transient service trouble
+    "TooManyRequestsException": Verdict.RETRY,
+    "Throttling": Verdict.RETRY,
+    "ThrottlingException": Verdict.RETRY,
+    "LimitExceededException": Verdict.RETRY,
+    "InternalFailure": Verdict.RETRY,
+    "InternalServerError": Verdict.RETRY,
+    "ServiceUnavailable": Verdict.RETRY,
+    "ServiceUnavailableException": Verdict.RETRY,
+    "RequestTimeout": Verdict.RETRY,
+    "RequestTimeoutException": Verdict.RETRY,
+    "NetworkError": Verdict.RETRY,
+    # the account cannot send at all
+    "SendingPausedException": Verdict.PAUSE,
+    "AccountSendingPausedException": Verdict.PAUSE,
+    "AccountSuspendedException": Verdict.PAUSE,
+    # the daemon's credentials or permissions: an operator must act; messages are fine
+    "AccessDeniedException": Verdict.PAUSE,
+    "AccessDenied": Verdict.PAUSE,
+    "UnrecognizedClientException": Verdict.PAUSE,
+    "InvalidClientTokenId": Verdict.PAUSE,
+    "SignatureDoesNotMatch": Verdict.PAUSE,
+    "ExpiredToken": Verdict.PAUSE,
+    "ExpiredTokenException": Verdict.PAUSE,
+    "NoCredentials": Verdict.PAUSE,
+    # this message cannot be sent as it is
+    "MessageRejected": Verdict.DEAD,
+    "MailFromDomainNotVerifiedException": Verdict.DEAD,
+    "MailFromDomainNotVerified": Verdict.DEAD,
+    "BadRequestException": Verdict.DEAD,
+    "NotFoundException": Verdict.DEAD,
+    "InvalidParameterValue": Verdict.DEAD,
+    "TemplateDoesNotExist": Verdict.DEAD,
+    "ConfigurationSetDoesNotExist": Verdict.DEAD,
+    "ConfigurationSetSendingPausedException": Verdict.DEFER,
+    "ConfigurationSetSendingPaused": Verdict.DEFER,
+}
+
+
+def classify_entry(status: str) -> Verdict:
+    """Verdict for one BulkEmailEntryResult status."""
+    return ENTRY_STATUS.get(status, Verdict.RETRY)
+
+
+def classify_error(code: str, message: str = "") -> Verdict:
+    """Verdict for a failed call, from its error code and message."""
+    lowered = message.lower()
+    if "daily" in lowered and "quota" in lowered:
+        # v1 "Daily message quota exceeded" arrives as Throttling; retrying within
+        # minutes only burns attempts, so treat it as the account stop it is.
+        return Verdict.PAUSE
+    # Unknown codes, 5xx and 429 included, retry: bounded by max_attempts.
+    return ERROR_CODE.get(code, Verdict.RETRY)
+
+
+def reason_class(code: str) -> str:
+    """A short, PII-free label for metrics and logs."""
+    return code if code in ERROR_CODE or code in ENTRY_STATUS else "other"

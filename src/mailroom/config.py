@@ -1,0 +1,348 @@
+"""Settings from the environment.
+
+The seed's variable names keep their meaning, defaults and units (intervals in
+milliseconds). Every problem is reported at once, naming the variable; values of secret
+variables are never echoed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PREFIX = "MAILROOM_"
+SECRET_VARIABLES = frozenset({"MAILROOM_DATABASE_URL", "MAILROOM_SECRET_KEY"})
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message lists each variable and what is wrong with it."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    database_url: str = field(repr=False)
+    secret_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    channel_name: str = "token_insert"
+    queue_name: str = "user_action_queue"
+    healthcheck_interval: float = 270.0
+    batch_timeout: float = 5.0
+    batch_limit: int = 10
+    debug: bool = False
+    ses_config_set: str = "default"
+    ses_source: str = "noreply@localhost"
+    ses_output_path: Path = Path("./output")
+    lease: float = 60.0
+    poll_interval: float = 30.0
+    shutdown_timeout: float = 25.0
+    ses_concurrency: int = 8
+    ses_connect_timeout: float = 3.0
+    ses_read_timeout: float = 10.0
+    retry_base: float = 2.0
+    retry_cap: float = 3600.0
+    pause_duration: float = 60.0
+    log_format: str = "auto"
+    log_level: str = "info"
+    reveal_addresses: bool = False
+    worker_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    variable: str
+    attribute: str
+    parse: Callable[[str], Any]
+    doc: str
+
+
+def _milliseconds(text: str) -> float:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive number of milliseconds")
+    return value / 1000.0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _batch_limit(text: str) -> int:
+    value = _positive_int(text)
+    if value > 10_000:
+        raise ValueError("must be at most 10000")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+
+
+def _identifier(text: str) -> str:
+    if not _IDENTIFIER.match(text):
+        raise ValueError("must be a PostgreSQL identifier: letters, digits, _ and $, 1-63 chars")
+    return text
+
+
+def _name(text: str) -> str:
+    if not 1 <= len(text) <= 63:
+        raise ValueError("must be 1 to 63 characters")
+    return text
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return text.lower()
+
+    return parse
+
+
+def _secret_keys(text: str) -> tuple[bytes, ...]:
+    # Key rotation: a comma-separated list; the first key signs, every key verifies.
+    keys = []
+    for position, entry in enumerate(text.split(","), start=1):
+        part = entry.strip()
+        if len(part) != 64 or not re.fullmatch(r"[0-9a-fA-F]{64}", part):
+            raise ValueError(
+                f"key {position} must be 64 hexadecimal characters (32 bytes), "
+                f"got {len(part)} characters"
+            )
+        keys.append(bytes.fromhex(part))
+    return tuple(keys)
+
+
+def _database_url(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+SETTINGS: tuple[_Setting, ...] = (
+    _Setting(
+        "MAILROOM_DATABASE_URL",
+        "database_url",
+        _database_url,
+        "PostgreSQL connection string (URL or key=value). Required.",
+    ),
+    _Setting(
+        "MAILROOM_SECRET_KEY",
+        "secret_keys",
+        _secret_keys,
+        "64 hex characters; a comma-separated list rotates keys (first signs).",
+    ),
+    _Setting(
+        "MAILROOM_CHANNEL_NAME",
+        "channel_name",
+        _identifier,
+        "NOTIFY channel the outbox trigger signals and the daemon LISTENs on.",
+    ),
+    _Setting(
+        "MAILROOM_QUEUE_NAME", "queue_name", _name, "Queue (outbox.queue value) this daemon serves."
+    ),
+    _Setting(
+        "MAILROOM_HEALTHCHECK_INTERVAL",
+        "healthcheck_interval",
+        _milliseconds,
+        "LISTEN connection heartbeat, milliseconds.",
+    ),
+    _Setting(
+        "MAILROOM_BATCH_TIMEOUT",
+        "batch_timeout",
+        _milliseconds,
+        "Longest wait to fill a batch while others are in flight, milliseconds.",
+    ),
+    _Setting(
+        "MAILROOM_BATCH_LIMIT",
+        "batch_limit",
+        _batch_limit,
+        "Messages per claimed batch, and notifications that flush one.",
+    ),
+    _Setting(
+        "MAILROOM_DEBUG",
+        "debug",
+        _boolean,
+        "Send nothing: write what would be sent to MAILROOM_SES_OUTPUT_PATH.",
+    ),
+    _Setting(
+        "MAILROOM_SES_CONFIG_SET",
+        "ses_config_set",
+        str,
+        "SES configuration set for messages that name none (empty: none).",
+    ),
+    _Setting("MAILROOM_SES_SOURCE", "ses_source", str, "From address for messages that name none."),
+    _Setting(
+        "MAILROOM_SES_OUTPUT_PATH",
+        "ses_output_path",
+        Path,
+        "Directory the debug transport writes requests to.",
+    ),
+    _Setting(
+        "MAILROOM_LEASE_DURATION",
+        "lease",
+        _milliseconds,
+        "How long a claimed batch is reserved, milliseconds.",
+    ),
+    _Setting(
+        "MAILROOM_POLL_INTERVAL",
+        "poll_interval",
+        _milliseconds,
+        "Backstop poll when no notification arrives, milliseconds.",
+    ),
+    _Setting(
+        "MAILROOM_SHUTDOWN_TIMEOUT",
+        "shutdown_timeout",
+        _milliseconds,
+        "Deadline to finish in-flight sends on SIGTERM, milliseconds.",
+    ),
+    _Setting(
+        "MAILROOM_SES_CONCURRENCY", "ses_concurrency", _positive_int, "SES calls in flight at once."
+    ),
+    _Setting(
+        "MAILROOM_SES_CONNECT_TIMEOUT",
+        "ses_connect_timeout",
+        _milliseconds,
+        "SES connect timeout, milliseconds.",
+    ),
+    _Setting(
+        "MAILROOM_SES_READ_TIMEOUT",
+        "ses_read_timeout",
+        _milliseconds,
+        "SES read timeout, milliseconds.",
+    ),
+    _Setting(
+        "MAILROOM_RETRY_BASE",
+        "retry_base",
+        _milliseconds,
+        "First retry backoff ceiling, milliseconds (doubles per attempt).",
+    ),
+    _Setting(
+        "MAILROOM_RETRY_CAP", "retry_cap", _milliseconds, "Largest retry backoff, milliseconds."
+    ),
+    _Setting(
+        "MAILROOM_PAUSE_DURATION",
+        "pause_duration",
+        _milliseconds,
+        "How long sending pauses after an account-level stop, milliseconds.",
+    ),
+    _Setting(
+        "MAILROOM_LOG_FORMAT",
+        "log_format",
+        _choice("auto", "json", "console"),
+        "auto: readable on a terminal, JSON lines otherwise.",
+    ),
+    _Setting(
+        "MAILROOM_LOG_LEVEL",
+        "log_level",
+        _choice("debug", "info", "warning", "error"),
+        "Least severe level logged.",
+    ),
+    _Setting(
+        "MAILROOM_LOG_REVEAL_ADDRESSES",
+        "reveal_addresses",
+        _boolean,
+        "Log recipient addresses unmasked.",
+    ),
+    _Setting(
+        "MAILROOM_WORKER_NAME",
+        "worker_name",
+        _name,
+        "Name recorded as lease owner (default: host:pid).",
+    ),
+)
+
+
+def _read(environ: Mapping[str, str], variable: str) -> str | None:
+    """The variable's value, or the content of the file its ``_FILE`` twin names."""
+    file_variable = variable + "_FILE"
+    direct = environ.get(variable)
+    path = environ.get(file_variable)
+    if direct is not None and path is not None:
+        raise ValueError(f"set either {variable} or {file_variable}, not both")
+    if path is None:
+        return direct
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"{file_variable}: cannot read {path}: {exc.strerror}") from None
+
+
+def load(environ: Mapping[str, str] | None = None, *, require_database: bool = True) -> Config:
+    """Build the configuration; raise ConfigError listing every invalid variable."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for setting in SETTINGS:
+        try:
+            raw = _read(env, setting.variable)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if raw is None:
+            continue
+        try:
+            values[setting.attribute] = setting.parse(raw)
+        except ValueError as exc:
+            shown = "" if setting.variable in SECRET_VARIABLES else f" (got {raw!r})"
+            problems.append(f"{setting.variable}: {exc}{shown}")
+    if "database_url" not in values:
+        if require_database:
+            problems.append("MAILROOM_DATABASE_URL: required (or MAILROOM_DATABASE_URL_FILE)")
+        values["database_url"] = ""
+    config = Config(**values)
+    if config.lease <= config.ses_connect_timeout + config.ses_read_timeout:
+        problems.append(
+            "MAILROOM_LEASE_DURATION: must exceed MAILROOM_SES_CONNECT_TIMEOUT + "
+            "MAILROOM_SES_READ_TIMEOUT, or a send could outlive its lease"
+        )
+    if config.retry_cap < config.retry_base:
+        problems.append("MAILROOM_RETRY_CAP: must be at least MAILROOM_RETRY_BASE")
+    if problems:
+        raise ConfigError(problems)
+    if not config.worker_name:
+        config = dataclasses.replace(config, worker_name=f"{os.uname().nodename}:{os.getpid()}")
+    return config
+
+
+def redact_dsn(dsn: str) -> str:
+    """The connection string with any password replaced, URL or key=value form."""
+    redacted = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", redacted)
+
+
+def describe(config: Config) -> list[tuple[str, str]]:
+    """Each setting with its effective value, secrets redacted, for ``mailroom config``."""
+    rows = []
+    for setting in SETTINGS:
+        value = getattr(config, setting.attribute)
+        if setting.attribute == "database_url":
+            shown = redact_dsn(value) if value else "(unset)"
+        elif setting.attribute == "secret_keys":
+            shown = f"(set: {len(value)} key(s))" if value else "(unset)"
+        elif isinstance(value, bool):
+            shown = "true" if value else "false"
+        elif isinstance(value, float) and setting.parse is _milliseconds:
+            shown = str(round(value * 1000))
+        else:
+            shown = str(value)
+        rows.append((setting.variable, shown))
+    return rows

@@ -1,0 +1,200 @@
+"""Daemon lifecycle: start, the worker loop (wake -> claim -> send -> record), shutdown.
+
+Signals only set a flag; the loop sees it, stops claiming, lets calls in flight finish
+(or releases what never started) and returns.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import psycopg
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from mailroom.batcher import Batcher
+from mailroom.config import Config
+from mailroom.listener import KEEPALIVE, Listener
+from mailroom.outbox import Message, Outbox
+from mailroom.retry import Disposition, Policy
+from mailroom.sender import Sender
+from mailroom.transports import Defaults, Transport
+
+log = structlog.get_logger("mailroom.daemon")
+T = TypeVar("T")
+
+RECORD_MARGIN = 5.0  # seconds of a lease kept for recording the outcome after the last call
+DB_RETRY_MAX = 5.0  # seconds: longest pause between attempts to reach the database
+
+
+def make_transport(config: Config) -> Transport:
+    defaults = Defaults(source=config.ses_source, config_set=config.ses_config_set or None)
+    if config.debug:
+        from mailroom.transports.file import FileTransport  # noqa: PLC0415
+
+        return FileTransport(defaults, config.ses_output_path)
+    from mailroom.transports.ses import SesTransport  # noqa: PLC0415 -- boto3 is heavy
+
+    return SesTransport(
+        defaults,
+        concurrency=config.ses_concurrency,
+        connect_timeout=config.ses_connect_timeout,
+        read_timeout=config.ses_read_timeout,
+    )
+
+
+class Daemon:
+    def __init__(self, config: Config, transport: Transport) -> None:
+        self.config = config
+        self.sender = Sender(
+            transport,
+            Policy(base=config.retry_base, cap=config.retry_cap, pause=config.pause_duration),
+            concurrency=config.ses_concurrency,
+            call_budget=config.ses_connect_timeout + config.ses_read_timeout,
+        )
+        self.batcher = Batcher(limit=config.batch_limit, timeout=config.batch_timeout)
+        self.listener = Listener(
+            config.database_url,
+            channel=config.channel_name,
+            queue=config.queue_name,
+            heartbeat_interval=config.healthcheck_interval,
+            on_wake=self._on_wake,
+        )
+        self.stopping = False
+        self.in_flight = 0  # batches being sent or recorded
+        self._backlog = True  # more due work may be waiting: claim again
+        self._wake = anyio.Event()
+
+    # -- wake-ups ----------------------------------------------------------------------
+
+    def _on_wake(self, reconnected: bool) -> None:
+        if reconnected:
+            self._backlog = True
+        else:
+            self.batcher.notified(anyio.current_time())
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._wake.set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until stop() (or SIGTERM/SIGINT when run by serve())."""
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            self.config.database_url,
+            min_size=1,
+            max_size=self.config.ses_concurrency + 2,
+            kwargs={"autocommit": True, "application_name": "mailroom", **KEEPALIVE},
+            open=False,
+            name="mailroom",
+        )
+        await pool.open(wait=False)
+        try:
+            outbox = Outbox(pool, queue=self.config.queue_name, owner=self.config.worker_name)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.listener.run)
+                await self._work(outbox)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pool.close()
+                self.sender.transport.close()
+        log.info("stopped")
+
+    async def serve(self) -> None:
+        """run(), stopping gracefully on SIGTERM or SIGINT."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_signals)
+            await self.run()
+            tg.cancel_scope.cancel()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("shutdown_requested", signal=signal.Signals(signum).name)
+                self.stop()
+
+    # -- the worker loop ---------------------------------------------------------------
+
+    async def _work(self, outbox: Outbox) -> None:
+        cfg = self.config
+        next_poll = anyio.current_time()  # backstop poll, moved earlier by scheduled work
+        async with anyio.create_task_group() as batches:
+            while not self.stopping:
+                now = anyio.current_time()
+                if now >= next_poll:
+                    next_poll = now + cfg.poll_interval
+                    reaped = await self._db(outbox.reap_expired)
+                    if reaped:
+                        log.warning("expired_leases_reclaimed", count=reaped)
+                    self._backlog = True
+                if self.batcher.due(now, self.in_flight):
+                    self.batcher.flushed()
+                    self._backlog = True
+                can_claim = not self.sender.paused() and self.in_flight < cfg.ses_concurrency
+                if self._backlog and can_claim:
+                    batch = await self._db(lambda: outbox.claim(cfg.batch_limit, cfg.lease))
+                    if batch is None:  # database unreachable; _db has backed off
+                        continue
+                    self._backlog = len(batch) == cfg.batch_limit
+                    if batch:
+                        self.in_flight += 1
+                        batches.start_soon(self._process, outbox, batch, now + cfg.lease)
+                    if not self._backlog:
+                        delay = await self._db(outbox.next_wakeup)
+                        if delay is not None:
+                            # Past due but not claimed: another replica holds it; look again later.
+                            next_poll = min(next_poll, now + (delay + 0.001 if delay > 0 else 1.0))
+                    continue
+                paused_until = self.sender.paused_until if self.sender.paused() else None
+                wake_at = min(t for t in (next_poll, self.batcher.deadline(), paused_until) if t)
+                with anyio.move_on_after(max(wake_at - anyio.current_time(), 0.0)):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+            # Shutting down: start no call; those in flight finish within the deadline.
+            self.sender.draining = True
+            log.info("draining", batches_in_flight=self.in_flight)
+            batches.cancel_scope.deadline = anyio.current_time() + cfg.shutdown_timeout
+
+    async def _process(self, outbox: Outbox, batch: Sequence[Message], lease_end: float) -> None:
+        try:
+            outcomes = await self.sender.send(batch, deadline=lease_end - RECORD_MARGIN)
+            await self._record(outbox, outcomes)
+        finally:
+            self.in_flight -= 1
+            self._wake.set()
+
+    async def _record(self, outbox: Outbox, outcomes: Sequence[tuple[int, Disposition]]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                written = await outbox.record(outcomes)
+            except psycopg.Error as exc:
+                log.warning(
+                    "record_failed", error=type(exc).__name__, count=len(outcomes), retry_in=delay
+                )
+                await anyio.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_MAX)
+                continue
+            break
+        statuses: dict[str, int] = {}
+        for _, disposition in outcomes:
+            statuses[disposition.status] = statuses.get(disposition.status, 0) + 1
+        lost = len(outcomes) - len(written)
+        log.info("batch_done", messages=len(outcomes), **statuses)
+        if lost:
+            log.warning("lease_lost", messages=lost, detail="another worker owns them now")
+
+    async def _db(self, operation: Callable[[], Awaitable[T]]) -> T | None:
+        """Run a database operation; on failure log, back off briefly and return None."""
+        try:
+            return await operation()
+        except psycopg.Error as exc:
+            log.warning("database_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+            await anyio.sleep(min(DB_RETRY_MAX, 0.5))
+            return None

@@ -1,0 +1,230 @@
+"""The outbox: the one module that runs mailroom's SQL (named queries in queries.sql)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from mailroom.retry import Disposition
+
+
+def _load_queries() -> dict[str, str]:
+    text = resources.files("mailroom").joinpath("queries.sql").read_text(encoding="utf-8")
+    queries: dict[str, str] = {}
+    for block in re.split(r"^-- name: ", text, flags=re.MULTILINE)[1:]:
+        name, _, body = block.partition("\n")
+        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
+        queries[name.strip()] = "\n".join(lines).strip()
+    return queries
+
+
+QUERIES = _load_queries()
+
+
+def query(name: str, **identifiers: str) -> sql.Composed:
+    """A named query; {slots} take identifiers, quoted by psycopg."""
+    template = sql.SQL(QUERIES[name])  # static text from queries.sql
+    if not identifiers:
+        return sql.Composed([template])
+    return template.format(**{k: sql.Identifier(v) for k, v in identifiers.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A claimed outbox row: what a transport needs to send it."""
+
+    id: int
+    attempts: int
+    max_attempts: int
+    from_address: str | None
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    reply_to: list[str]
+    config_set: str | None
+    template: str | None
+    template_data: dict[str, Any] | None
+    subject: str | None
+    body_text: str | None
+    body_html: str | None
+    raw_mime: bytes | None
+    created_at: float  # unix seconds, for enqueue-to-send latency
+
+    @property
+    def kind(self) -> str:
+        if self.template is not None:
+            return "template"
+        return "raw" if self.raw_mime is not None else "simple"
+
+
+class Outbox:
+    """The daemon's access to the outbox, through a small pool of autocommit connections."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], *, queue: str, owner: str) -> None:
+        self._pool = pool
+        self.queue = queue
+        self.owner = owner
+        self._claim = query("claim")
+        self._record = query("record")
+
+    async def claim(self, limit: int, lease_seconds: float) -> list[Message]:
+        params = {
+            "queue": self.queue,
+            "limit": limit,
+            "owner": self.owner,
+            "lease_seconds": lease_seconds,
+        }
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(self._claim, params)
+            rows = await cur.fetchall()
+        return [Message(*row) for row in rows]
+
+    async def record(self, outcomes: Sequence[tuple[int, Disposition]]) -> set[int]:
+        """Write a batch's outcomes in one round trip; returns the ids actually written."""
+        if not outcomes:
+            return set()
+        params: dict[str, Any] = {
+            "owner": self.owner,
+            "ids": [i for i, _ in outcomes],
+            "statuses": [d.status for _, d in outcomes],
+            "refunds": [d.refund for _, d in outcomes],
+            "delays": [d.delay for _, d in outcomes],
+            "provider_ids": [d.provider_id for _, d in outcomes],
+            "errors": [d.error for _, d in outcomes],
+            "attempt_outcomes": [d.attempt_outcome for _, d in outcomes],
+        }
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(self._record, params)
+            row = await cur.fetchone()
+        return set(row[0]) if row else set()
+
+    async def reap_expired(self) -> int:
+        async with self._pool.connection() as conn:
+            params = {"queue": self.queue, "owner": self.owner}
+            cur = await conn.execute(query("reap_expired"), params)
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def next_wakeup(self) -> float | None:
+        """Seconds until the earliest scheduled message or lease expiry; None if none."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query("next_wakeup"), {"queue": self.queue})
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+
+async def status_counts(conn: psycopg.AsyncConnection[Any], queue: str) -> dict[str, int]:
+    cur = await conn.execute(query("counts_by_status"), {"queue": queue})
+    return {status: int(n) for status, n in await cur.fetchall()}
+
+
+# -- the listener's session (a dedicated connection, never from the pool) -----------------
+
+
+async def listen(conn: psycopg.AsyncConnection[Any], channel: str) -> None:
+    await conn.execute(query("listen", channel=channel))
+
+
+async def is_listening(conn: psycopg.AsyncConnection[Any], channel: str) -> bool:
+    cur = await conn.execute(query("listening"), {"channel": channel})
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+# -- enqueue, inside the caller's own transaction -------------------------------------------
+
+
+def _ascii_domain(address: str) -> str:
+    # SES takes internationalised domains only in punycode; the local part stays as given.
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    return f"{local}@{domain.encode('idna').decode('ascii')}"
+
+
+def _addresses(value: str | Iterable[str] | None) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    return [_ascii_domain(a.strip()) for a in value]
+
+
+def enqueue_params(
+    to: str | Iterable[str],
+    *,
+    template: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    subject: str | None = None,
+    text: str | None = None,
+    html: str | None = None,
+    raw: bytes | None = None,
+    from_address: str | None = None,
+    cc: str | Iterable[str] | None = None,
+    bcc: str | Iterable[str] | None = None,
+    reply_to: str | Iterable[str] | None = None,
+    config_set: str | None = None,
+    priority: int = 0,
+    not_before: datetime | None = None,
+    idempotency_key: str | None = None,
+    max_attempts: int = 10,
+    queue: str = "user_action_queue",
+) -> dict[str, Any]:
+    if data is not None and not isinstance(data, Mapping):
+        raise TypeError("data must be a mapping (SES template data is a JSON object)")
+    return {
+        "to_addresses": _addresses(to),
+        "template": template,
+        "template_data": None if data is None else Jsonb(dict(data), dumps=json.dumps),
+        "subject": subject,
+        "body_text": text,
+        "body_html": html,
+        "raw_mime": raw,
+        "from_address": None if from_address is None else _ascii_domain(from_address),
+        "cc_addresses": _addresses(cc),
+        "bcc_addresses": _addresses(bcc),
+        "reply_to_addresses": _addresses(reply_to),
+        "config_set": config_set,
+        "priority": priority,
+        "not_before": not_before,
+        "idempotency_key": idempotency_key,
+        "max_attempts": max_attempts,
+        "queue": queue,
+    }
+
+
+def enqueue(conn: psycopg.Connection[Any], to: str | Iterable[str], **fields: Any) -> int:
+    """Enqueue one email in ``conn``'s current transaction; returns the message id.
+
+    Commit and it will be sent; roll back and it never existed. Keyword arguments are
+    those of :func:`enqueue_params`. Invalid fields raise ``psycopg.errors.CheckViolation``
+    naming the rule broken, e.g. ``outbox_recipients_between_1_and_50``.
+    """
+    row = conn.execute(query("enqueue"), enqueue_params(to, **fields)).fetchone()
+    assert row is not None  # noqa: S101 -- a SELECT of a function always returns a row
+    return int(row[0])
+
+
+async def enqueue_async(
+    conn: psycopg.AsyncConnection[Any], to: str | Iterable[str], **fields: Any
+) -> int:
+    """:func:`enqueue` for an async connection."""
+    cur = await conn.execute(query("enqueue"), enqueue_params(to, **fields))
+    row = await cur.fetchone()
+    assert row is not None  # noqa: S101 -- a SELECT of a function always returns a row
+    return int(row[0])
+
+
+async def wake(conn: psycopg.AsyncConnection[Any], channel: str, queue: str) -> None:
+    """Wake the daemons serving ``queue`` (after re-arming messages outside enqueue)."""
+    await conn.execute(query("wake"), {"channel": channel, "queue": queue})

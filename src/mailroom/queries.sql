@@ -1,0 +1,175 @@
+-- Every query mailroom runs, each under a "-- name: NAME" header. outbox.py is the only
+-- module that executes them; migrate.py uses the migration bookkeeping ones.
+-- Parameters are psycopg named placeholders; {identifier} slots are filled with
+-- psycopg.sql.Identifier, never with string formatting.
+
+-- name: claim
+-- Lease up to %(limit)s due messages, highest priority then oldest due first. The lease
+-- is committed at once (autocommit): no transaction stays open while SES is called.
+WITH due AS (
+    SELECT id
+    FROM mailroom.outbox
+    WHERE queue = %(queue)s
+      AND status IN ('pending', 'retrying')
+      AND next_attempt_at <= now()
+    ORDER BY priority DESC, next_attempt_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE mailroom.outbox AS m
+SET status = 'sending',
+    attempts = m.attempts + 1,
+    locked_by = %(owner)s,
+    locked_until = now() + make_interval(secs => %(lease_seconds)s),
+    updated_at = now()
+FROM due
+WHERE m.id = due.id
+RETURNING m.id, m.attempts, m.max_attempts, m.from_address, m.to_addresses,
+          m.cc_addresses, m.bcc_addresses, m.reply_to_addresses, m.config_set,
+          m.template, m.template_data, m.subject, m.body_text, m.body_html, m.raw_mime,
+          extract(epoch FROM m.created_at)::float8
+
+-- name: record
+-- Apply a whole batch's outcomes in one round trip and append one attempt row per try.
+-- Only the lease holder may write, except that "sent" is always worth recording: it
+-- stops a second daemon that reclaimed an expired lease from sending again.
+WITH outcome AS (
+    SELECT *
+    FROM unnest(
+        %(ids)s::bigint[], %(statuses)s::text[], %(refunds)s::int[], %(delays)s::float8[],
+        %(provider_ids)s::text[], %(errors)s::text[], %(attempt_outcomes)s::text[]
+    ) AS o(id, status, refund, delay, provider_id, error, attempt_outcome)
+),
+updated AS (
+    UPDATE mailroom.outbox AS m
+    SET status = o.status,
+        attempts = m.attempts - o.refund,
+        next_attempt_at = CASE
+            WHEN o.status IN ('pending', 'retrying')
+                THEN now() + make_interval(secs => o.delay)
+            ELSE m.next_attempt_at
+        END,
+        provider_message_id = coalesce(o.provider_id, m.provider_message_id),
+        last_error = coalesce(o.error, m.last_error),
+        sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE m.sent_at END,
+        locked_by = NULL,
+        locked_until = NULL,
+        updated_at = now()
+    FROM outcome AS o
+    WHERE m.id = o.id
+      AND ((m.status = 'sending' AND m.locked_by = %(owner)s)
+           OR (o.status = 'sent' AND m.status IN ('sending', 'retrying', 'pending')))
+    RETURNING m.id, m.attempts
+),
+logged AS (
+    INSERT INTO mailroom.attempts (message_id, attempt, outcome, provider_message_id, error, worker)
+    SELECT u.id, u.attempts + o.refund, o.attempt_outcome, o.provider_id, o.error, %(owner)s
+    FROM updated AS u
+    JOIN outcome AS o USING (id)
+    WHERE o.attempt_outcome IS NOT NULL
+)
+SELECT coalesce(array_agg(id), ARRAY[]::bigint[]) FROM updated
+
+-- name: reap_expired
+-- Leases whose holder died: back to due at once, or dead when the crashed try was the
+-- last one allowed (a message that crashes the daemon must not loop for ever).
+WITH expired AS (
+    SELECT id
+    FROM mailroom.outbox
+    WHERE queue = %(queue)s AND status = 'sending' AND locked_until < now()
+    ORDER BY locked_until
+    LIMIT 1000
+    FOR UPDATE SKIP LOCKED
+),
+updated AS (
+    UPDATE mailroom.outbox AS m
+    SET status = CASE WHEN m.attempts >= m.max_attempts THEN 'dead' ELSE 'retrying' END,
+        next_attempt_at = now(),
+        last_error = 'lease expired: ' || m.locked_by || ' did not record an outcome',
+        locked_by = NULL,
+        locked_until = NULL,
+        updated_at = now()
+    FROM expired
+    WHERE m.id = expired.id
+    RETURNING m.id, m.attempts, m.last_error
+),
+logged AS (
+    INSERT INTO mailroom.attempts (message_id, attempt, outcome, error, worker)
+    SELECT id, attempts, 'lease_expired', last_error, %(owner)s FROM updated
+)
+SELECT count(*) FROM updated
+
+-- name: next_wakeup
+-- Seconds until the earliest scheduled message or lease expiry of this queue (NULL: none).
+SELECT extract(epoch FROM least(
+    (SELECT min(next_attempt_at) FROM mailroom.outbox
+     WHERE queue = %(queue)s AND status IN ('pending', 'retrying')),
+    (SELECT min(locked_until) FROM mailroom.outbox
+     WHERE queue = %(queue)s AND status = 'sending')
+) - now())::float8
+
+-- name: enqueue
+SELECT mailroom.enqueue(
+    to_addresses => %(to_addresses)s::text[],
+    template => %(template)s,
+    template_data => %(template_data)s::jsonb,
+    subject => %(subject)s,
+    body_text => %(body_text)s,
+    body_html => %(body_html)s,
+    raw_mime => %(raw_mime)s::bytea,
+    from_address => %(from_address)s,
+    cc_addresses => %(cc_addresses)s::text[],
+    bcc_addresses => %(bcc_addresses)s::text[],
+    reply_to_addresses => %(reply_to_addresses)s::text[],
+    config_set => %(config_set)s,
+    priority => %(priority)s::smallint,
+    not_before => %(not_before)s::timestamptz,
+    idempotency_key => %(idempotency_key)s,
+    max_attempts => %(max_attempts)s::int,
+    queue => %(queue)s
+)
+
+-- name: counts_by_status
+SELECT status, count(*) FROM mailroom.outbox WHERE queue = %(queue)s GROUP BY status
+
+-- name: listen
+LISTEN {channel}
+
+-- name: listening
+-- Heartbeat on the LISTEN session itself: proves the session is alive and still listening.
+SELECT %(channel)s = ANY (pg_listening_channels())
+
+-- name: wake
+SELECT pg_notify(%(channel)s, %(queue)s)
+
+-- name: migrations_lock
+-- Session-level advisory lock: replicas that migrate at once apply each version once.
+SELECT pg_advisory_lock(7283946150021)
+
+-- name: migrations_unlock
+SELECT pg_advisory_unlock(7283946150021)
+
+-- name: migrations_bootstrap
+CREATE SCHEMA IF NOT EXISTS mailroom;
+CREATE TABLE IF NOT EXISTS mailroom.schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: migrations_applied
+SELECT version, name, checksum FROM mailroom.schema_migrations ORDER BY version
+
+-- name: migrations_record
+INSERT INTO mailroom.schema_migrations (version, name, checksum)
+VALUES (%(version)s, %(name)s, %(checksum)s)
+
+-- name: set_channel
+UPDATE mailroom.settings SET channel = %(channel)s WHERE channel IS DISTINCT FROM %(channel)s
+
+-- name: migrations_table_exists
+SELECT to_regclass('mailroom.schema_migrations') IS NOT NULL
+
+-- name: settings_channel
+SELECT channel FROM mailroom.settings

@@ -1,0 +1,118 @@
+"""Turn a claimed batch into transport calls and each message's next state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio
+import structlog
+
+from mailroom.classify import Verdict
+from mailroom.outbox import Message
+from mailroom.retry import Disposition, Policy, dispose, released
+from mailroom.transports import BULK_MAX_ENTRIES, Result, Transport, bulk_key
+
+log = structlog.get_logger("mailroom.sender")
+
+MAX_ERROR_LENGTH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    messages: Sequence[Message]
+    bulk: bool
+
+
+def plan(batch: Sequence[Message]) -> list[Call]:
+    """Group templated messages into SendBulkEmail calls of at most 50 entries; every
+    simple or raw message is a SendEmail call of its own."""
+    groups: dict[tuple[object, ...], list[Message]] = {}
+    calls: list[Call] = []
+    for message in batch:
+        if message.template is None:
+            calls.append(Call([message], bulk=False))
+        else:
+            groups.setdefault(bulk_key(message), []).append(message)
+    for members in groups.values():
+        for start in range(0, len(members), BULK_MAX_ENTRIES):
+            calls.append(Call(members[start : start + BULK_MAX_ENTRIES], bulk=True))
+    return calls
+
+
+def _error(result: Result) -> str | None:
+    if not result.code:
+        return None
+    text = f"{result.code}: {result.detail}" if result.detail else result.code
+    return text[:MAX_ERROR_LENGTH]
+
+
+class Sender:
+    """Runs calls with bounded concurrency; pauses the daemon on account-level stops."""
+
+    def __init__(
+        self, transport: Transport, policy: Policy, *, concurrency: int, call_budget: float
+    ) -> None:
+        self.transport = transport
+        self.policy = policy
+        self.call_budget = call_budget  # the longest one call may take (connect + read)
+        self.paused_until = 0.0
+        self.draining = False
+        self._slots = anyio.CapacityLimiter(concurrency)
+        self._threads = anyio.CapacityLimiter(concurrency)
+
+    def paused(self) -> bool:
+        return anyio.current_time() < self.paused_until
+
+    async def send(
+        self, batch: Sequence[Message], deadline: float
+    ) -> list[tuple[int, Disposition]]:
+        """Send a batch; no call starts unless it can end before ``deadline`` (the lease)."""
+        results: list[tuple[Message, Result | None]] = []
+        async with anyio.create_task_group() as tg:
+            for call in plan(batch):
+                tg.start_soon(self._call, call, deadline, results)
+        return [(m.id, self._dispose(m, r)) for m, r in results]
+
+    async def _call(
+        self, call: Call, deadline: float, results: list[tuple[Message, Result | None]]
+    ) -> None:
+        async with self._slots:
+            if self.draining or self.paused() or anyio.current_time() + self.call_budget > deadline:
+                results.extend((m, None) for m in call.messages)
+                return
+            if call.bulk:
+                outcome = await anyio.to_thread.run_sync(
+                    self.transport.send_bulk, call.messages, limiter=self._threads
+                )
+            else:
+                outcome = [
+                    await anyio.to_thread.run_sync(
+                        self.transport.send_one, call.messages[0], limiter=self._threads
+                    )
+                ]
+        first = outcome[0]
+        whole_call_dead = first.whole_call and first.verdict is Verdict.DEAD
+        if call.bulk and len(call.messages) > 1 and whole_call_dead:
+            # One bad entry can fail a whole bulk call: send each alone so that only the
+            # bad one is dead-lettered and the good ones go out.
+            log.info("bulk_call_split", code=first.code, entries=len(call.messages))
+            for message in call.messages:
+                await self._call(Call([message], bulk=True), deadline, results)
+            return
+        if any(r.verdict is Verdict.PAUSE for r in outcome):
+            self.paused_until = max(self.paused_until, anyio.current_time() + self.policy.pause)
+            log.warning("sending_paused", code=first.code, seconds=self.policy.pause)
+        results.extend(zip(call.messages, outcome, strict=True))
+
+    def _dispose(self, message: Message, result: Result | None) -> Disposition:
+        if result is None:
+            return released()
+        return dispose(
+            result.verdict,
+            message.attempts,
+            message.max_attempts,
+            self.policy,
+            provider_id=result.provider_id,
+            error=_error(result),
+        )

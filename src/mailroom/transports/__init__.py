@@ -1,0 +1,46 @@
+"""Transports hand messages to a provider. Calls are blocking; the sender runs them in
+worker threads, so a transport must be safe to call from several threads at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from mailroom.classify import Verdict
+from mailroom.outbox import Message
+
+BULK_MAX_ENTRIES = 50  # SendBulkEmail accepts at most 50 entries per call
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    verdict: Verdict
+    provider_id: str | None = None
+    code: str = ""  # provider error code or entry status: a PII-free label
+    detail: str = ""  # provider's message, for last_error
+    whole_call: bool = False  # the call failed as a whole, not this entry alone
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    source: str
+    config_set: str | None
+
+
+class Transport(Protocol):
+    def send_bulk(self, messages: Sequence[Message]) -> list[Result]:
+        """Send templated messages sharing template, sender, reply-to and configuration
+        set; one result per message, in order."""
+        ...
+
+    def send_one(self, message: Message) -> Result:
+        """Send one simple or raw message."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def bulk_key(message: Message) -> tuple[object, ...]:
+    """Messages with equal keys can share one SendBulkEmail call."""
+    return (message.template, message.from_address, message.config_set, tuple(message.reply_to))

@@ -1,0 +1,61 @@
+"""Debug transport (MAILROOM_DEBUG=true): send nothing, write each request that would
+have gone to SES as a JSON file in MAILROOM_SES_OUTPUT_PATH, as the seed's debug mode did."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mailroom.classify import Verdict
+from mailroom.outbox import Message
+from mailroom.transports import Defaults, Result
+from mailroom.transports.ses import bulk_request, single_request
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class FileTransport:
+    def __init__(self, defaults: Defaults, directory: Path) -> None:
+        self.defaults = defaults
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def _write(
+        self, operation: str, messages: Sequence[Message], request: dict[str, Any]
+    ) -> list[str]:
+        ids = [f"debug-{uuid.uuid4()}" for _ in messages]
+        document = {
+            "operation": operation,
+            "outbox_ids": [m.id for m in messages],
+            "request": _jsonable(request),
+            "response": {"MessageIds": ids},
+        }
+        name = f"{time.time_ns()}-{operation}-{messages[0].id}.json"
+        tmp = self.directory / (name + ".tmp")
+        tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(self.directory / name)  # readers never see half a file
+        return ids
+
+    def send_bulk(self, messages: Sequence[Message]) -> list[Result]:
+        ids = self._write("SendBulkEmail", messages, bulk_request(messages, self.defaults))
+        return [Result(Verdict.SENT, provider_id=i) for i in ids]
+
+    def send_one(self, message: Message) -> Result:
+        (provider_id,) = self._write("SendEmail", [message], single_request(message, self.defaults))
+        return Result(Verdict.SENT, provider_id=provider_id)
+
+    def close(self) -> None:
+        pass
