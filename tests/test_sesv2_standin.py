@@ -44,7 +44,7 @@ def make_client(url: str, read_timeout: float = 2) -> Any:
         endpoint_url=url,
         region_name="us-east-1",
         aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 - dummy credentials for a local fake
+        aws_secret_access_key="testing",
         config=Config(
             retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=read_timeout
         ),

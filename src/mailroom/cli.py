@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         transport = make_transport(cfg)
     except Exception as exc:
         if type(exc).__name__ == "NoRegionError":
-            return _fail("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION)")
+            return _fail("no AWS region: set AWS_DEFAULT_REGION (or AWS_REGION)")
         raise
     anyio.run(Daemon(cfg, transport).serve)
     return 0

@@ -309,10 +309,14 @@ def load(environ: Mapping[str, str] | None = None, *, require_database: bool = T
             problems.append("MAILROOM_DATABASE_URL: required (or MAILROOM_DATABASE_URL_FILE)")
         values["database_url"] = ""
     config = Config(**values)
-    if config.lease <= config.ses_connect_timeout + config.ses_read_timeout:
+    if (
+        config.lease - record_margin(config.lease)
+        <= config.ses_connect_timeout + config.ses_read_timeout
+    ):
         problems.append(
             "MAILROOM_LEASE_DURATION: must exceed MAILROOM_SES_CONNECT_TIMEOUT + "
-            "MAILROOM_SES_READ_TIMEOUT, or a send could outlive its lease"
+            "MAILROOM_SES_READ_TIMEOUT by a quarter (at most 5 s kept for recording), "
+            "or no send could finish within its lease"
         )
     if config.retry_cap < config.retry_base:
         problems.append("MAILROOM_RETRY_CAP: must be at least MAILROOM_RETRY_BASE")
@@ -321,6 +325,11 @@ def load(environ: Mapping[str, str] | None = None, *, require_database: bool = T
     if not config.worker_name:
         config = dataclasses.replace(config, worker_name=f"{os.uname().nodename}:{os.getpid()}")
     return config
+
+
+def record_margin(lease: float) -> float:
+    """The end of a lease kept for recording outcomes: no SES call may start in it."""
+    return min(5.0, lease / 4)
 
 
 def redact_dsn(dsn: str) -> str:

@@ -16,7 +16,7 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from mailroom.batcher import Batcher
-from mailroom.config import Config
+from mailroom.config import Config, record_margin
 from mailroom.listener import KEEPALIVE, Listener
 from mailroom.outbox import Message, Outbox
 from mailroom.retry import Disposition, Policy
@@ -26,7 +26,6 @@ from mailroom.transports import Defaults, Transport
 log = structlog.get_logger("mailroom.daemon")
 T = TypeVar("T")
 
-RECORD_MARGIN = 5.0  # seconds of a lease kept for recording the outcome after the last call
 DB_RETRY_MAX = 5.0  # seconds: longest pause between attempts to reach the database
 
 
@@ -66,6 +65,7 @@ class Daemon:
         self.stopping = False
         self.in_flight = 0  # batches being sent or recorded
         self._backlog = True  # more due work may be waiting: claim again
+        self._next_poll = 0.0  # backstop poll, moved earlier by scheduled work
         self._wake = anyio.Event()
 
     # -- wake-ups ----------------------------------------------------------------------
@@ -76,6 +76,11 @@ class Daemon:
         else:
             self.batcher.notified(anyio.current_time())
         self._wake.set()
+
+    def _schedule(self, at: float) -> None:
+        if at < self._next_poll:
+            self._next_poll = at
+            self._wake.set()
 
     def stop(self) -> None:
         self.stopping = True
@@ -123,12 +128,11 @@ class Daemon:
 
     async def _work(self, outbox: Outbox) -> None:
         cfg = self.config
-        next_poll = anyio.current_time()  # backstop poll, moved earlier by scheduled work
         async with anyio.create_task_group() as batches:
             while not self.stopping:
                 now = anyio.current_time()
-                if now >= next_poll:
-                    next_poll = now + cfg.poll_interval
+                if now >= self._next_poll:
+                    self._next_poll = now + cfg.poll_interval
                     reaped = await self._db(outbox.reap_expired)
                     if reaped:
                         log.warning("expired_leases_reclaimed", count=reaped)
@@ -149,10 +153,12 @@ class Daemon:
                         delay = await self._db(outbox.next_wakeup)
                         if delay is not None:
                             # Past due but not claimed: another replica holds it; look again later.
-                            next_poll = min(next_poll, now + (delay + 0.001 if delay > 0 else 1.0))
+                            self._schedule(now + (delay + 0.001 if delay > 0 else 1.0))
                     continue
                 paused_until = self.sender.paused_until if self.sender.paused() else None
-                wake_at = min(t for t in (next_poll, self.batcher.deadline(), paused_until) if t)
+                wake_at = min(
+                    t for t in (self._next_poll, self.batcher.deadline(), paused_until) if t
+                )
                 with anyio.move_on_after(max(wake_at - anyio.current_time(), 0.0)):
                     await self._wake.wait()
                 self._wake = anyio.Event()
@@ -163,8 +169,14 @@ class Daemon:
 
     async def _process(self, outbox: Outbox, batch: Sequence[Message], lease_end: float) -> None:
         try:
-            outcomes = await self.sender.send(batch, deadline=lease_end - RECORD_MARGIN)
+            deadline = lease_end - record_margin(self.config.lease)
+            outcomes = await self.sender.send(batch, deadline=deadline)
             await self._record(outbox, outcomes)
+            # Retries and releases are due again soon: wake up for them, not for the
+            # lease expiry that was the earliest event when the batch was claimed.
+            delays = [d.delay for _, d in outcomes if d.status in ("retrying", "pending")]
+            if delays:
+                self._schedule(anyio.current_time() + min(delays))
         finally:
             self.in_flight -= 1
             self._wake.set()

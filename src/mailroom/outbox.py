@@ -149,7 +149,10 @@ def _ascii_domain(address: str) -> str:
     local, at, domain = address.rpartition("@")
     if not at or domain.isascii():
         return address
-    return f"{local}@{domain.encode('idna').decode('ascii')}"
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return address  # not a domain at all: the CHECK constraint names the problem
 
 
 def _addresses(value: str | Iterable[str] | None) -> list[str]:

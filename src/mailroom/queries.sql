@@ -32,7 +32,8 @@ RETURNING m.id, m.attempts, m.max_attempts, m.from_address, m.to_addresses,
 -- name: record
 -- Apply a whole batch's outcomes in one round trip and append one attempt row per try.
 -- Only the lease holder may write, except that "sent" is always worth recording: it
--- stops a second daemon that reclaimed an expired lease from sending again.
+-- stops a second daemon that reclaimed an expired lease from sending again, and a
+-- message reaped to dead while SES was accepting it was in fact delivered.
 WITH outcome AS (
     SELECT *
     FROM unnest(
@@ -58,7 +59,7 @@ updated AS (
     FROM outcome AS o
     WHERE m.id = o.id
       AND ((m.status = 'sending' AND m.locked_by = %(owner)s)
-           OR (o.status = 'sent' AND m.status IN ('sending', 'retrying', 'pending')))
+           OR (o.status = 'sent' AND m.status IN ('sending', 'retrying', 'pending', 'dead')))
     RETURNING m.id, m.attempts
 ),
 logged AS (

@@ -81,16 +81,7 @@ class Sender:
             if self.draining or self.paused() or anyio.current_time() + self.call_budget > deadline:
                 results.extend((m, None) for m in call.messages)
                 return
-            if call.bulk:
-                outcome = await anyio.to_thread.run_sync(
-                    self.transport.send_bulk, call.messages, limiter=self._threads
-                )
-            else:
-                outcome = [
-                    await anyio.to_thread.run_sync(
-                        self.transport.send_one, call.messages[0], limiter=self._threads
-                    )
-                ]
+            outcome = await anyio.to_thread.run_sync(self._attempt, call, limiter=self._threads)
         first = outcome[0]
         whole_call_dead = first.whole_call and first.verdict is Verdict.DEAD
         if call.bulk and len(call.messages) > 1 and whole_call_dead:
@@ -100,10 +91,23 @@ class Sender:
             for message in call.messages:
                 await self._call(Call([message], bulk=True), deadline, results)
             return
-        if any(r.verdict is Verdict.PAUSE for r in outcome):
+        pausing = [r for r in outcome if r.verdict is Verdict.PAUSE]
+        if pausing:
             self.paused_until = max(self.paused_until, anyio.current_time() + self.policy.pause)
-            log.warning("sending_paused", code=first.code, seconds=self.policy.pause)
+            log.warning("sending_paused", code=pausing[0].code, seconds=self.policy.pause)
         results.extend(zip(call.messages, outcome, strict=True))
+
+    def _attempt(self, call: Call) -> list[Result]:
+        """One transport call, in a worker thread. A transport bug must not stop the daemon
+        or lose the batch: it becomes a retry, and after max_attempts a dead letter."""
+        try:
+            if call.bulk:
+                return self.transport.send_bulk(call.messages)
+            return [self.transport.send_one(call.messages[0])]
+        except Exception as exc:
+            log.exception("transport_error", messages=[m.id for m in call.messages])
+            detail = f"{type(exc).__name__}: {exc}"
+            return [Result(Verdict.RETRY, code="InternalError", detail=detail)] * len(call.messages)
 
     def _dispose(self, message: Message, result: Result | None) -> Disposition:
         if result is None:

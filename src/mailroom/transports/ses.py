@@ -8,6 +8,7 @@ retry layers would multiply (5 x 10 tries) and hide tries from the attempt log.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -108,8 +109,13 @@ class SesTransport:
 
         self.defaults = defaults
         # One client for the process: clients are thread-safe, sessions per call leak.
-        self.client: SESV2Client = boto3.session.Session().client(
+        # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what other AWS SDKs and
+        # Lambda set, so honour it when the former is absent.
+        session = boto3.session.Session()
+        region = session.region_name or os.environ.get("AWS_REGION") or None
+        self.client: SESV2Client = session.client(
             "sesv2",
+            region_name=region,
             config=Config(
                 retries={"mode": "standard", "total_max_attempts": 1},
                 connect_timeout=connect_timeout,
