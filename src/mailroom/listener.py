@@ -13,21 +13,23 @@ from typing import Any
 import anyio
 import psycopg
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from mailroom import outbox
 
 log = structlog.get_logger("mailroom.listener")
 
-# Half-open TCP (a dead peer that sent no RST) is found by keepalive probes within
-# idle + interval * count seconds, and a heartbeat answer must arrive within this bound.
+# Half-open TCP (a peer gone without a RST) is found by keepalive probes on an idle
+# connection within idle + interval * count seconds, and by tcp_user_timeout when sent
+# data stays unacknowledged; the heartbeat bounds what the kernel cannot see.
 KEEPALIVE: dict[str, Any] = {
     "keepalives": 1,
     "keepalives_idle": 30,
     "keepalives_interval": 10,
     "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
 }
-HEARTBEAT_TIMEOUT = 10.0
+HEARTBEAT_TIMEOUT = 10.0  # seconds, at most; never longer than the heartbeat interval
 
 
 class ListenerLost(Exception):
@@ -72,7 +74,7 @@ class Listener:
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         retrying = AsyncRetrying(
-            wait=wait_exponential_jitter(initial=0.1, max=15.0),
+            wait=wait_random_exponential(multiplier=0.1, max=15.0),  # full jitter
             retry=retry_if_exception_type((psycopg.OperationalError, OSError, TimeoutError)),
             before_sleep=lambda state: log.warning(
                 "listen_connect_failed",
@@ -109,7 +111,7 @@ class Listener:
             async for notify in conn.notifies(timeout=self.heartbeat_interval):
                 if notify.payload in ("", self.queue):
                     self.on_wake(False)
-            with anyio.fail_after(HEARTBEAT_TIMEOUT):
+            with anyio.fail_after(min(HEARTBEAT_TIMEOUT, self.heartbeat_interval)):
                 if not await outbox.is_listening(conn, self.channel):
                     raise ListenerLost("session is no longer listening")
             self.last_heartbeat = anyio.current_time()
