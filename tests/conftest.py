@@ -168,6 +168,7 @@ def daemon_env(db: str, standin: SesStandin, tmp_path: Path) -> dict[str, str]:
         "MAILROOM_DATABASE_URL": db,
         "MAILROOM_LOG_FORMAT": "json",
         "MAILROOM_LOG_LEVEL": "info",
+        "MAILROOM_HTTP_PORT": "0",  # several daemons share a test: no fixed port
         "MAILROOM_POLL_INTERVAL": "60000",
         "MAILROOM_BATCH_TIMEOUT": "200",
         "MAILROOM_SES_CONNECT_TIMEOUT": "1000",

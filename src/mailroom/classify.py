@@ -51,6 +51,7 @@ ERROR_CODE: dict[str, Verdict] = {
     "RequestTimeout": Verdict.RETRY,
     "RequestTimeoutException": Verdict.RETRY,
     "NetworkError": Verdict.RETRY,
+    "InternalError": Verdict.RETRY,  # a transport bug: retried, bounded by max_attempts
     # the account cannot send at all
     "SendingPausedException": Verdict.PAUSE,
     "AccountSendingPausedException": Verdict.PAUSE,

@@ -23,6 +23,7 @@ examples:
   MAILROOM_DATABASE_URL=postgresql://mailroom@db/app mailroom migrate
   MAILROOM_DATABASE_URL=... AWS_REGION=eu-west-1 mailroom run
   mailroom config                        effective settings, secrets redacted
+  mailroom check                         exit 0 when the local daemon is ready
   mailroom token verify TOKEN --action activation
 """
 
@@ -83,6 +84,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from mailroom.health import probe  # noqa: PLC0415
+
+    cfg = _load(require_database=False)
+    if not cfg.http_port:
+        return _fail("MAILROOM_HTTP_PORT is 0: the health endpoints are off")
+    healthy, body = probe(cfg.http_port, "/healthz" if args.live else "/readyz")
+    print(body)
+    return 0 if healthy else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mailroom.demo import demo  # noqa: PLC0415
 
@@ -134,6 +146,14 @@ def parser() -> argparse.ArgumentParser:
         ("config", cmd_config, "print the effective configuration, secrets redacted"),
     ):
         sub.add_parser(name, help=summary, description=summary).set_defaults(handler=handler)
+    check = sub.add_parser(
+        "check",
+        help="exit 0 if the local daemon is ready (for Docker HEALTHCHECK), 1 if not",
+        description="Asks the daemon on 127.0.0.1:$MAILROOM_HTTP_PORT for /readyz "
+        "(database reachable, LISTEN alive, not shutting down) and prints its checks.",
+    )
+    check.add_argument("--live", action="store_true", help="liveness only (/healthz)")
+    check.set_defaults(handler=cmd_check)
     demo = sub.add_parser(
         "demo",
         help="try mailroom: embedded PostgreSQL, a few emails, debug transport",

@@ -53,6 +53,8 @@ class Config:
     log_level: str = "info"
     reveal_addresses: bool = False
     worker_name: str = ""
+    http_host: str = "0.0.0.0"  # noqa: S104 -- probes and scrapes come from outside the pod
+    http_port: int = 9765
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError("must be a positive integer")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port, 0 to 65535 (0 turns the HTTP endpoints off)")
     return value
 
 
@@ -267,6 +276,18 @@ SETTINGS: tuple[_Setting, ...] = (
         "worker_name",
         _name,
         "Name recorded as lease owner (default: host:pid).",
+    ),
+    _Setting(
+        "MAILROOM_HTTP_HOST",
+        "http_host",
+        str,
+        "Address of the /metrics, /healthz and /readyz endpoints.",
+    ),
+    _Setting(
+        "MAILROOM_HTTP_PORT",
+        "http_port",
+        _port,
+        "Port of the /metrics, /healthz and /readyz endpoints (0: off).",
     ),
 )
 

@@ -7,6 +7,7 @@ Signals only set a flag; the loop sees it, stops claiming, lets calls in flight 
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -15,9 +16,10 @@ import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
+from mailroom import health, metrics
 from mailroom.batcher import Batcher
 from mailroom.config import Config, record_margin
-from mailroom.listener import KEEPALIVE, Listener
+from mailroom.listener import HEARTBEAT_TIMEOUT, KEEPALIVE, Listener
 from mailroom.outbox import Message, Outbox
 from mailroom.retry import Disposition, Policy
 from mailroom.sender import Sender
@@ -27,6 +29,7 @@ log = structlog.get_logger("mailroom.daemon")
 T = TypeVar("T")
 
 DB_RETRY_MAX = 5.0  # seconds: longest pause between attempts to reach the database
+GAUGE_INTERVAL = 15.0  # seconds between refreshes of the outbox gauges (also a DB probe)
 
 
 def make_transport(config: Config) -> Transport:
@@ -62,8 +65,16 @@ class Daemon:
             heartbeat_interval=config.healthcheck_interval,
             on_wake=self._on_wake,
         )
+        self.health = health.Health(
+            db_stale_after=3 * GAUGE_INTERVAL,
+            listen_stale_after=config.healthcheck_interval + HEARTBEAT_TIMEOUT + 5.0,
+            listen_connected=lambda: self.listener.connected,
+            listen_heartbeat=lambda: self.listener.last_heartbeat,
+        )
         self.stopping = False
+        self.ready = False
         self.in_flight = 0  # batches being sent or recorded
+        self._batches = 0  # batches claimed so far, for the batch id in logs
         self._backlog = True  # more due work may be waiting: claim again
         self._next_poll = 0.0  # backstop poll, moved earlier by scheduled work
         self._wake = anyio.Event()
@@ -73,6 +84,9 @@ class Daemon:
     def _on_wake(self, reconnected: bool) -> None:
         if reconnected:
             self._backlog = True
+            if not self.ready:
+                self.ready = True
+                health.sd_notify("READY=1\nSTATUS=listening")
         else:
             self.batcher.notified(anyio.current_time())
         self._wake.set()
@@ -83,7 +97,10 @@ class Daemon:
             self._wake.set()
 
     def stop(self) -> None:
+        if not self.stopping:
+            health.sd_notify("STOPPING=1")
         self.stopping = True
+        self.health.draining = True
         self._wake.set()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -103,6 +120,8 @@ class Daemon:
             outbox = Outbox(pool, queue=self.config.queue_name, owner=self.config.worker_name)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.listener.run)
+                tg.start_soon(self._tick)
+                tg.start_soon(self._refresh_gauges, outbox)
                 await self._work(outbox)
                 tg.cancel_scope.cancel()
         finally:
@@ -112,7 +131,10 @@ class Daemon:
         log.info("stopped")
 
     async def serve(self) -> None:
-        """run(), stopping gracefully on SIGTERM or SIGINT."""
+        """run() as a service: HTTP endpoints, and a graceful stop on SIGTERM or SIGINT."""
+        if self.config.http_port:
+            server = health.serve(self.health, self.config.http_host, self.config.http_port)
+            log.info("http_listening", port=server.server_address[1])
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_signals)
             await self.run()
@@ -123,6 +145,27 @@ class Daemon:
             async for signum in signals:
                 log.info("shutdown_requested", signal=signal.Signals(signum).name)
                 self.stop()
+
+    async def _tick(self) -> None:
+        """Proves the event loop runs: for /healthz, and as systemd's watchdog ping."""
+        watchdog = health.watchdog_interval()
+        while True:
+            self.health.loop_tick = time.monotonic()
+            if not self.sender.paused():
+                metrics.SENDING_PAUSED.set(0)
+            if watchdog is not None:
+                health.sd_notify("WATCHDOG=1")
+            await anyio.sleep(min(1.0, watchdog or 1.0))
+
+    async def _refresh_gauges(self, outbox: Outbox) -> None:
+        while True:
+            result = await self._db(outbox.gauges)
+            if result is not None:
+                counts, oldest = result
+                for status, count in counts.items():
+                    metrics.OUTBOX_MESSAGES.labels(status).set(count)
+                metrics.OLDEST_DUE_AGE.set(oldest)
+            await anyio.sleep(GAUGE_INTERVAL)
 
     # -- the worker loop ---------------------------------------------------------------
 
@@ -135,6 +178,7 @@ class Daemon:
                     self._next_poll = now + cfg.poll_interval
                     reaped = await self._db(outbox.reap_expired)
                     if reaped:
+                        metrics.LEASES_EXPIRED.inc(reaped)
                         log.warning("expired_leases_reclaimed", count=reaped)
                     self._backlog = True
                 if self.batcher.due(now, self.in_flight):
@@ -147,6 +191,8 @@ class Daemon:
                         continue
                     self._backlog = len(batch) == cfg.batch_limit
                     if batch:
+                        metrics.BATCH_SIZE.observe(len(batch))
+                        metrics.IN_FLIGHT.inc(len(batch))
                         self.in_flight += 1
                         batches.start_soon(self._process, outbox, batch, now + cfg.lease)
                     if not self._backlog:
@@ -168,6 +214,10 @@ class Daemon:
             batches.cancel_scope.deadline = anyio.current_time() + cfg.shutdown_timeout
 
     async def _process(self, outbox: Outbox, batch: Sequence[Message], lease_end: float) -> None:
+        self._batches += 1
+        context = structlog.contextvars.bind_contextvars(
+            batch=f"{self.config.worker_name}/{self._batches}"
+        )
         try:
             deadline = lease_end - record_margin(self.config.lease)
             outcomes = await self.sender.send(batch, deadline=deadline)
@@ -178,6 +228,8 @@ class Daemon:
             if delays:
                 self._schedule(anyio.current_time() + min(delays))
         finally:
+            structlog.contextvars.reset_contextvars(**context)
+            metrics.IN_FLIGHT.dec(len(batch))
             self.in_flight -= 1
             self._wake.set()
 
@@ -205,8 +257,11 @@ class Daemon:
     async def _db(self, operation: Callable[[], Awaitable[T]]) -> T | None:
         """Run a database operation; on failure log, back off briefly and return None."""
         try:
-            return await operation()
+            result = await operation()
         except psycopg.Error as exc:
+            self.health.db_error = f"{type(exc).__name__}: {str(exc)[:200]}"
             log.warning("database_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
             await anyio.sleep(min(DB_RETRY_MAX, 0.5))
             return None
+        self.health.db_ok_at = time.monotonic()
+        return result

@@ -7,6 +7,7 @@ wake-up and the daemon claims whatever is due.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ import psycopg
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
-from mailroom import outbox
+from mailroom import metrics, outbox
 
 log = structlog.get_logger("mailroom.listener")
 
@@ -68,9 +69,11 @@ class Listener:
                 )
             finally:
                 self.connected = False
+                metrics.LISTEN_CONNECTED.set(0)
                 with anyio.CancelScope(shield=True):
                     await conn.close()
             self.reconnects += 1
+            metrics.LISTEN_RECONNECTS.inc()
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         retrying = AsyncRetrying(
@@ -103,7 +106,7 @@ class Listener:
     async def _serve(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.connected = True
         self.backend_pid = conn.info.backend_pid
-        self.last_heartbeat = anyio.current_time()
+        self._beat()
         log.info("listening", channel=self.channel, backend_pid=self.backend_pid)
         self.on_wake(True)
         while True:
@@ -114,4 +117,9 @@ class Listener:
             with anyio.fail_after(min(HEARTBEAT_TIMEOUT, self.heartbeat_interval)):
                 if not await outbox.is_listening(conn, self.channel):
                     raise ListenerLost("session is no longer listening")
-            self.last_heartbeat = anyio.current_time()
+            self._beat()
+
+    def _beat(self) -> None:
+        self.last_heartbeat = time.monotonic()
+        metrics.LISTEN_CONNECTED.set(1)
+        metrics.LISTEN_HEARTBEAT.set(time.time())

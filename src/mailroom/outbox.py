@@ -115,6 +115,16 @@ class Outbox:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def gauges(self) -> tuple[dict[str, int], float]:
+        """Live work by status (sent excluded) and the oldest due message's age, seconds."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query("gauges"), {"queue": self.queue})
+            row = await cur.fetchone()
+        assert row is not None  # noqa: S101 -- a SELECT of scalar subqueries returns one row
+        pending, retrying, sending, dead, oldest = row
+        counts = {"pending": pending, "retrying": retrying, "sending": sending, "dead": dead}
+        return {k: int(v) for k, v in counts.items()}, float(oldest)
+
     async def next_wakeup(self) -> float | None:
         """Seconds until the earliest scheduled message or lease expiry; None if none."""
         async with self._pool.connection() as conn:

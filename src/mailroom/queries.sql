@@ -174,3 +174,17 @@ SELECT to_regclass('mailroom.schema_migrations') IS NOT NULL
 
 -- name: settings_channel
 SELECT channel FROM mailroom.settings
+
+-- name: gauges
+-- Depth of live work and age of the oldest due message, from the partial indexes only:
+-- the history of sent mail is never counted.
+SELECT
+    (SELECT count(*) FROM mailroom.outbox WHERE queue = %(queue)s AND status = 'pending'),
+    (SELECT count(*) FROM mailroom.outbox WHERE queue = %(queue)s AND status = 'retrying'),
+    (SELECT count(*) FROM mailroom.outbox WHERE queue = %(queue)s AND status = 'sending'),
+    (SELECT count(*) FROM mailroom.outbox WHERE queue = %(queue)s AND status = 'dead'),
+    coalesce((
+        SELECT extract(epoch FROM now() - min(next_attempt_at))
+        FROM mailroom.outbox
+        WHERE queue = %(queue)s AND status IN ('pending', 'retrying') AND next_attempt_at <= now()
+    ), 0)::float8

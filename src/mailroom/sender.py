@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
 import structlog
 
-from mailroom.classify import Verdict
+from mailroom import metrics
+from mailroom.classify import Verdict, reason_class
 from mailroom.outbox import Message
 from mailroom.retry import Disposition, Policy, dispose, released
 from mailroom.transports import BULK_MAX_ENTRIES, Result, Transport, bulk_key
@@ -94,25 +96,36 @@ class Sender:
         pausing = [r for r in outcome if r.verdict is Verdict.PAUSE]
         if pausing:
             self.paused_until = max(self.paused_until, anyio.current_time() + self.policy.pause)
+            metrics.SENDING_PAUSED.set(1)
             log.warning("sending_paused", code=pausing[0].code, seconds=self.policy.pause)
         results.extend(zip(call.messages, outcome, strict=True))
 
     def _attempt(self, call: Call) -> list[Result]:
         """One transport call, in a worker thread. A transport bug must not stop the daemon
         or lose the batch: it becomes a retry, and after max_attempts a dead letter."""
+        operation = "SendBulkEmail" if call.bulk else "SendEmail"
+        started = time.perf_counter()
         try:
             if call.bulk:
-                return self.transport.send_bulk(call.messages)
-            return [self.transport.send_one(call.messages[0])]
+                results = self.transport.send_bulk(call.messages)
+            else:
+                results = [self.transport.send_one(call.messages[0])]
         except Exception as exc:
             log.exception("transport_error", messages=[m.id for m in call.messages])
             detail = f"{type(exc).__name__}: {exc}"
-            return [Result(Verdict.RETRY, code="InternalError", detail=detail)] * len(call.messages)
+            results = [Result(Verdict.RETRY, code="InternalError", detail=detail, whole_call=True)]
+            results *= len(call.messages)
+        failed = results[0].whole_call
+        elapsed = time.perf_counter() - started
+        metrics.SES_CALL_SECONDS.labels(operation, "error" if failed else "ok").observe(elapsed)
+        if failed:
+            metrics.SES_ERRORS.labels(operation, reason_class(results[0].code)).inc()
+        return results
 
     def _dispose(self, message: Message, result: Result | None) -> Disposition:
         if result is None:
             return released()
-        return dispose(
+        disposition = dispose(
             result.verdict,
             message.attempts,
             message.max_attempts,
@@ -120,3 +133,17 @@ class Sender:
             provider_id=result.provider_id,
             error=_error(result),
         )
+        template = metrics.template_label(message.template, message.raw_mime is not None)
+        reason = reason_class(result.code)
+        if disposition.status == "sent":
+            metrics.SENT.labels(template).inc()
+            metrics.ENQUEUE_TO_SEND.observe(max(time.time() - message.created_at, 0.0))
+        elif disposition.attempt_outcome == "retry":
+            metrics.RETRIED.labels(template, reason).inc()
+            log.info("message_retry", message_id=message.id, attempt=message.attempts,
+                     code=result.code, retry_in=round(disposition.delay, 3))  # fmt: skip
+        elif disposition.status == "dead":
+            metrics.DEAD.labels(template, reason).inc()
+            log.warning("message_dead", message_id=message.id, attempt=message.attempts,
+                        code=result.code, template=template)  # fmt: skip
+        return disposition
