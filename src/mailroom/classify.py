@@ -52,6 +52,9 @@ ERROR_CODE: dict[str, Verdict] = {
     "RequestTimeoutException": Verdict.RETRY,
     "NetworkError": Verdict.RETRY,
     "InternalError": Verdict.RETRY,  # a transport bug: retried, bounded by max_attempts
+    # signing a token at send time
+    "NoSecretKey": Verdict.DEFER,  # MAILROOM_SECRET_KEY unset: the operator must set it
+    "InvalidSignBlock": Verdict.DEAD,  # template data "$sign" that cannot be signed
     # the account cannot send at all
     "SendingPausedException": Verdict.PAUSE,
     "AccountSendingPausedException": Verdict.PAUSE,

@@ -48,7 +48,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     cfg = _load()
     with _connect(cfg) as conn:
-        applied = migrate.migrate(conn, channel=cfg.channel_name)
+        applied = migrate.migrate(conn, channel=cfg.channel_name, modules=tuple(args.modules))
     for m in applied:
         print(f"applied {m.version:04d}_{m.name}")
     if not applied:
@@ -142,10 +142,16 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, handler, summary in (
         ("run", cmd_run, "run the daemon (stops gracefully on SIGTERM/SIGINT)"),
-        ("migrate", cmd_migrate, "apply pending schema migrations (safe to repeat)"),
         ("config", cmd_config, "print the effective configuration, secrets redacted"),
     ):
         sub.add_parser(name, help=summary, description=summary).set_defaults(handler=handler)
+    summary = "apply pending schema migrations (safe to repeat, from every replica at once)"
+    migrate = sub.add_parser("migrate", help=summary, description=summary)
+    migrate.add_argument(
+        "--with", dest="modules", action="append", default=[], choices=["lifecycle"],
+        help="also install an optional module: lifecycle = accounts, tokens and their emails",
+    )  # fmt: skip
+    migrate.set_defaults(handler=cmd_migrate)
     check = sub.add_parser(
         "check",
         help="exit 0 if the local daemon is ready (for Docker HEALTHCHECK), 1 if not",

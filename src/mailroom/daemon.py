@@ -56,6 +56,7 @@ class Daemon:
             Policy(base=config.retry_base, cap=config.retry_cap, pause=config.pause_duration),
             concurrency=config.ses_concurrency,
             call_budget=config.ses_connect_timeout + config.ses_read_timeout,
+            keys=config.secret_keys,
         )
         self.batcher = Batcher(limit=config.batch_limit, timeout=config.batch_timeout)
         self.listener = Listener(

@@ -1,6 +1,11 @@
 """Forward-only, versioned schema migrations from the package's migrations/ (the
 repository's sql/). Safe to run from several replicas at once: an advisory lock
-serialises them and each version is applied once, in its own transaction."""
+serialises them and each version is applied once, in its own transaction.
+
+Optional modules live in sub-folders (sql/lifecycle/) with their own version range
+(1001-1999 for lifecycle) and are applied only when asked for; once applied, their later
+versions count as pending like the core's.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +38,20 @@ class MigrationError(RuntimeError):
     pass
 
 
-def available() -> list[Migration]:
-    folder = resources.files("mailroom").joinpath("migrations")
+MODULES = ("lifecycle",)
+
+
+def available(modules: tuple[str, ...] = ()) -> list[Migration]:
+    """The core migrations, then those of the named optional modules."""
+    found = _read(resources.files("mailroom").joinpath("migrations"))
+    for module in modules:
+        if module not in MODULES:
+            raise MigrationError(f"unknown migration module {module!r}: known are {MODULES}")
+        found += _read(resources.files("mailroom").joinpath("migrations", module))
+    return found
+
+
+def _read(folder: Any) -> list[Migration]:
     found = []
     for entry in folder.iterdir():
         match = _FILENAME.match(entry.name)
@@ -48,25 +65,35 @@ def _applied(conn: psycopg.Connection[Any]) -> dict[int, tuple[str, str]]:
     return {int(v): (str(n), str(c)) for v, n, c in rows}
 
 
-def pending(conn: psycopg.Connection[Any]) -> list[Migration]:
-    """Migrations not yet applied (all of them on an empty database)."""
+def pending(conn: psycopg.Connection[Any], modules: tuple[str, ...] = ()) -> list[Migration]:
+    """Migrations not yet applied: the core's, the named modules', and those of every
+    module already installed (all of the core's on an empty database)."""
     exists = conn.execute(query("migrations_table_exists")).fetchone()
     if not exists or not exists[0]:
-        return available()
+        return available(modules)
     applied = _applied(conn)
-    return [m for m in available() if m.version not in applied]
+    installed = {m for m in MODULES for v in applied if _module_of(v) == m}
+    wanted = available(tuple(sorted(set(modules) | installed)))
+    return [m for m in wanted if m.version not in applied]
 
 
-def migrate(conn: psycopg.Connection[Any], *, channel: str) -> list[Migration]:
-    """Apply every pending migration; returns those applied by this call."""
+def _module_of(version: int) -> str:
+    return "core" if version < 1000 else MODULES[version // 1000 - 1]
+
+
+def migrate(
+    conn: psycopg.Connection[Any], *, channel: str, modules: tuple[str, ...] = ()
+) -> list[Migration]:
+    """Apply every pending migration (core, then ``modules``); returns those applied."""
     if not conn.autocommit:
         raise MigrationError("migrate() needs an autocommit connection")
     conn.execute(query("migrations_lock"))
     try:
         conn.execute(query("migrations_bootstrap"))
         applied = _applied(conn)
+        installed = {m for m in MODULES for v in applied if _module_of(v) == m}
         done: list[Migration] = []
-        for migration in available():
+        for migration in available(tuple(sorted(set(modules) | installed))):
             if migration.version in applied:
                 name, checksum = applied[migration.version]
                 if checksum != migration.checksum:

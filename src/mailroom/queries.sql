@@ -51,6 +51,9 @@ updated AS (
             ELSE m.next_attempt_at
         END,
         provider_message_id = coalesce(o.provider_id, m.provider_message_id),
+        -- a raw token secret to sign stays only as long as the message may be sent
+        template_data = CASE WHEN o.status IN ('sent', 'dead') THEN m.template_data - '$sign'
+                             ELSE m.template_data END,
         last_error = coalesce(o.error, m.last_error),
         sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE m.sent_at END,
         locked_by = NULL,
@@ -85,6 +88,8 @@ WITH expired AS (
 updated AS (
     UPDATE mailroom.outbox AS m
     SET status = CASE WHEN m.attempts >= m.max_attempts THEN 'dead' ELSE 'retrying' END,
+        template_data = CASE WHEN m.attempts >= m.max_attempts THEN m.template_data - '$sign'
+                             ELSE m.template_data END,
         next_attempt_at = now(),
         last_error = 'lease expired: ' || m.locked_by || ' did not record an outcome',
         locked_by = NULL,
@@ -188,3 +193,38 @@ SELECT
         FROM mailroom.outbox
         WHERE queue = %(queue)s AND status IN ('pending', 'retrying') AND next_attempt_at <= now()
     ), 0)::float8
+
+-- name: consume_token
+-- Check and consume a token in one round trip; says why when it cannot.
+WITH found AS (
+    SELECT id, account_id, consumed_at, expires_at, code
+    FROM mailroom.tokens
+    WHERE secret = %(secret)s AND action = %(action)s::mailroom.token_action
+    FOR UPDATE
+),
+consumed AS (
+    UPDATE mailroom.tokens AS t
+    SET consumed_at = now()
+    FROM found
+    WHERE t.id = found.id
+      AND found.consumed_at IS NULL
+      AND found.expires_at > now()
+      AND (%(code)s::text IS NULL OR found.code = %(code)s::text)
+    RETURNING t.account_id
+)
+SELECT
+    (SELECT account_id FROM consumed),
+    (SELECT CASE
+        WHEN consumed_at IS NOT NULL THEN 'already consumed'
+        WHEN expires_at <= now() THEN 'expired'
+        ELSE 'wrong code'
+     END FROM found),
+    EXISTS (SELECT FROM found)
+
+-- name: request_password_recovery
+-- A recovery token (and so its email) for an active account found by login or email.
+INSERT INTO mailroom.tokens (account_id, action)
+SELECT id, 'password_recovery'
+FROM mailroom.accounts
+WHERE (login = %(who)s OR email = %(who)s) AND status = 'active'
+RETURNING id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 import anyio
 import structlog
 
-from mailroom import metrics
+from mailroom import metrics, tokens
 from mailroom.classify import Verdict, reason_class
 from mailroom.outbox import Message
 from mailroom.retry import Disposition, Policy, dispose, released
@@ -42,6 +43,29 @@ def plan(batch: Sequence[Message]) -> list[Call]:
     return calls
 
 
+def render(message: Message, keys: Sequence[bytes]) -> Message | Result:
+    """Sign the token a message asks for: template data ``"$sign": {"field", "action",
+    "secret" (hex), "code"?}`` becomes ``field: <signed token>``. The raw secret goes no
+    further than this function: not to SES, not to a log, not to an error message."""
+    data = message.template_data
+    if not data or "$sign" not in data:
+        return message
+    if not keys:
+        detail = "MAILROOM_SECRET_KEY is not set: this message's token cannot be signed"
+        return Result(Verdict.DEFER, code="NoSecretKey", detail=detail)
+    spec = data["$sign"]
+    try:
+        action = tokens.Action(spec["action"])
+        secret = bytes.fromhex(spec["secret"])
+        token = tokens.sign(keys[0], action, secret, code=spec.get("code"))
+        rendered = {k: v for k, v in data.items() if k != "$sign"}
+        rendered[str(spec["field"])] = token
+    except (KeyError, TypeError, ValueError) as exc:
+        detail = f"template data $sign cannot be signed: {type(exc).__name__}"
+        return Result(Verdict.DEAD, code="InvalidSignBlock", detail=detail)
+    return dataclasses.replace(message, template_data=rendered)
+
+
 def _error(result: Result) -> str | None:
     if not result.code:
         return None
@@ -53,9 +77,16 @@ class Sender:
     """Runs calls with bounded concurrency; pauses the daemon on account-level stops."""
 
     def __init__(
-        self, transport: Transport, policy: Policy, *, concurrency: int, call_budget: float
+        self,
+        transport: Transport,
+        policy: Policy,
+        *,
+        concurrency: int,
+        call_budget: float,
+        keys: Sequence[bytes] = (),
     ) -> None:
         self.transport = transport
+        self.keys = tuple(keys)
         self.policy = policy
         self.call_budget = call_budget  # the longest one call may take (connect + read)
         self.paused_until = 0.0
@@ -71,8 +102,16 @@ class Sender:
     ) -> list[tuple[int, Disposition]]:
         """Send a batch; no call starts unless it can end before ``deadline`` (the lease)."""
         results: list[tuple[Message, Result | None]] = []
+        ready = []
+        for message in batch:
+            rendered = render(message, self.keys)
+            if isinstance(rendered, Result):
+                log.warning("cannot_sign", message_id=message.id, code=rendered.code)
+                results.append((message, rendered))
+            else:
+                ready.append(rendered)
         async with anyio.create_task_group() as tg:
-            for call in plan(batch):
+            for call in plan(ready):
                 tg.start_soon(self._call, call, deadline, results)
         return [(m.id, self._dispose(m, r)) for m, r in results]
 
