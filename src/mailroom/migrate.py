@@ -39,6 +39,7 @@ class MigrationError(RuntimeError):
 
 
 MODULES = ("lifecycle",)
+ROLES_VERSION = 4  # 0004_roles defines mailroom.grant_roles()
 
 
 def available(modules: tuple[str, ...] = ()) -> list[Migration]:
@@ -108,6 +109,8 @@ def migrate(
                 conn.execute(query("migrations_record"), {**record, "checksum": migration.checksum})
             done.append(migration)
         conn.execute(query("set_channel"), {"channel": channel})
+        if ROLES_VERSION in applied or any(m.version == ROLES_VERSION for m in done):
+            conn.execute(query("grant_roles"))
         return done
     finally:
         conn.execute(query("migrations_unlock"))

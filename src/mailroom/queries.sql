@@ -174,6 +174,10 @@ VALUES (%(version)s, %(name)s, %(checksum)s)
 -- name: set_channel
 UPDATE mailroom.settings SET channel = %(channel)s WHERE channel IS DISTINCT FROM %(channel)s
 
+-- name: grant_roles
+-- Re-applied by every migrate: roles created after 0004 get their grants too.
+SELECT mailroom.grant_roles()
+
 -- name: migrations_table_exists
 SELECT to_regclass('mailroom.schema_migrations') IS NOT NULL
 

@@ -1,0 +1,133 @@
+"""Least privilege, shown by connecting as each role: what is allowed, what is refused."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+from psycopg.conninfo import make_conninfo
+
+import mailroom
+from conftest import all_final, wait_for
+from mailroom import lifecycle, migrate, tokens
+from sesv2_standin import SesStandin
+
+
+@pytest.fixture
+def login_as(db: str, pg_admin_dsn: str) -> Iterator[Callable[[str | None], str]]:
+    """login_as("mailroom_app") -> DSN of a new login role that is a member of it."""
+    created: list[str] = []
+
+    def make(group: str | None) -> str:
+        name = f"u_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+            if group:
+                admin.execute(
+                    sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(name))
+                )
+        created.append(name)
+        return make_conninfo(db, user=name)
+
+    yield make
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+        for name in created:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def test_application_role_may_only_enqueue_and_read_status(
+    conn: psycopg.Connection[Any], login_as: Any
+) -> None:
+    other = mailroom.enqueue(conn, "secret-recipient@example.com", subject="S", text="private body")
+    with psycopg.connect(login_as("mailroom_app"), autocommit=True) as app:
+        mine = mailroom.enqueue(app, "ann@example.com", template="activationv1", data={"x": 1})
+        assert (
+            mailroom.enqueue(app, "ann@example.com", subject="S", text="x", idempotency_key="k") > 0
+        )
+        row = app.execute(
+            "SELECT status, attempts FROM mailroom.message_status(%s)", [mine]
+        ).fetchone()
+        assert row == ("pending", 0)
+        status = app.execute("SELECT * FROM mailroom.message_status(%s)", [other]).fetchone()
+        assert status is not None
+        assert "private body" not in repr(status)
+        assert "secret-recipient" not in repr(status)
+        for statement in (
+            "SELECT body_text FROM mailroom.outbox",
+            "SELECT to_addresses FROM mailroom.outbox WHERE id = 1",
+            "UPDATE mailroom.outbox SET status = 'sent'",
+            "DELETE FROM mailroom.outbox",
+            "INSERT INTO mailroom.outbox (to_addresses, subject, body_text)"
+            " VALUES ('{a@b.co}', 's', 'b')",
+            "SELECT * FROM mailroom.attempts",
+            "UPDATE mailroom.settings SET channel = 'x'",
+        ):
+            with pytest.raises(errors.InsufficientPrivilege):
+                app.execute(statement)
+
+
+def test_public_gets_nothing(conn: psycopg.Connection[Any], login_as: Any) -> None:
+    with psycopg.connect(login_as(None), autocommit=True) as stranger:
+        for statement in (
+            "SELECT mailroom.enqueue(ARRAY['a@example.com'], subject => 's', body_text => 'b')",
+            "SELECT * FROM mailroom.message_status(1)",
+            "SELECT count(*) FROM mailroom.outbox",
+        ):
+            with pytest.raises(errors.InsufficientPrivilege):
+                stranger.execute(statement)
+    public = conn.execute(
+        "SELECT count(*) FROM pg_proc WHERE pronamespace = 'mailroom'::regnamespace"
+        " AND has_function_privilege('public', oid, 'EXECUTE')"
+    ).fetchone()
+    assert public == (0,)
+    definers = conn.execute(
+        "SELECT proname, proconfig FROM pg_proc"
+        " WHERE pronamespace = 'mailroom'::regnamespace AND prosecdef"
+    ).fetchall()
+    assert {name for name, _ in definers} == {"enqueue", "message_status"}
+    for _, config in definers:
+        assert "search_path=pg_catalog, pg_temp" in config
+
+
+def test_daemon_role_runs_the_daemon_but_cannot_alter_the_schema(
+    conn: psycopg.Connection[Any], standin: SesStandin, spawn: Any, login_as: Any
+) -> None:
+    daemon_dsn = login_as("mailroom_daemon")
+    standin.fail_address("bad@", "message_rejected")
+    for to in ("a@example.com", "bad@example.com"):
+        mailroom.enqueue(conn, to, subject="S", text="x")
+    spawn(MAILROOM_DATABASE_URL=daemon_dsn)
+    wait_for(lambda: all_final(conn, 2))
+    counts = conn.execute("SELECT status, count(*) FROM mailroom.outbox GROUP BY 1").fetchall()
+    assert dict(counts) == {"sent": 1, "dead": 1}
+    with psycopg.connect(daemon_dsn, autocommit=True) as daemon:
+        for statement in (
+            "ALTER TABLE mailroom.outbox ADD COLUMN x int",
+            "CREATE TABLE mailroom.x (id int)",
+            "DROP INDEX mailroom.outbox_dead",
+            "UPDATE mailroom.settings SET channel = 'x'",
+            "SELECT mailroom.enqueue(ARRAY['a@example.com'], subject => 's', body_text => 'b')",
+        ):
+            with pytest.raises(errors.InsufficientPrivilege):
+                daemon.execute(statement)
+
+
+def test_roles_created_later_get_their_grants_on_the_next_migrate(
+    conn: psycopg.Connection[Any], login_as: Any
+) -> None:
+    migrate.migrate(conn, channel="token_insert", modules=("lifecycle",))
+    with psycopg.connect(login_as("mailroom_app"), autocommit=True) as app:
+        # the web application's lifecycle side works with the application role
+        app.execute(
+            "INSERT INTO mailroom.accounts (login, email) VALUES ('ann', 'ann@example.com')"
+        )
+        key = bytes.fromhex("11" * 32)
+        secret = conn.execute("SELECT secret FROM mailroom.tokens").fetchone()
+        assert secret is not None
+        token = tokens.sign(key, tokens.Action.ACTIVATION, bytes(secret[0]))
+        result = lifecycle.consume_token(app, token, tokens.Action.ACTIVATION, [key])
+        assert isinstance(result, lifecycle.Consumed)
