@@ -53,6 +53,8 @@ class Config:
     log_level: str = "info"
     reveal_addresses: bool = False
     worker_name: str = ""
+    send_rate: float = 0.0
+    send_burst: float = 0.0
     http_host: str = "0.0.0.0"  # noqa: S104 -- probes and scrapes come from outside the pod
     http_port: int = 9765
 
@@ -76,6 +78,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError("must be a positive integer")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be a number of recipients per second, 0 for no limit")
     return value
 
 
@@ -278,6 +287,18 @@ SETTINGS: tuple[_Setting, ...] = (
         "Name recorded as lease owner (default: host:pid).",
     ),
     _Setting(
+        "MAILROOM_SEND_RATE",
+        "send_rate",
+        _rate,
+        "Recipients per second for all replicas together (SES MaxSendRate); 0: no limit.",
+    ),
+    _Setting(
+        "MAILROOM_SEND_BURST",
+        "send_burst",
+        _rate,
+        "Recipients that may go at once after a quiet spell (default: one second's worth).",
+    ),
+    _Setting(
         "MAILROOM_HTTP_HOST",
         "http_host",
         str,
@@ -339,6 +360,8 @@ def load(environ: Mapping[str, str] | None = None, *, require_database: bool = T
             "MAILROOM_SES_READ_TIMEOUT by a quarter (at most 5 s kept for recording), "
             "or no send could finish within its lease"
         )
+    if config.send_rate and not config.send_burst:
+        config = dataclasses.replace(config, send_burst=max(config.send_rate, 1.0))
     if config.retry_cap < config.retry_base:
         problems.append("MAILROOM_RETRY_CAP: must be at least MAILROOM_RETRY_BASE")
     if problems:

@@ -58,6 +58,7 @@ class Daemon:
             call_budget=config.ses_connect_timeout + config.ses_read_timeout,
             keys=config.secret_keys,
         )
+
         self.batcher = Batcher(limit=config.batch_limit, timeout=config.batch_timeout)
         self.listener = Listener(
             config.database_url,
@@ -119,6 +120,9 @@ class Daemon:
         await pool.open(wait=False)
         try:
             outbox = Outbox(pool, queue=self.config.queue_name, owner=self.config.worker_name)
+            if self.config.send_rate:
+                rate, burst = self.config.send_rate, self.config.send_burst
+                self.sender.reserve = lambda n: outbox.reserve_rate(rate, burst, n)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.listener.run)
                 tg.start_soon(self._tick)

@@ -88,6 +88,14 @@ def template_label(template: str | None, raw: bool) -> str:
     return template if template is not None else ("raw" if raw else "simple")
 
 
+RATE_LIMIT_WAITS = Counter(
+    "mailroom_rate_limit_waits", "SES calls that waited for the shared send-rate budget.",
+    registry=REGISTRY,
+)  # fmt: skip
+RATE_LIMIT_WAIT_SECONDS = Counter(
+    "mailroom_rate_limit_wait_seconds", "Time SES calls spent waiting for the send-rate budget.",
+    registry=REGISTRY,
+)  # fmt: skip
 LEASES_EXPIRED = Counter(
     "mailroom_leases_expired", "Leases reclaimed from a worker that died.", registry=REGISTRY
 )

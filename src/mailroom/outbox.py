@@ -125,6 +125,15 @@ class Outbox:
         counts = {"pending": pending, "retrying": retrying, "sending": sending, "dead": dead}
         return {k: int(v) for k, v in counts.items()}, float(oldest)
 
+    async def reserve_rate(self, rate: float, burst: float, recipients: int) -> float:
+        """Reserve recipients from the send-rate budget all replicas share; returns the
+        seconds to wait before sending them."""
+        params = {"bucket": "ses", "rate": rate, "burst": burst, "wanted": recipients}
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query("reserve_rate"), params)
+            row = await cur.fetchone()
+        return float(row[0]) if row else 0.0
+
     async def next_wakeup(self) -> float | None:
         """Seconds until the earliest scheduled message or lease expiry; None if none."""
         async with self._pool.connection() as conn:

@@ -174,6 +174,10 @@ VALUES (%(version)s, %(name)s, %(checksum)s)
 -- name: set_channel
 UPDATE mailroom.settings SET channel = %(channel)s WHERE channel IS DISTINCT FROM %(channel)s
 
+-- name: reserve_rate
+-- Seconds to wait before `wanted` recipients fit the shared send-rate budget.
+SELECT mailroom.reserve_rate(%(bucket)s, %(rate)s, %(burst)s, %(wanted)s)
+
 -- name: grant_roles
 -- Re-applied by every migrate: roles created after 0004 get their grants too.
 SELECT mailroom.grant_roles()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
+import psycopg
 import structlog
 
 from mailroom import metrics, tokens
@@ -84,9 +85,11 @@ class Sender:
         concurrency: int,
         call_budget: float,
         keys: Sequence[bytes] = (),
+        reserve: Callable[[int], Awaitable[float]] | None = None,
     ) -> None:
         self.transport = transport
         self.keys = tuple(keys)
+        self.reserve = reserve  # send-rate budget: recipients -> seconds to wait
         self.policy = policy
         self.call_budget = call_budget  # the longest one call may take (connect + read)
         self.paused_until = 0.0
@@ -119,7 +122,7 @@ class Sender:
         self, call: Call, deadline: float, results: list[tuple[Message, Result | None]]
     ) -> None:
         async with self._slots:
-            if self.draining or self.paused() or anyio.current_time() + self.call_budget > deadline:
+            if not await self._may_start(call, deadline):
                 results.extend((m, None) for m in call.messages)
                 return
             outcome = await anyio.to_thread.run_sync(self._attempt, call, limiter=self._threads)
@@ -138,6 +141,28 @@ class Sender:
             metrics.SENDING_PAUSED.set(1)
             log.warning("sending_paused", code=pausing[0].code, seconds=self.policy.pause)
         results.extend(zip(call.messages, outcome, strict=True))
+
+    async def _may_start(self, call: Call, deadline: float) -> bool:
+        """Whether the call may go now: not draining nor paused, within the send-rate
+        budget (waiting for it), and able to finish before the lease's deadline."""
+        if self.draining or self.paused():
+            return False
+        if self.reserve is not None:
+            recipients = sum(len(m.to) + len(m.cc) + len(m.bcc) for m in call.messages)
+            try:
+                wait = await self.reserve(recipients)
+            except psycopg.Error:
+                return False  # the batch is released; the budget is back when the DB is
+            if wait > 0:
+                metrics.RATE_LIMIT_WAITS.inc()
+                metrics.RATE_LIMIT_WAIT_SECONDS.inc(wait)
+                if anyio.current_time() + wait + self.call_budget > deadline:
+                    await self.reserve(-recipients)  # give the reservation back
+                    return False
+                await anyio.sleep(wait)
+                if self.draining:
+                    return False
+        return anyio.current_time() + self.call_budget <= deadline
 
     def _attempt(self, call: Call) -> list[Result]:
         """One transport call, in a worker thread. A transport bug must not stop the daemon
