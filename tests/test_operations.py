@@ -20,6 +20,7 @@ import mailroom
 from conftest import all_final, wait_for
 from mailroom.embedded import free_port
 from sesv2_standin import SesStandin
+from test_deploy import EXPECTED_METRICS, HISTOGRAMS
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -85,6 +86,11 @@ def test_metrics_and_health_endpoints_of_a_running_daemon(
     assert any(name == "mailroom_build_info" for name, _ in samples)
     assert any(name == "mailroom_ses_call_duration_seconds_bucket" for name, _ in samples)
     assert "@" not in body  # no address in any label or help text
+    # every metric the alert rules and docs rely on is really exported
+    exported = {name for name, _ in samples}
+    for metric in EXPECTED_METRICS:
+        wanted = f"{metric}_count" if metric in HISTOGRAMS else metric
+        assert wanted in exported, metric
 
     status, body = _get(port, "/healthz")
     assert status == 200
