@@ -105,6 +105,7 @@ def test_demo_delivers_with_the_debug_transport(tmp_path: Path) -> None:
     result = mailroom("demo", "--output", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert "delivered  {'sent': 4}" in result.stdout
+    assert "mailroom token verify" in result.stdout  # the signed activation token is shown
     written = sorted((tmp_path / "out").glob("*.json"))
     assert len(written) == 4  # two bulk calls (two templates) and two SendEmail calls
 

@@ -7,33 +7,36 @@ MAILROOM_DEBUG mode): nothing leaves the machine; each SES request is written to
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psycopg
 
-from mailroom import config, logs, migrate, outbox
+from mailroom import config, logs, migrate, outbox, tokens
 from mailroom.daemon import Daemon, make_transport
 from mailroom.embedded import EmbeddedPostgres
 
 
-def _samples(conn: psycopg.Connection[object]) -> list[int]:
+def _samples(conn: psycopg.Connection[Any]) -> list[int]:
     raw = EmailMessage()
     raw["From"] = "noreply@example.com"
     raw["To"] = "carol@example.com"
     raw["Subject"] = "Your invoice"
     raw.set_content("Invoice attached (this one is raw MIME).")
     with conn.transaction():  # one transaction: the emails exist only if it commits
+        # the lifecycle schema: a provisioned account gets an activation email whose
+        # token the daemon signs at send time
+        conn.execute(
+            "INSERT INTO mailroom.accounts (login, email) VALUES ('alice', 'alice@example.com')"
+        )
         return [
+            *(row[0] for row in conn.execute("SELECT id FROM mailroom.outbox")),
             outbox.enqueue(
-                conn, "alice@example.com", template="activationv1",
-                data={"login": "alice", "secret": "demo-token"},
-            ),
-            outbox.enqueue(
-                conn, "bob@example.com", template="passwordrecoveryv1",
-                data={"login": "bob", "secret": "demo-token", "code": "01234"},
+                conn, "bob@example.com", template="welcomev1", data={"name": "Bob"},
             ),
             outbox.enqueue(
                 conn, "dave@example.com", subject="Welcome", text="Hello Dave!",
@@ -58,15 +61,31 @@ async def _deliver(cfg: config.Config, expected: int) -> dict[str, int]:
     return counts
 
 
+def _activation_token(files: list[Path]) -> str | None:
+    for path in files:
+        request = json.loads(path.read_text(encoding="utf-8"))["request"]
+        if (
+            request.get("DefaultContent", {}).get("Template", {}).get("TemplateName")
+            == "activationv1"
+        ):
+            entry = request["BulkEmailEntries"][0]["ReplacementEmailContent"]
+            return str(
+                json.loads(entry["ReplacementTemplate"]["ReplacementTemplateData"])["secret"]
+            )
+    return None
+
+
 def demo(output: str) -> int:
     out = Path(output).resolve()
     print("mailroom demo: starting an embedded PostgreSQL ...")
     with EmbeddedPostgres() as pg:
         dsn = pg.dsn()
         print(f"  database   {dsn}")
+        key = tokens.new_secret().hex()  # a throwaway key for this demo only
         cfg = config.load(
             {
                 "MAILROOM_DATABASE_URL": dsn,
+                "MAILROOM_SECRET_KEY": key,
                 "MAILROOM_DEBUG": "true",
                 "MAILROOM_SES_OUTPUT_PATH": str(out),
                 "MAILROOM_LOG_FORMAT": "console",
@@ -76,16 +95,20 @@ def demo(output: str) -> int:
         cfg = dataclasses.replace(cfg, worker_name="demo")
         logs.configure(level=cfg.log_level, fmt=cfg.log_format)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            applied = migrate.migrate(conn, channel=cfg.channel_name)
+            applied = migrate.migrate(conn, channel=cfg.channel_name, modules=("lifecycle",))
             print(f"  migrated   {', '.join(f'{m.version:04d}_{m.name}' for m in applied)}")
             ids = _samples(conn)
             print(f"  enqueued   {len(ids)} emails (ids {', '.join(map(str, ids))})")
         counts = anyio.run(_deliver, cfg, len(ids))
         print(f"  delivered  {counts}")
-    files = sorted(out.glob("*.json"))
+    files = sorted(out.glob("*.json"))[-len(ids) :]
     print(f"\nMAILROOM_DEBUG mode wrote each SES request it would have made to {out}:")
-    for path in files[-len(ids) :]:
+    for path in files:
         print(f"  {path.name}")
+    token = _activation_token(files)
+    if token:
+        print("\nAlice's activation link carries a seed-compatible signed token; check it with:")
+        print(f"  MAILROOM_SECRET_KEY={key} mailroom token verify {token} --action activation")
     print("\nNext: docs/architecture.md; run for real with `mailroom migrate` and `mailroom run`.")
     return 0 if counts.get("sent", 0) == len(ids) else 1
 
