@@ -53,15 +53,18 @@ class TcpProxy:
         peers = {a: b, b: a}
         try:
             while not self._closed.is_set():
-                readable, _, _ = select.select([a, b], [], [], 0.2)
                 if stalled.is_set():
-                    continue  # read nothing, send nothing: both ends see a silent peer
+                    # read nothing, send nothing: both ends see a silent peer (wait rather
+                    # than select(), which would return at once for the unread data)
+                    self._closed.wait(0.2)
+                    continue
+                readable, _, _ = select.select([a, b], [], [], 0.2)
                 for sock in readable:
                     data = sock.recv(65536)
                     if not data:
                         return
                     peers[sock].sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a cut() closed the socket under select()
             return
         finally:
             for sock in (a, b):

@@ -34,6 +34,22 @@ async def _notify(dsn: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_healthy_listen_connection_survives_its_heartbeats(db: str) -> None:
+    listener = Listener(db, channel="token_insert", queue="q", heartbeat_interval=0.1,
+                        on_wake=lambda _: None)  # fmt: skip
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.run)
+        await _until(lambda: listener.connected)
+        first_beat = listener.last_heartbeat
+        await anyio.sleep(1.0)  # about ten heartbeats
+        assert listener.reconnects == 0
+        assert listener.last_heartbeat is not None
+        assert first_beat is not None
+        assert listener.last_heartbeat > first_beat
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("fault", ["stall", "cut"])
 async def test_half_open_or_reset_listen_connection_is_replaced(db: str, fault: str) -> None:
     target = conninfo_to_dict(db)

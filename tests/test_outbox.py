@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -142,7 +143,9 @@ async def test_claim_leases_the_row(
     assert (message.attempts, message.max_attempts) == (1, 4)
     assert message.to == ["ann@example.com", "bob@example.com"]
     assert message.cc == ["cc@example.com"]
-    assert (message.template, message.template_data) == ("welcome", {"login": "ann"})
+    assert message.template == "welcome"
+    assert message.template_data is not None
+    assert json.loads(message.template_data) == {"login": "ann"}  # JSON text, as SES takes it
     assert (message.from_address, message.config_set) == ("team@example.com", "transactional")
     assert message.kind == "template"
     assert before - 5 < message.created_at <= time.time()

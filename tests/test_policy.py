@@ -243,7 +243,7 @@ def message(**fields: Any) -> Message:
 
 
 def test_plan_splits_one_template_group_into_calls_of_at_most_50() -> None:
-    batch = [message(template="welcome", template_data={"n": n}) for n in range(120)]
+    batch = [message(template="welcome", template_data=f'{{"n": {n}}}') for n in range(120)]
     calls = plan(batch)
     assert [len(c.messages) for c in calls] == [50, 50, 20]
     assert all(c.bulk for c in calls)

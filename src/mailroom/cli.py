@@ -1,7 +1,8 @@
 """The ``mailroom`` command.
 
 Exit codes: 0 success; 1 the command ran and the answer is "no" (e.g. a token that does
-not verify); 2 bad usage or configuration; 3 the database is unreachable or not migrated.
+not verify, an unknown message id, a test message that died); 2 bad usage or
+configuration; 3 the database is unreachable, not migrated, or refused access.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +26,17 @@ examples:
   MAILROOM_DATABASE_URL=... AWS_REGION=eu-west-1 mailroom run
   mailroom config                        effective settings, secrets redacted
   mailroom check                         exit 0 when the local daemon is ready
+  mailroom status                        what is waiting, failing, sending (--json)
+  mailroom show 42                       one message and its attempts
+  mailroom dead list --since 1h          recent dead letters, then `dead retry` / `dead purge`
+  mailroom send-test --to you@example.com --wait
   mailroom token verify TOKEN --action activation
+
+Commands that use the database take --dsn (before or after the command name) or
+MAILROOM_DATABASE_URL. Exit codes: 0 ok; 1 the answer is "no" (token invalid, no such
+message, test message dead or late, purge declined); 2 bad usage or configuration;
+3 database unreachable, not migrated (run `mailroom migrate`) or access refused.
+See docs/cli.md.
 """
 
 
@@ -95,6 +107,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+def _admin(name: str) -> Any:
+    """A handler running ``admin.<name>`` on a connection to a migrated database."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from mailroom import admin, migrate  # noqa: PLC0415
+
+        cfg = _load()
+        with _connect(cfg) as conn:
+            migrate.check_ready(conn, channel=cfg.channel_name)
+            try:
+                return int(getattr(admin, name)(args, cfg, conn))
+            except admin.CommandError as exc:
+                return _fail(str(exc), exc.code)
+
+    return handler
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mailroom.demo import demo  # noqa: PLC0415
 
@@ -139,6 +168,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    top.add_argument("--dsn", help="database URL (overrides MAILROOM_DATABASE_URL)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, handler, summary in (
         ("run", cmd_run, "run the daemon (stops gracefully on SIGTERM/SIGINT)"),
@@ -182,29 +212,200 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--action", choices=actions, required=True)
         p.add_argument("--code", help="5-digit code (password_recovery)")
     token.set_defaults(handler=cmd_token)
+    _operator_commands(sub)
     return top
+
+
+def _command(
+    sub: Any, name: str, summary: str, *, description: str, examples: str, parents: list[Any]
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=textwrap.fill(description, 88),
+        epilog="examples:\n" + examples + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=parents,
+    )
+    return parser
+
+
+DEAD_BATCH = 500  # rows per statement of `dead retry` and `dead purge`
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _when(text: str) -> Any:
+    from mailroom.admin import when  # noqa: PLC0415 -- imported when a command needs it
+
+    return when(text)
+
+
+EXIT_CODES = """
+exit codes: 0 ok; 1 the answer is "no"; 2 bad usage or configuration;
+3 database unreachable, not migrated (run `mailroom migrate`) or access refused
+"""
+
+
+def _operator_commands(sub: Any) -> None:
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--dsn", default=argparse.SUPPRESS, help="database URL (overrides MAILROOM_DATABASE_URL)"
+    )
+    database.add_argument("--queue", help="queue (default MAILROOM_QUEUE_NAME)")
+    revealing = argparse.ArgumentParser(add_help=False)
+    revealing.add_argument("--reveal", action="store_true", help="show addresses unmasked")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="machine-readable output")
+
+    status = _command(
+        sub, "status", "what is waiting, failing and sending: depth, age, rate, dead reasons",
+        description="Depth of the queue by status, how long the oldest due message has "
+        "waited, sends in the last minute and hour, the commonest dead-letter reasons and "
+        "the daemons holding leases. --json prints the same as a stable document (keys in "
+        "docs/cli.md).",
+        examples="  mailroom status\n  mailroom status --json | jq .depth.dead\n"
+        "  mailroom --dsn postgresql://ops@db/app status --queue bulk\n",
+        parents=[database, revealing, as_json],
+    )  # fmt: skip
+    status.set_defaults(handler=_admin("cmd_status"))
+
+    show = _command(
+        sub, "show", "one message with its attempts (times, outcomes, errors, SES ids)",
+        description="One message: state, recipients (masked unless --reveal), template and "
+        "data keys (never values: they may hold a token secret), schedule, lease, SES message "
+        "id, and every attempt. Exit 1 if there is no such message.",
+        examples="  mailroom show 42\n  mailroom show 42 --reveal\n  mailroom show 42 --json\n",
+        parents=[database, revealing, as_json],
+    )  # fmt: skip
+    show.add_argument("id", type=int, help="message id (mailroom.outbox.id)")
+    show.set_defaults(handler=_admin("cmd_show"))
+
+    dead = sub.add_parser(
+        "dead", help="list, retry or purge dead letters",
+        description="Dead letters: messages that failed for good. `dead list` finds them, "
+        "`dead retry` sends them again, `dead purge` deletes them.",
+        epilog="examples:\n  mailroom dead list --since 1h\n"
+        "  mailroom dead retry --reason TooManyRequests\n"
+        "  mailroom dead purge --before 30d --dry-run\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    dead_sub = dead.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
+    selecting = argparse.ArgumentParser(add_help=False, parents=[database])
+    selecting.add_argument("ids", nargs="*", type=int, metavar="ID", help="message ids")
+    selecting.add_argument("--template", help="template name (or simple / raw)")
+    selecting.add_argument("--reason", help="text in the last error, e.g. MESSAGE_REJECTED")
+    selecting.add_argument("--since", type=_when, help="died at or after: 30m, 12h, 7d, ISO time")
+    selecting.add_argument("--before", type=_when, help="died before: 30m, 12h, 7d, ISO time")
+    bulk = argparse.ArgumentParser(add_help=False, parents=[selecting])
+    bulk.add_argument("--all", action="store_true", help="every dead letter of the queue")
+    bulk.add_argument(
+        "--batch", type=_positive, default=DEAD_BATCH, help=f"rows per statement ({DEAD_BATCH})"
+    )
+
+    listing = _command(
+        dead_sub, "list", "dead letters, newest first, with their reasons",
+        description="Dead letters of the queue (or the given ids), newest first, with the "
+        "total matching. Filters combine; --reason matches any part of the last error, "
+        "case-insensitively.",
+        examples="  mailroom dead list\n  mailroom dead list --template activationv1 --since 2h\n"
+        "  mailroom dead list --reason MESSAGE_REJECTED --limit 200 --json\n",
+        parents=[selecting, revealing, as_json],
+    )  # fmt: skip
+    listing.add_argument("--limit", type=_positive, default=50, help="rows shown (50)")
+    listing.set_defaults(handler=_admin("cmd_dead_list"))
+
+    retry = _command(
+        dead_sub, "retry", "send dead letters again: pending, attempts reset, daemons woken",
+        description="Re-arms dead letters (by id, by filter, or --all): status pending, "
+        "attempts 0, due now; last_error keeps why it died until a new try replaces it, and "
+        "the attempts log keeps the earlier tries. Works in batches (progress on a terminal) "
+        "and wakes the daemons. Ids that are not dead letters (e.g. sent) are refused and "
+        "nothing is done (exit 1); token emails are never retried: their secret is gone.",
+        examples="  mailroom dead retry 42 43\n"
+        "  mailroom dead retry --reason TooManyRequests --since 6h\n"
+        "  mailroom dead retry --template activationv1 --all\n",
+        parents=[bulk],
+    )  # fmt: skip
+    retry.set_defaults(handler=_admin("cmd_dead_retry"))
+
+    purge = _command(
+        dead_sub, "purge", "delete dead letters (and their attempts)",
+        description="Deletes dead letters by id, filter or --all, in batches. Asks for "
+        "confirmation on a terminal; without a terminal it needs --yes (exit 2 otherwise). "
+        "--dry-run only counts. Declining exits 1.",
+        examples="  mailroom dead purge --before 30d --dry-run\n"
+        "  mailroom dead purge --template oldnewsletter --all --yes\n",
+        parents=[bulk],
+    )  # fmt: skip
+    purge.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    purge.set_defaults(handler=_admin("cmd_dead_purge"))
+
+    send_test = _command(
+        sub, "send-test", "enqueue one test message; --wait follows it to its outcome",
+        description="Enqueues one message (a simple text message, or a stored template with "
+        "--template and --data). With --wait, polls it until it is sent (exit 0), dead "
+        "(exit 1) or --timeout passes (exit 1), printing each change.",
+        examples="  mailroom send-test --to you@example.com --wait\n"
+        "  mailroom send-test --to you@example.com --template activationv1 \\\n"
+        "      --data '{\"login\": \"test\"}' --wait --timeout 120\n",
+        parents=[database, revealing],
+    )  # fmt: skip
+    send_test.add_argument("--to", required=True, metavar="ADDRESS", help="recipient")
+    send_test.add_argument("--template", help="SES stored template name")
+    send_test.add_argument("--data", help="template data, a JSON object")
+    send_test.add_argument("--subject", default="mailroom test message", help="simple message")
+    send_test.add_argument("--from", dest="from_address", help="From (MAILROOM_SES_SOURCE)")
+    send_test.add_argument("--wait", action="store_true", help="follow it to sent or dead")
+    send_test.add_argument("--timeout", type=float, default=60.0, help="--wait limit, s (60)")
+    send_test.set_defaults(handler=_admin("cmd_send_test"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "dsn", None):
+        os.environ["MAILROOM_DATABASE_URL"] = args.dsn
+        os.environ.pop("MAILROOM_DATABASE_URL_FILE", None)
     try:
         return int(args.handler(args))
     except configuration.ConfigError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head`: not worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
-        import psycopg  # noqa: PLC0415
+        code = _explain(exc)
+        if code is None:
+            raise
+        return code
 
-        from mailroom.migrate import MigrationError  # noqa: PLC0415
 
-        if isinstance(exc, MigrationError):
-            return _fail(str(exc), 3)
-        if isinstance(exc, psycopg.OperationalError):
-            dsn = os.environ.get("MAILROOM_DATABASE_URL", "")
-            text = str(exc).replace(dsn, configuration.redact_dsn(dsn)) if dsn else str(exc)
-            return _fail(f"cannot reach the database: {text.strip()}", 3)
-        raise
+def _explain(exc: Exception) -> int | None:
+    """Exit code (after a message) for a database-side failure; None: a bug, re-raise."""
+    import psycopg  # noqa: PLC0415
+
+    from mailroom.migrate import MigrationError  # noqa: PLC0415
+
+    if isinstance(exc, MigrationError):
+        return _fail(str(exc), 3)
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return _fail(f"the database refused: {str(exc).strip()}", 3)
+    if isinstance(exc, psycopg.OperationalError):
+        dsn = os.environ.get("MAILROOM_DATABASE_URL", "")
+        text = str(exc).replace(dsn, configuration.redact_dsn(dsn)) if dsn else str(exc)
+        return _fail(f"cannot reach the database: {text.strip()}", 3)
+    return None
 
 
 if __name__ == "__main__":

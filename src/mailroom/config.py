@@ -57,6 +57,10 @@ class Config:
     send_burst: float = 0.0
     http_host: str = "0.0.0.0"  # noqa: S104 -- probes and scrapes come from outside the pod
     http_port: int = 9765
+    retention_enabled: bool = True
+    retention_sent: float = 7 * 86400.0  # seconds; 0 keeps sent messages for ever
+    retention_dead: float = 30 * 86400.0  # seconds; 0 keeps dead letters for ever
+    retention_batch: int = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,22 @@ def _batch_limit(text: str) -> int:
     if value > 10_000:
         raise ValueError("must be at most 10000")
     return value
+
+
+_PERIOD = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
+_PERIOD_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _period(text: str) -> float:
+    """Milliseconds like every interval, or for long periods a number with a unit
+    (``90s``, ``12h``, ``7d``); 0 means for ever. Returns seconds."""
+    match = _PERIOD.match(text.strip().lower())
+    if not match:
+        raise ValueError(
+            "must be milliseconds, or a whole number with a unit: 90s, 30m, 12h, 7d "
+            "(0: keep for ever)"
+        )
+    return int(match[1]) * _PERIOD_UNITS[match[2] or "ms"]
 
 
 def _boolean(text: str) -> bool:
@@ -310,6 +330,30 @@ SETTINGS: tuple[_Setting, ...] = (
         _port,
         "Port of the /metrics, /healthz and /readyz endpoints (0: off).",
     ),
+    _Setting(
+        "MAILROOM_RETENTION_ENABLED",
+        "retention_enabled",
+        _boolean,
+        "The daemon prunes old sent and dead messages (false: keep everything).",
+    ),
+    _Setting(
+        "MAILROOM_RETENTION_SENT",
+        "retention_sent",
+        _period,
+        "Keep sent messages this long after sending, milliseconds or 7d-style (0: for ever).",
+    ),
+    _Setting(
+        "MAILROOM_RETENTION_DEAD",
+        "retention_dead",
+        _period,
+        "Keep dead letters this long after dying, milliseconds or 30d-style (0: for ever).",
+    ),
+    _Setting(
+        "MAILROOM_RETENTION_BATCH",
+        "retention_batch",
+        _batch_limit,
+        "Messages deleted per pruning statement (one every 2 s while there is backlog).",
+    ),
 )
 
 
@@ -393,7 +437,7 @@ def describe(config: Config) -> list[tuple[str, str]]:
             shown = f"(set: {len(value)} key(s))" if value else "(unset)"
         elif isinstance(value, bool):
             shown = "true" if value else "false"
-        elif isinstance(value, float) and setting.parse is _milliseconds:
+        elif isinstance(value, float) and setting.parse in (_milliseconds, _period):
             shown = str(round(value * 1000))
         else:
             shown = str(value)

@@ -16,7 +16,7 @@ import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from mailroom import health, metrics
+from mailroom import health, metrics, retention
 from mailroom.batcher import Batcher
 from mailroom.config import Config, record_margin
 from mailroom.listener import HEARTBEAT_TIMEOUT, KEEPALIVE, Listener
@@ -127,6 +127,7 @@ class Daemon:
                 tg.start_soon(self.listener.run)
                 tg.start_soon(self._tick)
                 tg.start_soon(self._refresh_gauges, outbox)
+                tg.start_soon(retention.run, pool, self.config)
                 await self._work(outbox)
                 tg.cancel_scope.cancel()
         finally:

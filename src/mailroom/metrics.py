@@ -99,3 +99,8 @@ RATE_LIMIT_WAIT_SECONDS = Counter(
 LEASES_EXPIRED = Counter(
     "mailroom_leases_expired", "Leases reclaimed from a worker that died.", registry=REGISTRY
 )
+
+PRUNED = Counter(
+    "mailroom_pruned_messages", "Sent and dead messages deleted by retention.", ["status"],
+    registry=REGISTRY,
+)  # fmt: skip

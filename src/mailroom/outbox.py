@@ -53,7 +53,7 @@ class Message:
     reply_to: list[str]
     config_set: str | None
     template: str | None
-    template_data: dict[str, Any] | None
+    template_data: str | None  # JSON text of an object, as stored
     subject: str | None
     body_text: str | None
     body_html: str | None

@@ -6,7 +6,10 @@
 -- name: claim
 -- Lease up to %(limit)s due messages, highest priority then oldest due first. The lease
 -- is committed at once (autocommit): no transaction stays open while SES is called.
-WITH due AS (
+-- MATERIALIZED: the LIMIT ... SKIP LOCKED set is chosen once, never re-run by a join.
+-- Template data comes back as JSON text: SES wants text, and a pathological document
+-- (deeply nested) must fail for its own message, not in the driver for the whole batch.
+WITH due AS MATERIALIZED (
     SELECT id
     FROM mailroom.outbox
     WHERE queue = %(queue)s
@@ -26,7 +29,7 @@ FROM due
 WHERE m.id = due.id
 RETURNING m.id, m.attempts, m.max_attempts, m.from_address, m.to_addresses,
           m.cc_addresses, m.bcc_addresses, m.reply_to_addresses, m.config_set,
-          m.template, m.template_data, m.subject, m.body_text, m.body_html, m.raw_mime,
+          m.template, m.template_data::text, m.subject, m.body_text, m.body_html, m.raw_mime,
           extract(epoch FROM m.created_at)::float8
 
 -- name: record
@@ -77,7 +80,7 @@ SELECT coalesce(array_agg(id), ARRAY[]::bigint[]) FROM updated
 -- name: reap_expired
 -- Leases whose holder died: back to due at once, or dead when the crashed try was the
 -- last one allowed (a message that crashes the daemon must not loop for ever).
-WITH expired AS (
+WITH expired AS MATERIALIZED (
     SELECT id
     FROM mailroom.outbox
     WHERE queue = %(queue)s AND status = 'sending' AND locked_until < now()
@@ -143,7 +146,7 @@ LISTEN {channel}
 
 -- name: listening
 -- Heartbeat on the LISTEN session itself: proves the session is alive and still listening.
-SELECT %(channel)s = ANY (pg_listening_channels())
+SELECT %(channel)s IN (SELECT pg_listening_channels())
 
 -- name: wake
 SELECT pg_notify(%(channel)s, %(queue)s)
@@ -236,3 +239,227 @@ SELECT id, 'password_recovery'
 FROM mailroom.accounts
 WHERE (login = %(who)s OR email = %(who)s) AND status = 'active'
 RETURNING id
+
+-- ---- operator commands and retention ----
+-- admin.py (the `mailroom status | show | dead | send-test` commands) and retention.py
+-- (the daemon's pruning task) run these. A dead letter's "reason" is the head of its
+-- last_error: the error code, with the "gave up after N attempts: " prefix when retries
+-- ran out; it is always a substring of last_error, so `dead list --reason` finds it.
+
+-- name: status_overview
+-- Depth by status through the partial indexes (sent: outbox_sent_at), due work, the age
+-- of the oldest due message, and the send rate.
+SELECT
+    (SELECT count(*) FROM mailroom.outbox WHERE queue = %(queue)s AND status = 'pending'),
+    (SELECT count(*) FROM mailroom.outbox WHERE queue = %(queue)s AND status = 'retrying'),
+    (SELECT count(*) FROM mailroom.outbox WHERE queue = %(queue)s AND status = 'sending'),
+    (SELECT count(*) FROM mailroom.outbox WHERE queue = %(queue)s AND status = 'sent'),
+    (SELECT count(*) FROM mailroom.outbox WHERE queue = %(queue)s AND status = 'dead'),
+    (SELECT count(*) FROM mailroom.outbox
+     WHERE queue = %(queue)s AND status IN ('pending', 'retrying') AND next_attempt_at <= now()),
+    coalesce((
+        SELECT extract(epoch FROM now() - min(next_attempt_at))
+        FROM mailroom.outbox
+        WHERE queue = %(queue)s AND status IN ('pending', 'retrying') AND next_attempt_at <= now()
+    ), 0)::float8,
+    (SELECT count(*) FROM mailroom.outbox
+     WHERE queue = %(queue)s AND status = 'sent' AND sent_at > now() - interval '1 minute'),
+    (SELECT count(*) FROM mailroom.outbox
+     WHERE queue = %(queue)s AND status = 'sent' AND sent_at > now() - interval '1 hour'),
+    now()
+
+-- name: status_dead_reasons
+SELECT reason, count(*) AS messages
+FROM (
+    SELECT coalesce(left(substring(last_error FROM
+               '^(gave up after [0-9]+ attempts: [^:]*|[^:]*)'), 200), '(none)') AS reason
+    FROM mailroom.outbox
+    WHERE queue = %(queue)s AND status = 'dead'
+) AS dead
+GROUP BY reason
+ORDER BY messages DESC, reason
+LIMIT %(limit)s
+
+-- name: status_leases
+-- Daemons holding leases now; a negative expiry means the holder died (or hangs) and the
+-- next poll of any daemon reclaims its messages.
+SELECT locked_by, count(*), extract(epoch FROM min(locked_until) - now())::float8
+FROM mailroom.outbox
+WHERE queue = %(queue)s AND status = 'sending'
+GROUP BY locked_by
+ORDER BY locked_by
+
+-- name: message_show
+-- One message without its content: the template data's keys only (a "$sign" block holds
+-- a raw token secret), no bodies.
+SELECT id, queue, status, priority, from_address, to_addresses, cc_addresses,
+       bcc_addresses, reply_to_addresses, config_set,
+       coalesce(template, CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
+       subject,
+       coalesce((SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(template_data) AS k),
+                ARRAY[]::text[]),
+       idempotency_key, attempts, max_attempts, created_at, not_before, next_attempt_at,
+       locked_by, locked_until, updated_at, sent_at, provider_message_id, last_error
+FROM mailroom.outbox
+WHERE id = %(id)s
+
+-- name: message_attempts
+SELECT attempt, outcome, at, worker, provider_message_id, error
+FROM mailroom.attempts
+WHERE message_id = %(id)s
+ORDER BY at, id
+
+-- name: message_outcome
+SELECT status, attempts, provider_message_id, last_error
+FROM mailroom.outbox
+WHERE id = %(id)s
+
+-- name: message_states
+-- For `dead retry ID...`: what each id is, and whether it is a token email (whose raw
+-- secret was forgotten when it died, so that it cannot be sent again).
+SELECT id, status, coalesce(starts_with(idempotency_key, 'mailroom-token:'), false)
+FROM mailroom.outbox
+WHERE id = ANY (%(ids)s::bigint[])
+
+-- name: dead_list
+-- Newest dead letters first (outbox_dead index). Every filter is optional (NULL: any).
+SELECT id, queue,
+       coalesce(template, CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
+       to_addresses, attempts, updated_at,
+       coalesce(left(substring(last_error FROM
+           '^(gave up after [0-9]+ attempts: [^:]*|[^:]*)'), 200), '(none)'),
+       last_error
+FROM mailroom.outbox
+WHERE status = 'dead'
+  AND (%(ids)s::bigint[] IS NULL OR id = ANY (%(ids)s::bigint[]))
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(template)s::text IS NULL OR coalesce(template,
+       CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END) = %(template)s::text)
+  AND (%(reason)s::text IS NULL
+       OR strpos(lower(coalesce(last_error, '')), lower(%(reason)s::text)) > 0)
+  AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s::timestamptz)
+  AND (%(before)s::timestamptz IS NULL OR updated_at < %(before)s::timestamptz)
+ORDER BY updated_at DESC, id DESC
+LIMIT %(limit)s
+
+-- name: dead_count
+-- How many dead letters match (and how many of them are token emails, which retry
+-- skips), and the moment counted: batches touch only rows dead by then, so a retried
+-- message that dies again during the run is not retried twice.
+SELECT count(*),
+       count(*) FILTER (WHERE starts_with(idempotency_key, 'mailroom-token:')),
+       clock_timestamp()
+FROM mailroom.outbox
+WHERE status = 'dead'
+  AND (%(ids)s::bigint[] IS NULL OR id = ANY (%(ids)s::bigint[]))
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(template)s::text IS NULL OR coalesce(template,
+       CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END) = %(template)s::text)
+  AND (%(reason)s::text IS NULL
+       OR strpos(lower(coalesce(last_error, '')), lower(%(reason)s::text)) > 0)
+  AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s::timestamptz)
+  AND (%(before)s::timestamptz IS NULL OR updated_at < %(before)s::timestamptz)
+
+-- name: dead_retry_batch
+-- Re-arm one batch of matching dead letters, in (updated_at, id) order after the cursor:
+-- pending, attempts 0, due now. last_error keeps the reason it died until a new try
+-- replaces it; the attempts log keeps the earlier tries. Token emails are skipped.
+-- Returns each row's queue (to wake its daemons) and its old updated_at (the cursor).
+-- The batch is MATERIALIZED so that its LIMIT holds (see prune_sent).
+WITH batch AS MATERIALIZED (
+    SELECT id, updated_at
+    FROM mailroom.outbox
+    WHERE status = 'dead'
+      AND NOT coalesce(starts_with(idempotency_key, 'mailroom-token:'), false)
+      AND updated_at <= %(snapshot)s::timestamptz
+      AND (updated_at, id) > (%(after_at)s::timestamptz, %(after_id)s::bigint)
+      AND (%(ids)s::bigint[] IS NULL OR id = ANY (%(ids)s::bigint[]))
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+      AND (%(template)s::text IS NULL OR coalesce(template,
+           CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END) = %(template)s::text)
+      AND (%(reason)s::text IS NULL
+           OR strpos(lower(coalesce(last_error, '')), lower(%(reason)s::text)) > 0)
+      AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s::timestamptz)
+      AND (%(before)s::timestamptz IS NULL OR updated_at < %(before)s::timestamptz)
+    ORDER BY updated_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE mailroom.outbox AS m
+SET status = 'pending',
+    attempts = 0,
+    next_attempt_at = now(),
+    locked_by = NULL,
+    locked_until = NULL,
+    updated_at = now()
+FROM batch
+WHERE m.id = batch.id AND m.status = 'dead'
+RETURNING m.id, m.queue, batch.updated_at
+
+-- name: dead_purge_batch
+-- Delete one batch of matching dead letters (their attempts cascade), in (updated_at, id)
+-- order after the cursor. Returns each row's id and updated_at (the cursor).
+WITH batch AS MATERIALIZED (
+    SELECT id, updated_at
+    FROM mailroom.outbox
+    WHERE status = 'dead'
+      AND updated_at <= %(snapshot)s::timestamptz
+      AND (updated_at, id) > (%(after_at)s::timestamptz, %(after_id)s::bigint)
+      AND (%(ids)s::bigint[] IS NULL OR id = ANY (%(ids)s::bigint[]))
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+      AND (%(template)s::text IS NULL OR coalesce(template,
+           CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END) = %(template)s::text)
+      AND (%(reason)s::text IS NULL
+           OR strpos(lower(coalesce(last_error, '')), lower(%(reason)s::text)) > 0)
+      AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s::timestamptz)
+      AND (%(before)s::timestamptz IS NULL OR updated_at < %(before)s::timestamptz)
+    ORDER BY updated_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM mailroom.outbox AS m
+USING batch
+WHERE m.id = batch.id AND m.status = 'dead'
+RETURNING m.id, batch.updated_at
+
+-- name: prune_sent
+-- Retention: delete one batch of messages sent longer ago than keep_seconds, oldest first
+-- (outbox_sent_at index); their attempts cascade. Rows another session holds are skipped.
+-- MATERIALIZED: the LIMIT ... SKIP LOCKED subquery must run once; inlined into the join,
+-- a nested loop may rescan it and delete more than one batch.
+WITH doomed AS MATERIALIZED (
+    SELECT id
+    FROM mailroom.outbox
+    WHERE queue = %(queue)s AND status = 'sent'
+      AND sent_at < now() - make_interval(secs => %(keep_seconds)s)
+    ORDER BY sent_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+deleted AS (
+    DELETE FROM mailroom.outbox AS m
+    USING doomed
+    WHERE m.id = doomed.id AND m.status = 'sent'
+    RETURNING 1
+)
+SELECT count(*) FROM deleted
+
+-- name: prune_dead
+-- Retention: delete one batch of messages dead for longer than keep_seconds, oldest first
+-- (outbox_dead index); their attempts cascade.
+WITH doomed AS MATERIALIZED (
+    SELECT id
+    FROM mailroom.outbox
+    WHERE queue = %(queue)s AND status = 'dead'
+      AND updated_at < now() - make_interval(secs => %(keep_seconds)s)
+    ORDER BY updated_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+deleted AS (
+    DELETE FROM mailroom.outbox AS m
+    USING doomed
+    WHERE m.id = doomed.id AND m.status = 'dead'
+    RETURNING 1
+)
+SELECT count(*) FROM deleted

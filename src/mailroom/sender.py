@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -48,12 +49,20 @@ def render(message: Message, keys: Sequence[bytes]) -> Message | Result:
     """Sign the token a message asks for: template data ``"$sign": {"field", "action",
     "secret" (hex), "code"?}`` becomes ``field: <signed token>``. The raw secret goes no
     further than this function: not to SES, not to a log, not to an error message."""
-    data = message.template_data
-    if not data or "$sign" not in data:
-        return message
+    text = message.template_data
+    if not text or '"$sign"' not in text:
+        return message  # the common case: the stored JSON goes to SES untouched
     if not keys:
         detail = "MAILROOM_SECRET_KEY is not set: this message's token cannot be signed"
         return Result(Verdict.DEFER, code="NoSecretKey", detail=detail)
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        return Result(
+            Verdict.DEAD, code="InvalidSignBlock", detail="template data nested too deeply"
+        )
+    if not isinstance(data, dict) or not isinstance(data.get("$sign"), dict):
+        return message  # "$sign" only appeared inside a value
     spec = data["$sign"]
     try:
         action = tokens.Action(spec["action"])
@@ -64,7 +73,7 @@ def render(message: Message, keys: Sequence[bytes]) -> Message | Result:
     except (KeyError, TypeError, ValueError) as exc:
         detail = f"template data $sign cannot be signed: {type(exc).__name__}"
         return Result(Verdict.DEAD, code="InvalidSignBlock", detail=detail)
-    return dataclasses.replace(message, template_data=rendered)
+    return dataclasses.replace(message, template_data=json.dumps(rendered))
 
 
 def _error(result: Result) -> str | None:

@@ -7,7 +7,6 @@ retry layers would multiply (5 x 10 tries) and hide tries from the attempt log.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -48,9 +47,7 @@ def bulk_request(messages: Sequence[Message], defaults: Defaults) -> dict[str, A
         {
             "Destination": _destination(m),
             "ReplacementEmailContent": {
-                "ReplacementTemplate": {
-                    "ReplacementTemplateData": json.dumps(m.template_data or {})
-                }
+                "ReplacementTemplate": {"ReplacementTemplateData": m.template_data or "{}"}
             },
         }
         for m in messages

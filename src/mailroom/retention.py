@@ -1,0 +1,93 @@
+"""Retention: the daemon deletes old sent and dead messages (their attempts cascade), a
+small batch at a time and at a low rate, so that the outbox stays small without pg_cron.
+
+Each daemon prunes its own queue. While there is backlog it deletes one batch per status
+every ``BATCH_PAUSE`` seconds; when a pass deletes less than a full batch it sleeps
+``IDLE_INTERVAL``. Batches take their rows ``FOR UPDATE SKIP LOCKED`` in index order
+(``outbox_sent_at``, ``outbox_dead``), so replicas pruning at once neither block each other
+nor anything else. See docs/cli.md, "Retention".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import psycopg
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from mailroom import metrics
+from mailroom.config import Config
+from mailroom.outbox import query
+
+log = structlog.get_logger("mailroom.retention")
+
+BATCH_PAUSE = 2.0  # seconds between batches while old rows remain
+IDLE_INTERVAL = 60.0  # seconds between passes once caught up (and after an error)
+
+
+def periods(config: Config) -> dict[str, float]:
+    """Status -> seconds to keep, for the statuses that are pruned at all."""
+    if not config.retention_enabled:
+        return {}
+    keep = {"sent": config.retention_sent, "dead": config.retention_dead}
+    return {status: seconds for status, seconds in keep.items() if seconds > 0}
+
+
+async def prune_batch(
+    conn: psycopg.AsyncConnection[Any], status: str, *, queue: str, keep_seconds: float, limit: int
+) -> int:
+    """Delete up to ``limit`` ``status`` rows of ``queue`` older than ``keep_seconds``."""
+    params = {"queue": queue, "keep_seconds": keep_seconds, "limit": limit}
+    cur = await conn.execute(query(f"prune_{status}"), params)
+    row = await cur.fetchone()
+    pruned = int(row[0]) if row else 0
+    if pruned:
+        metrics.PRUNED.labels(status).inc(pruned)
+    return pruned
+
+
+async def prune_once(conn: psycopg.AsyncConnection[Any], config: Config) -> dict[str, int]:
+    """One batch for each pruned status; the count deleted of each ({} when disabled)."""
+    return {
+        status: await prune_batch(
+            conn,
+            status,
+            queue=config.queue_name,
+            keep_seconds=seconds,
+            limit=config.retention_batch,
+        )
+        for status, seconds in periods(config).items()
+    }
+
+
+async def run(
+    pool: AsyncConnectionPool[Any],
+    config: Config,
+    *,
+    pause: float = BATCH_PAUSE,
+    idle: float = IDLE_INTERVAL,
+) -> None:
+    """The daemon's background task: prune for ever (returns at once when disabled)."""
+    if not periods(config):
+        log.info("retention_disabled")
+        return
+    totals: dict[str, int] = {}
+    while True:
+        try:
+            async with pool.connection() as conn:
+                pruned = await prune_once(conn, config)
+        except psycopg.Error as exc:
+            log.warning("retention_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            await anyio.sleep(idle)
+            continue
+        for status, count in pruned.items():
+            totals[status] = totals.get(status, 0) + count
+        if any(count >= config.retention_batch for count in pruned.values()):
+            await anyio.sleep(pause)  # more is old enough: next batch soon, but not at once
+            continue
+        if any(totals.values()):
+            log.info("pruned", **totals)
+        totals = {}
+        await anyio.sleep(idle)
