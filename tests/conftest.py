@@ -204,3 +204,8 @@ def spawn(daemon_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., 
         if daemon.proc is not None and daemon.proc.poll() is None:
             daemon.signal(signal.SIGKILL)
             daemon.proc.wait(10)
+    for daemon in started:  # JSON logs stay JSON, library warnings included
+        if daemon.env.get("MAILROOM_LOG_FORMAT") == "json":
+            unparsed = [e["line"] for e in daemon.events() if e["event"] == "unparsed"]
+            if unparsed and not unparsed[0].startswith("mailroom: "):  # fatal CLI errors
+                pytest.fail(f"non-JSON lines in {daemon.log_path.name}: {unparsed[:3]}")

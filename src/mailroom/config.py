@@ -53,6 +53,7 @@ class Config:
     log_level: str = "info"
     reveal_addresses: bool = False
     worker_name: str = ""
+    db_timeout: float = 10.0
     send_rate: float = 0.0
     send_burst: float = 0.0
     http_host: str = "0.0.0.0"  # noqa: S104 -- probes and scrapes come from outside the pod
@@ -305,6 +306,12 @@ SETTINGS: tuple[_Setting, ...] = (
         "worker_name",
         _name,
         "Name recorded as lease owner (default: host:pid).",
+    ),
+    _Setting(
+        "MAILROOM_DB_TIMEOUT",
+        "db_timeout",
+        _milliseconds,
+        "Longest a database round trip may take before its connection counts as dead, ms.",
     ),
     _Setting(
         "MAILROOM_SEND_RATE",

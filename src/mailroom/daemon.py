@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
-import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
@@ -20,7 +19,7 @@ from mailroom import health, metrics, retention
 from mailroom.batcher import Batcher
 from mailroom.config import Config, record_margin
 from mailroom.listener import HEARTBEAT_TIMEOUT, KEEPALIVE, Listener
-from mailroom.outbox import Message, Outbox
+from mailroom.outbox import UNAVAILABLE, Message, Outbox
 from mailroom.retry import Disposition, Policy
 from mailroom.sender import Sender
 from mailroom.transports import Defaults, Transport
@@ -119,7 +118,12 @@ class Daemon:
         )
         await pool.open(wait=False)
         try:
-            outbox = Outbox(pool, queue=self.config.queue_name, owner=self.config.worker_name)
+            outbox = Outbox(
+                pool,
+                queue=self.config.queue_name,
+                owner=self.config.worker_name,
+                timeout=self.config.db_timeout,
+            )
             if self.config.send_rate:
                 rate, burst = self.config.send_rate, self.config.send_burst
                 self.sender.reserve = lambda n: outbox.reserve_rate(rate, burst, n)
@@ -127,7 +131,7 @@ class Daemon:
                 tg.start_soon(self.listener.run)
                 tg.start_soon(self._tick)
                 tg.start_soon(self._refresh_gauges, outbox)
-                tg.start_soon(retention.run, pool, self.config)
+                tg.start_soon(retention.run, outbox, self.config)
                 await self._work(outbox)
                 tg.cancel_scope.cancel()
         finally:
@@ -244,7 +248,7 @@ class Daemon:
         while True:
             try:
                 written = await outbox.record(outcomes)
-            except psycopg.Error as exc:
+            except UNAVAILABLE as exc:
                 log.warning(
                     "record_failed", error=type(exc).__name__, count=len(outcomes), retry_in=delay
                 )
@@ -264,10 +268,12 @@ class Daemon:
         """Run a database operation; on failure log, back off briefly and return None."""
         try:
             result = await operation()
-        except psycopg.Error as exc:
+        except UNAVAILABLE as exc:
+            self.health.db_ok = False
             self.health.db_error = f"{type(exc).__name__}: {str(exc)[:200]}"
             log.warning("database_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
             await anyio.sleep(min(DB_RETRY_MAX, 0.5))
             return None
+        self.health.db_ok = True
         self.health.db_ok_at = time.monotonic()
         return result

@@ -33,6 +33,7 @@ class Health:
     listen_stale_after: float  # seconds since the last LISTEN heartbeat before "dead"
     loop_tick: float = field(default_factory=time.monotonic)
     db_ok_at: float | None = None
+    db_ok: bool = True  # the last database round trip succeeded
     db_error: str = ""
     listen_connected: Callable[[], bool] = lambda: False
     listen_heartbeat: Callable[[], float | None] = lambda: None
@@ -49,7 +50,7 @@ class Health:
             checks["database"] = (False, self.db_error or "not reached yet")
         else:
             age = now - self.db_ok_at
-            ok = age < self.db_stale_after
+            ok = self.db_ok and age < self.db_stale_after
             checks["database"] = (
                 ok,
                 f"last query {age:.1f} s ago" + ("" if ok else f"; {self.db_error}"),

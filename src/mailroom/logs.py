@@ -31,20 +31,34 @@ def _mask_addresses(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutable
 
 def configure(*, level: str = "info", fmt: str = "auto", reveal_addresses: bool = False) -> None:
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
-    processors: list[Any] = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if not reveal_addresses:
-        processors.append(_mask_addresses)
-    if console:
-        processors.append(structlog.dev.ConsoleRenderer(colors=True))
-    else:
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        shared.append(_mask_addresses)
+    renderer: list[Any] = (
+        [structlog.dev.ConsoleRenderer(colors=True)]
+        if console
+        else [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    )
+    numeric = logging.getLevelName(level.upper())
     structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        processors=shared + renderer,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    # Libraries log through the standard library (psycopg_pool, botocore): render their
+    # records the same way, so a JSON log stays JSON lines, masked alike.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(max(numeric, logging.WARNING))  # library chatter only from warnings up

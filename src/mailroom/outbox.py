@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any
 
+import anyio
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -67,15 +69,40 @@ class Message:
         return "raw" if self.raw_mime is not None else "simple"
 
 
-class Outbox:
-    """The daemon's access to the outbox, through a small pool of autocommit connections."""
+# What a caller of Outbox treats as "the database is unavailable right now".
+UNAVAILABLE = (psycopg.Error, TimeoutError)
 
-    def __init__(self, pool: AsyncConnectionPool[Any], *, queue: str, owner: str) -> None:
+
+class Outbox:
+    """The daemon's access to the outbox, through a small pool of autocommit connections.
+
+    Every round trip is bounded by ``timeout``: a connection gone silent (a network
+    partition that keeps TCP half open) raises TimeoutError instead of hanging the daemon,
+    and the pool discards a connection given back in the middle of a query.
+    """
+
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], *, queue: str, owner: str, timeout: float = 10.0
+    ) -> None:
         self._pool = pool
         self.queue = queue
         self.owner = owner
+        self.timeout = timeout
         self._claim = query("claim")
         self._record = query("record")
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        try:
+            with anyio.fail_after(self.timeout):
+                async with self._pool.connection() as conn:
+                    yield conn
+        except TimeoutError:
+            # A silent connection means the path to the server failed, and the pool's idle
+            # connections went through it too: replace them all now rather than finding
+            # each one by waiting out another timeout.
+            await self._pool.drain()
+            raise
 
     async def claim(self, limit: int, lease_seconds: float) -> list[Message]:
         params = {
@@ -84,7 +111,7 @@ class Outbox:
             "owner": self.owner,
             "lease_seconds": lease_seconds,
         }
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute(self._claim, params)
             rows = await cur.fetchall()
         return [Message(*row) for row in rows]
@@ -103,13 +130,13 @@ class Outbox:
             "errors": [d.error for _, d in outcomes],
             "attempt_outcomes": [d.attempt_outcome for _, d in outcomes],
         }
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute(self._record, params)
             row = await cur.fetchone()
         return set(row[0]) if row else set()
 
     async def reap_expired(self) -> int:
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             params = {"queue": self.queue, "owner": self.owner}
             cur = await conn.execute(query("reap_expired"), params)
             row = await cur.fetchone()
@@ -117,7 +144,7 @@ class Outbox:
 
     async def gauges(self) -> tuple[dict[str, int], float]:
         """Live work by status (sent excluded) and the oldest due message's age, seconds."""
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute(query("gauges"), {"queue": self.queue})
             row = await cur.fetchone()
         assert row is not None  # noqa: S101 -- a SELECT of scalar subqueries returns one row
@@ -129,14 +156,14 @@ class Outbox:
         """Reserve recipients from the send-rate budget all replicas share; returns the
         seconds to wait before sending them."""
         params = {"bucket": "ses", "rate": rate, "burst": burst, "wanted": recipients}
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute(query("reserve_rate"), params)
             row = await cur.fetchone()
         return float(row[0]) if row else 0.0
 
     async def next_wakeup(self) -> float | None:
         """Seconds until the earliest scheduled message or lease expiry; None if none."""
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute(query("next_wakeup"), {"queue": self.queue})
             row = await cur.fetchone()
         return None if row is None or row[0] is None else float(row[0])

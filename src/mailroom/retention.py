@@ -15,11 +15,10 @@ from typing import Any
 import anyio
 import psycopg
 import structlog
-from psycopg_pool import AsyncConnectionPool
 
 from mailroom import metrics
 from mailroom.config import Config
-from mailroom.outbox import query
+from mailroom.outbox import UNAVAILABLE, Outbox, query
 
 log = structlog.get_logger("mailroom.retention")
 
@@ -63,7 +62,7 @@ async def prune_once(conn: psycopg.AsyncConnection[Any], config: Config) -> dict
 
 
 async def run(
-    pool: AsyncConnectionPool[Any],
+    outbox: Outbox,
     config: Config,
     *,
     pause: float = BATCH_PAUSE,
@@ -76,9 +75,9 @@ async def run(
     totals: dict[str, int] = {}
     while True:
         try:
-            async with pool.connection() as conn:
+            async with outbox.connection() as conn:
                 pruned = await prune_once(conn, config)
-        except psycopg.Error as exc:
+        except UNAVAILABLE as exc:
             log.warning("retention_failed", error=type(exc).__name__, detail=str(exc)[:200])
             await anyio.sleep(idle)
             continue

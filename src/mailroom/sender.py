@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -9,12 +10,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
-import psycopg
 import structlog
 
 from mailroom import metrics, tokens
 from mailroom.classify import Verdict, reason_class
-from mailroom.outbox import Message
+from mailroom.outbox import UNAVAILABLE, Message
 from mailroom.retry import Disposition, Policy, dispose, released
 from mailroom.transports import BULK_MAX_ENTRIES, Result, Transport, bulk_key
 
@@ -160,13 +160,14 @@ class Sender:
             recipients = sum(len(m.to) + len(m.cc) + len(m.bcc) for m in call.messages)
             try:
                 wait = await self.reserve(recipients)
-            except psycopg.Error:
+            except UNAVAILABLE:
                 return False  # the batch is released; the budget is back when the DB is
             if wait > 0:
                 metrics.RATE_LIMIT_WAITS.inc()
                 metrics.RATE_LIMIT_WAIT_SECONDS.inc(wait)
                 if anyio.current_time() + wait + self.call_budget > deadline:
-                    await self.reserve(-recipients)  # give the reservation back
+                    with contextlib.suppress(*UNAVAILABLE):  # else the reservation just lapses
+                        await self.reserve(-recipients)  # give the reservation back
                     return False
                 await anyio.sleep(wait)
                 if self.draining:
