@@ -120,6 +120,11 @@ def test_roles_created_later_get_their_grants_on_the_next_migrate(
     conn: psycopg.Connection[Any], login_as: Any
 ) -> None:
     migrate.migrate(conn, channel="token_insert", modules=("lifecycle",))
+    public = conn.execute(  # functions created after 0004 (lifecycle) are not PUBLIC's either
+        "SELECT count(*) FROM pg_proc WHERE pronamespace = 'mailroom'::regnamespace"
+        " AND has_function_privilege('public', oid, 'EXECUTE')"
+    ).fetchone()
+    assert public == (0,)
     with psycopg.connect(login_as("mailroom_app"), autocommit=True) as app:
         # the web application's lifecycle side works with the application role
         app.execute(

@@ -110,6 +110,7 @@ def migrate(
             done.append(migration)
         conn.execute(query("set_channel"), {"channel": channel})
         if ROLES_VERSION in applied or any(m.version == ROLES_VERSION for m in done):
+            conn.execute(query("revoke_public"))
             conn.execute(query("grant_roles"))
         return done
     finally:

@@ -25,8 +25,9 @@ SET status = 'sending',
     locked_by = %(owner)s,
     locked_until = now() + make_interval(secs => %(lease_seconds)s),
     updated_at = now()
-FROM due
-WHERE m.id = due.id
+-- an array of ids, not a join: with statistics the planner would hash-join the batch
+-- against a scan of the whole outbox
+WHERE m.id = ANY (ARRAY(SELECT id FROM due))
 RETURNING m.id, m.attempts, m.max_attempts, m.from_address, m.to_addresses,
           m.cc_addresses, m.bcc_addresses, m.reply_to_addresses, m.config_set,
           m.template, m.template_data::text, m.subject, m.body_text, m.body_html, m.raw_mime,
@@ -37,8 +38,12 @@ RETURNING m.id, m.attempts, m.max_attempts, m.from_address, m.to_addresses,
 -- Only the lease holder may write, except that "sent" is always worth recording: it
 -- stops a second daemon that reclaimed an expired lease from sending again, and a
 -- message reaped to dead while SES was accepting it was in fact delivered.
+-- NULL statuses, refunds, delays, errors and attempt outcomes mean "all sent": unnest pads
+-- a NULL array with NULLs, and the coalesces below supply the sent defaults.
 WITH outcome AS (
-    SELECT *
+    SELECT id, coalesce(status, 'sent') AS status, coalesce(refund, 0) AS refund,
+           coalesce(delay, 0) AS delay, provider_id, error,
+           CASE WHEN status IS NULL THEN 'sent' ELSE attempt_outcome END AS attempt_outcome
     FROM unnest(
         %(ids)s::bigint[], %(statuses)s::text[], %(refunds)s::int[], %(delays)s::float8[],
         %(provider_ids)s::text[], %(errors)s::text[], %(attempt_outcomes)s::text[]
@@ -180,6 +185,13 @@ UPDATE mailroom.settings SET channel = %(channel)s WHERE channel IS DISTINCT FRO
 -- name: reserve_rate
 -- Seconds to wait before `wanted` recipients fit the shared send-rate budget.
 SELECT mailroom.reserve_rate(%(bucket)s, %(rate)s, %(burst)s, %(wanted)s)
+
+-- name: revoke_public
+-- Run by every migrate: functions are executable by PUBLIC by default, and a per-schema
+-- ALTER DEFAULT PRIVILEGES cannot take that global default away.
+REVOKE ALL ON ALL TABLES IN SCHEMA mailroom FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA mailroom FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA mailroom FROM PUBLIC
 
 -- name: grant_roles
 -- Re-applied by every migrate: roles created after 0004 get their grants too.

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -73,7 +73,7 @@ def render(message: Message, keys: Sequence[bytes]) -> Message | Result:
     except (KeyError, TypeError, ValueError) as exc:
         detail = f"template data $sign cannot be signed: {type(exc).__name__}"
         return Result(Verdict.DEAD, code="InvalidSignBlock", detail=detail)
-    return dataclasses.replace(message, template_data=json.dumps(rendered))
+    return message._replace(template_data=json.dumps(rendered))
 
 
 def _error(result: Result) -> str | None:
@@ -125,7 +125,16 @@ class Sender:
         async with anyio.create_task_group() as tg:
             for call in plan(ready):
                 tg.start_soon(self._call, call, deadline, results)
-        return [(m.id, self._dispose(m, r)) for m, r in results]
+        counts: Counter[tuple[str, str, str]] = Counter()
+        outcomes = [(m.id, self._dispose(m, r, counts)) for m, r in results]
+        for (outcome, template, reason), n in counts.items():  # one update per kind, not message
+            if outcome == "sent":
+                metrics.SENT.labels(template).inc(n)
+            elif outcome == "retry":
+                metrics.RETRIED.labels(template, reason).inc(n)
+            else:
+                metrics.DEAD.labels(template, reason).inc(n)
+        return outcomes
 
     async def _call(
         self, call: Call, deadline: float, results: list[tuple[Message, Result | None]]
@@ -196,7 +205,9 @@ class Sender:
             metrics.SES_ERRORS.labels(operation, reason_class(results[0].code)).inc()
         return results
 
-    def _dispose(self, message: Message, result: Result | None) -> Disposition:
+    def _dispose(
+        self, message: Message, result: Result | None, counts: Counter[tuple[str, str, str]]
+    ) -> Disposition:
         if result is None:
             return released()
         disposition = dispose(
@@ -208,16 +219,15 @@ class Sender:
             error=_error(result),
         )
         template = metrics.template_label(message.template, message.raw_mime is not None)
-        reason = reason_class(result.code)
         if disposition.status == "sent":
-            metrics.SENT.labels(template).inc()
+            counts["sent", template, ""] += 1
             metrics.ENQUEUE_TO_SEND.observe(max(time.time() - message.created_at, 0.0))
         elif disposition.attempt_outcome == "retry":
-            metrics.RETRIED.labels(template, reason).inc()
+            counts["retry", template, reason_class(result.code)] += 1
             log.info("message_retry", message_id=message.id, attempt=message.attempts,
                      code=result.code, retry_in=round(disposition.delay, 3))  # fmt: skip
         elif disposition.status == "dead":
-            metrics.DEAD.labels(template, reason).inc()
+            counts["dead", template, reason_class(result.code)] += 1
             log.warning("message_dead", message_id=message.id, attempt=message.attempts,
                         code=result.code, template=template)  # fmt: skip
         return disposition
