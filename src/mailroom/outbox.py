@@ -277,8 +277,3 @@ async def enqueue_async(
     row = await cur.fetchone()
     assert row is not None  # noqa: S101 -- a SELECT of a function always returns a row
     return int(row[0])
-
-
-async def wake(conn: psycopg.AsyncConnection[Any], channel: str, queue: str) -> None:
-    """Wake the daemons serving ``queue`` (after re-arming messages outside enqueue)."""
-    await conn.execute(query("wake"), {"channel": channel, "queue": queue})

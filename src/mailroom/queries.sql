@@ -343,14 +343,8 @@ SELECT id, queue,
        last_error
 FROM mailroom.outbox
 WHERE status = 'dead'
-  AND (%(ids)s::bigint[] IS NULL OR id = ANY (%(ids)s::bigint[]))
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(template)s::text IS NULL OR coalesce(template,
-       CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END) = %(template)s::text)
-  AND (%(reason)s::text IS NULL
-       OR strpos(lower(coalesce(last_error, '')), lower(%(reason)s::text)) > 0)
-  AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s::timestamptz)
-  AND (%(before)s::timestamptz IS NULL OR updated_at < %(before)s::timestamptz)
+  AND mailroom.dead_letter_matches(outbox, %(ids)s::bigint[], %(queue)s::text,
+      %(template)s::text, %(reason)s::text, %(since)s::timestamptz, %(before)s::timestamptz)
 ORDER BY updated_at DESC, id DESC
 LIMIT %(limit)s
 
@@ -363,14 +357,8 @@ SELECT count(*),
        clock_timestamp()
 FROM mailroom.outbox
 WHERE status = 'dead'
-  AND (%(ids)s::bigint[] IS NULL OR id = ANY (%(ids)s::bigint[]))
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(template)s::text IS NULL OR coalesce(template,
-       CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END) = %(template)s::text)
-  AND (%(reason)s::text IS NULL
-       OR strpos(lower(coalesce(last_error, '')), lower(%(reason)s::text)) > 0)
-  AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s::timestamptz)
-  AND (%(before)s::timestamptz IS NULL OR updated_at < %(before)s::timestamptz)
+  AND mailroom.dead_letter_matches(outbox, %(ids)s::bigint[], %(queue)s::text,
+      %(template)s::text, %(reason)s::text, %(since)s::timestamptz, %(before)s::timestamptz)
 
 -- name: dead_retry_batch
 -- Re-arm one batch of matching dead letters, in (updated_at, id) order after the cursor:
@@ -385,14 +373,8 @@ WITH batch AS MATERIALIZED (
       AND NOT coalesce(starts_with(idempotency_key, 'mailroom-token:'), false)
       AND updated_at <= %(snapshot)s::timestamptz
       AND (updated_at, id) > (%(after_at)s::timestamptz, %(after_id)s::bigint)
-      AND (%(ids)s::bigint[] IS NULL OR id = ANY (%(ids)s::bigint[]))
-      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-      AND (%(template)s::text IS NULL OR coalesce(template,
-           CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END) = %(template)s::text)
-      AND (%(reason)s::text IS NULL
-           OR strpos(lower(coalesce(last_error, '')), lower(%(reason)s::text)) > 0)
-      AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s::timestamptz)
-      AND (%(before)s::timestamptz IS NULL OR updated_at < %(before)s::timestamptz)
+      AND mailroom.dead_letter_matches(outbox, %(ids)s::bigint[], %(queue)s::text,
+          %(template)s::text, %(reason)s::text, %(since)s::timestamptz, %(before)s::timestamptz)
     ORDER BY updated_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -417,14 +399,8 @@ WITH batch AS MATERIALIZED (
     WHERE status = 'dead'
       AND updated_at <= %(snapshot)s::timestamptz
       AND (updated_at, id) > (%(after_at)s::timestamptz, %(after_id)s::bigint)
-      AND (%(ids)s::bigint[] IS NULL OR id = ANY (%(ids)s::bigint[]))
-      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-      AND (%(template)s::text IS NULL OR coalesce(template,
-           CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END) = %(template)s::text)
-      AND (%(reason)s::text IS NULL
-           OR strpos(lower(coalesce(last_error, '')), lower(%(reason)s::text)) > 0)
-      AND (%(since)s::timestamptz IS NULL OR updated_at >= %(since)s::timestamptz)
-      AND (%(before)s::timestamptz IS NULL OR updated_at < %(before)s::timestamptz)
+      AND mailroom.dead_letter_matches(outbox, %(ids)s::bigint[], %(queue)s::text,
+          %(template)s::text, %(reason)s::text, %(since)s::timestamptz, %(before)s::timestamptz)
     ORDER BY updated_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
