@@ -88,7 +88,8 @@ def conn(db: str) -> Iterator[psycopg.Connection[Any]]:
 
 @pytest.fixture
 def standin() -> Iterator[SesStandin]:
-    with SesStandin() as server:
+    # it checks every request's signature against the credentials daemons are given
+    with SesStandin(credentials={"testing": "testing"}) as server:
         yield server
 
 

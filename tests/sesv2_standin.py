@@ -13,17 +13,23 @@ import argparse
 import base64
 import contextlib
 import json
+import re
 import signal
 import socket
+import ssl
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 Json = dict[str, Any]
 
@@ -51,6 +57,10 @@ _STATUS_NAMES = (
     "INVALID_PARAMETER TRANSIENT_FAILURE FAILED"
 )
 BULK_STATUSES = frozenset(_STATUS_NAMES.split())
+_AUTHORIZATION = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
+    r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})"
+)
 MAX_RECIPIENTS = 50
 MAX_BULK_ENTRIES = 50
 
@@ -92,12 +102,18 @@ def _recipients(dest: Json) -> tuple[list[str], list[str], list[str]]:
     return to, cc, bcc
 
 
+# When the request being handled on this thread arrived (its request line was read): what
+# "received_at" means, so that the stand-in's own parsing and checks are not counted.
+_arrival = threading.local()
+
+
 def _record(op: str, sender: str | None, to: list[str], cc: list[str], bcc: list[str]) -> Json:
     # Every record has every key so tests can index without .get().
     rec: Json = dict.fromkeys(
         ("template", "template_data", "subject", "text", "html", "raw", "configuration_set")
     )
-    rec.update(message_id=str(uuid.uuid4()), operation=op, tags={}, received_at=time.time())
+    arrived = getattr(_arrival, "at", None) or time.time()
+    rec.update(message_id=str(uuid.uuid4()), operation=op, tags={}, received_at=arrived)
     rec.update({"from": sender, "to": to, "cc": cc, "bcc": bcc})
     return rec
 
@@ -114,8 +130,14 @@ class SesStandin:
         timeout_sleep: float = 30.0,
         max_send_rate: float = 14.0,
         max_24h_send: float = 50000.0,
+        credentials: dict[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self._port = host, port
+        self.tls = tls  # a server-side context: serve HTTPS
+        # access key -> secret: when given, every API request must carry a valid SigV4
+        # signature for one of them, checked with botocore's own signer
+        self.credentials = credentials
         # Plain float attributes: a rebinding is atomic, so no lock is needed to change them.
         self.latency = latency
         self.timeout_sleep = timeout_sleep
@@ -131,6 +153,8 @@ class SesStandin:
     def start(self) -> SesStandin:
         self._stopping.clear()
         self._server = _Server((self.host, self._port), self)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -156,7 +180,7 @@ class SesStandin:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def __enter__(self) -> SesStandin:
         return self.start()
@@ -241,17 +265,49 @@ class SesStandin:
 
     # -- request handling -------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, str | None, bytes]:
+    def handle(
+        self, method: str, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, str | None, bytes]:
         """Answer one request: (HTTP status, error code or None, JSON body)."""
         path = path.split("?", 1)[0]
         try:
             if path.startswith("/_standin/"):
                 result: Json | list[Json] = self._control(method, path, body)
             else:
+                if self.credentials is not None:
+                    self._verify_signature(method, path, body, headers or {})
                 result = self._api(method, path, body)
         except ApiError as e:
             return e.status, e.code, json.dumps({"message": e.message}).encode()
         return 200, None, json.dumps(result).encode()
+
+    def _verify_signature(
+        self, method: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> None:
+        """Recompute the request's SigV4 signature with botocore and compare."""
+        assert self.credentials is not None
+        match = _AUTHORIZATION.fullmatch(headers.get("Authorization", ""))
+        if match is None:
+            raise ApiError(
+                403, "MissingAuthenticationTokenException", "Missing Authentication Token"
+            )
+        key, date, region, service, names, signature = match.groups()
+        if key not in self.credentials:
+            raise ApiError(403, "UnrecognizedClientException", "The security token is invalid.")
+        stamp = headers.get("X-Amz-Date", "")
+        if not stamp.startswith(date) or service != "ses":
+            raise ApiError(403, "SignatureDoesNotMatch", "Bad credential scope.")
+        signed = {name: headers.get(name, "") for name in names.split(";")}
+        request = AWSRequest(method=method, url=f"http://{signed.get('host', '')}{path}",
+                             data=body, headers=signed)  # fmt: skip
+        request.context["timestamp"] = stamp
+        token = headers.get("X-Amz-Security-Token")
+        auth = SigV4Auth(Credentials(key, self.credentials[key], token), service, region)
+        expected = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)),
+                                  request)  # fmt: skip
+        if expected != signature:
+            raise ApiError(403, "SignatureDoesNotMatch", "The request signature we calculated "
+                           "does not match the signature you provided.")  # fmt: skip
 
     def _api(self, method: str, path: str, body: bytes) -> Json:
         op = {
@@ -482,11 +538,19 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):  # flushing to a client that already left
             super().finish()
 
+    def parse_request(self) -> bool:
+        # The request line has been read: the request has reached the server. Parsing it
+        # is the stand-in's work, not the client's latency.
+        _arrival.at = time.time()
+        return super().parse_request()
+
     def _dispatch(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         try:
-            status, code, payload = self.server.standin.handle(self.command, self.path, body)
+            status, code, payload = self.server.standin.handle(
+                self.command, self.path, body, self.headers
+            )
         except _Aborted:
             self.close_connection = True
             return

@@ -117,3 +117,26 @@ def test_two_daemons_share_the_work_without_sending_a_row_twice(
     assert max(per_number.values()) == 1
     workers = conn.execute("SELECT count(DISTINCT worker) FROM mailroom.attempts").fetchone()
     assert workers == (2,)  # both replicas took part
+
+
+def test_leases_only_what_the_call_slots_can_start_soon(
+    conn: psycopg.Connection[Any], standin: SesStandin, spawn: Any
+) -> None:
+    # 200 one-call messages, 4 call slots, batches of 25: claiming a batch per free slot
+    # would lease 100 at once; the daemon leases the next batch only when fewer calls
+    # wait than there are slots (so at most about 25 + 4 + 25).
+    standin.latency = 0.05
+    with conn.transaction():
+        for n in range(200):
+            mailroom.enqueue(conn, f"u{n}@example.com", subject="s", text=f"m{n}")
+    spawn(MAILROOM_BATCH_LIMIT="25", MAILROOM_SES_CONCURRENCY="4")
+    leased = []
+
+    def done() -> bool:
+        counts = statuses(conn)
+        leased.append(counts.get("sending", 0))
+        return counts.get("sent", 0) == 200
+
+    wait_for(done, timeout=60, interval=0.02)
+    assert max(leased) <= 25 + 4 + 25
+    assert max(leased) >= 25  # the bound was tested while work was leased

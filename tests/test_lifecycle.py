@@ -168,9 +168,10 @@ def test_without_a_secret_key_token_mail_waits_instead_of_dying(
     daemon = spawn(MAILROOM_PAUSE_DURATION="60000")
     lc.execute("INSERT INTO mailroom.accounts (login, email) VALUES ('di', 'di@example.com')")
     wait_for(lambda: any(e["event"] == "cannot_sign" for e in daemon.events()))
-    status, attempts, error = lc.execute(
-        "SELECT status, attempts, last_error FROM mailroom.outbox"
-    ).fetchone()  # type: ignore[misc]
+    # the log line comes before the batch's outcome is written
+    query = "SELECT status, attempts, last_error FROM mailroom.outbox"
+    wait_for(lambda: lc.execute(query).fetchone()[0] != "sending")  # type: ignore[index]
+    status, attempts, error = lc.execute(query).fetchone()  # type: ignore[misc]
     assert (status, attempts) == ("retrying", 0)
     assert error.startswith("NoSecretKey: MAILROOM_SECRET_KEY is not set")
     assert standin.sent() == []

@@ -57,9 +57,15 @@ def test_metrics_and_health_endpoints_of_a_running_daemon(
         "SELECT count(*) = 4 FROM mailroom.outbox WHERE status IN ('sent', 'dead', 'retrying')"
     ).fetchone()[0])  # fmt: skip
 
-    status, body = _get(port, "/metrics")
-    assert status == 200
-    samples = _samples(body)
+    # The rows are final once the record commits; the daemon drops the in-flight gauge
+    # when it resumes after that commit, so read /metrics once it has.
+    def scrape() -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], float], str] | None:
+        status, body = _get(port, "/metrics")
+        assert status == 200
+        samples = _samples(body)
+        return (samples, body) if samples[("mailroom_in_flight_messages", ())] == 0 else None
+
+    samples, body = wait_for(scrape)
     assert samples[("mailroom_messages_sent_total", (("template", "activationv1"),))] == 2
     dead = (
         "mailroom_messages_dead_total",

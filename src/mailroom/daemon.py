@@ -79,6 +79,7 @@ class Daemon:
         self._backlog = True  # more due work may be waiting: claim again
         self._next_poll = 0.0  # backstop poll, moved earlier by scheduled work
         self._wake = anyio.Event()
+        self.sender.on_room = self._room
 
     # -- wake-ups ----------------------------------------------------------------------
 
@@ -91,6 +92,9 @@ class Daemon:
         else:
             self.batcher.notified(anyio.current_time())
         self._wake.set()
+
+    def _room(self) -> None:
+        self._wake.set()  # the sender can take another batch
 
     def _schedule(self, at: float) -> None:
         if at < self._next_poll:
@@ -137,7 +141,7 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 await pool.close()
-                self.sender.transport.close()
+                await self.sender.transport.aclose()
         log.info("stopped")
 
     async def serve(self) -> None:
@@ -194,7 +198,11 @@ class Daemon:
                 if self.batcher.due(now, self.in_flight):
                     self.batcher.flushed()
                     self._backlog = True
-                can_claim = not self.sender.paused() and self.in_flight < cfg.ses_concurrency
+                can_claim = (
+                    not self.sender.paused()
+                    and self.in_flight < cfg.ses_concurrency
+                    and self.sender.queued < cfg.ses_concurrency
+                )
                 if self._backlog and can_claim:
                     batch = await self._db(lambda: outbox.claim(cfg.batch_limit, cfg.lease))
                     if batch is None:  # database unreachable; _db has backed off
@@ -204,12 +212,14 @@ class Daemon:
                         metrics.BATCH_SIZE.observe(len(batch))
                         metrics.IN_FLIGHT.inc(len(batch))
                         self.in_flight += 1
-                        batches.start_soon(self._process, outbox, batch, now + cfg.lease)
-                    if not self._backlog:
-                        delay = await self._db(outbox.next_wakeup)
-                        if delay is not None:
-                            # Past due but not claimed: another replica holds it; look again later.
-                            self._schedule(now + (delay + 0.001 if delay > 0 else 1.0))
+                        look_ahead = not self._backlog  # after the batch: off the latency path
+                        batches.start_soon(
+                            self._process, outbox, batch, now + cfg.lease, look_ahead
+                        )
+                        # the batch plans its calls (sender.queued) before the next claim
+                        await anyio.lowlevel.checkpoint()
+                    elif not self._backlog:
+                        await self._look_ahead(outbox)
                     continue
                 paused_until = self.sender.paused_until if self.sender.paused() else None
                 wake_at = min(
@@ -223,23 +233,38 @@ class Daemon:
             log.info("draining", batches_in_flight=self.in_flight)
             batches.cancel_scope.deadline = anyio.current_time() + cfg.shutdown_timeout
 
-    async def _process(self, outbox: Outbox, batch: Sequence[Message], lease_end: float) -> None:
+    async def _look_ahead(self, outbox: Outbox) -> None:
+        """Wake up for the next scheduled message or lease expiry, which the LISTEN
+        channel will not announce."""
+        delay = await self._db(outbox.next_wakeup)
+        if delay is not None:
+            # Past due but not claimed: another replica holds it; look again later.
+            self._schedule(anyio.current_time() + (delay + 0.001 if delay > 0 else 1.0))
+
+    async def _process(
+        self, outbox: Outbox, batch: Sequence[Message], lease_end: float, look_ahead: bool
+    ) -> None:
         self._batches += 1
         context = structlog.contextvars.bind_contextvars(
             batch=f"{self.config.worker_name}/{self._batches}"
         )
+        unrecorded = len(batch)
         try:
             deadline = lease_end - record_margin(self.config.lease)
             outcomes = await self.sender.send(batch, deadline=deadline)
             await self._record(outbox, outcomes)
+            metrics.IN_FLIGHT.dec(unrecorded)  # recorded: not in flight during the look-ahead
+            unrecorded = 0
             # Retries and releases are due again soon: wake up for them, not for the
             # lease expiry that was the earliest event when the batch was claimed.
             delays = [d.delay for _, d in outcomes if d.status in ("retrying", "pending")]
             if delays:
                 self._schedule(anyio.current_time() + min(delays))
+            if look_ahead:
+                await self._look_ahead(outbox)
         finally:
             structlog.contextvars.reset_contextvars(**context)
-            metrics.IN_FLIGHT.dec(len(batch))
+            metrics.IN_FLIGHT.dec(unrecorded)
             self.in_flight -= 1
             self._wake.set()
 

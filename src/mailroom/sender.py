@@ -6,7 +6,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -104,7 +104,11 @@ class Sender:
         self.paused_until = 0.0
         self.draining = False
         self._slots = anyio.CapacityLimiter(concurrency)
-        self._threads = anyio.CapacityLimiter(concurrency)
+        # Calls planned but still waiting for a slot. The daemon claims more only while
+        # fewer than `concurrency` wait: enough to keep every slot busy, and no thousands
+        # of leased messages (and tasks) queueing behind them.
+        self.queued = 0
+        self.on_room: Callable[[], None] | None = None
 
     def paused(self) -> bool:
         return anyio.current_time() < self.paused_until
@@ -122,9 +126,14 @@ class Sender:
                 results.append((message, rendered))
             else:
                 ready.append(rendered)
-        async with anyio.create_task_group() as tg:
-            for call in plan(ready):
-                tg.start_soon(self._call, call, deadline, results)
+        calls = plan(ready)
+        self.queued += len(calls)
+        if len(calls) == 1:  # an idle daemon's lone email: no task between claim and call
+            await self._call(calls[0], deadline, results)
+        else:
+            async with anyio.create_task_group() as tg:
+                for call in calls:
+                    tg.start_soon(self._call, call, deadline, results)
         counts: Counter[tuple[str, str, str]] = Counter()
         outcomes = [(m.id, self._dispose(m, r, counts)) for m, r in results]
         for (outcome, template, reason), n in counts.items():  # one update per kind, not message
@@ -139,17 +148,18 @@ class Sender:
     async def _call(
         self, call: Call, deadline: float, results: list[tuple[Message, Result | None]]
     ) -> None:
-        async with self._slots:
+        async with self._slot():
             if not await self._may_start(call, deadline):
                 results.extend((m, None) for m in call.messages)
                 return
-            outcome = await anyio.to_thread.run_sync(self._attempt, call, limiter=self._threads)
+            outcome = await self._attempt(call)
         first = outcome[0]
         whole_call_dead = first.whole_call and first.verdict is Verdict.DEAD
         if call.bulk and len(call.messages) > 1 and whole_call_dead:
             # One bad entry can fail a whole bulk call: send each alone so that only the
             # bad one is dead-lettered and the good ones go out.
             log.info("bulk_call_split", code=first.code, entries=len(call.messages))
+            self.queued += len(call.messages)
             for message in call.messages:
                 await self._call(Call([message], bulk=True), deadline, results)
             return
@@ -159,6 +169,23 @@ class Sender:
             metrics.SENDING_PAUSED.set(1)
             log.warning("sending_paused", code=pausing[0].code, seconds=self.policy.pause)
         results.extend(zip(call.messages, outcome, strict=True))
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """A call slot for a call counted in ``queued``, which it leaves on getting one."""
+        try:
+            try:
+                self._slots.acquire_nowait()  # a free slot: no trip through the event loop
+            except anyio.WouldBlock:
+                await self._slots.acquire()
+        finally:
+            self.queued -= 1
+            if self.queued == self._slots.total_tokens - 1 and self.on_room is not None:
+                self.on_room()  # room to claim more again
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     async def _may_start(self, call: Call, deadline: float) -> bool:
         """Whether the call may go now: not draining nor paused, within the send-rate
@@ -183,16 +210,16 @@ class Sender:
                     return False
         return anyio.current_time() + self.call_budget <= deadline
 
-    def _attempt(self, call: Call) -> list[Result]:
-        """One transport call, in a worker thread. A transport bug must not stop the daemon
-        or lose the batch: it becomes a retry, and after max_attempts a dead letter."""
+    async def _attempt(self, call: Call) -> list[Result]:
+        """One transport call. A transport bug must not stop the daemon or lose the batch:
+        it becomes a retry, and after max_attempts a dead letter."""
         operation = "SendBulkEmail" if call.bulk else "SendEmail"
         started = time.perf_counter()
         try:
             if call.bulk:
-                results = self.transport.send_bulk(call.messages)
+                results = await self.transport.send_bulk(call.messages)
             else:
-                results = [self.transport.send_one(call.messages[0])]
+                results = [await self.transport.send_one(call.messages[0])]
         except Exception as exc:
             log.exception("transport_error", messages=[m.id for m in call.messages])
             detail = f"{type(exc).__name__}: {exc}"

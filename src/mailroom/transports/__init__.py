@@ -1,5 +1,5 @@
-"""Transports hand messages to a provider. Calls are blocking; the sender runs them in
-worker threads, so a transport must be safe to call from several threads at once."""
+"""Transports hand messages to a provider. Calls are coroutines on the daemon's event loop,
+several at once; one that blocks must hand its work to a thread itself."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from mailroom.classify import Verdict
 from mailroom.outbox import Message
 
 BULK_MAX_ENTRIES = 50  # SendBulkEmail accepts at most 50 entries per call
+
+
+class SetupError(Exception):
+    """A transport cannot be set up from the environment (no region, a bad endpoint)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,16 +33,16 @@ class Defaults:
 
 
 class Transport(Protocol):
-    def send_bulk(self, messages: Sequence[Message]) -> list[Result]:
+    async def send_bulk(self, messages: Sequence[Message]) -> list[Result]:
         """Send templated messages sharing template, sender, reply-to and configuration
         set; one result per message, in order."""
         ...
 
-    def send_one(self, message: Message) -> Result:
+    async def send_one(self, message: Message) -> Result:
         """Send one simple or raw message."""
         ...
 
-    def close(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 def bulk_key(message: Message) -> tuple[object, ...]:

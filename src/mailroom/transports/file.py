@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from mailroom.classify import Verdict
 from mailroom.outbox import Message
 from mailroom.transports import Defaults, Result
@@ -49,13 +51,18 @@ class FileTransport:
         tmp.replace(self.directory / name)  # readers never see half a file
         return ids
 
-    def send_bulk(self, messages: Sequence[Message]) -> list[Result]:
-        ids = self._write("SendBulkEmail", messages, bulk_request(messages, self.defaults))
+    async def send_bulk(self, messages: Sequence[Message]) -> list[Result]:
+        ids = await anyio.to_thread.run_sync(
+            self._write, "SendBulkEmail", messages, bulk_request(messages, self.defaults)
+        )
         return [Result(Verdict.SENT, provider_id=i) for i in ids]
 
-    def send_one(self, message: Message) -> Result:
-        (provider_id,) = self._write("SendEmail", [message], single_request(message, self.defaults))
+    async def send_one(self, message: Message) -> Result:
+        request = single_request(message, self.defaults)
+        (provider_id,) = await anyio.to_thread.run_sync(
+            self._write, "SendEmail", [message], request
+        )
         return Result(Verdict.SENT, provider_id=provider_id)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         pass
