@@ -133,6 +133,23 @@ def percentile(values: Sequence[float], p: float) -> float:
     return statistics.quantiles(ordered, n=1000, method="inclusive")[round(p * 10) - 1]
 
 
+QUIET_CORES = 0.25  # the machine counts as quiet below this many busy cores
+
+
+def settle(bench: Bench, timeout: float = 30.0) -> None:
+    """Let the previous scenario's aftermath (PostgreSQL's checkpoint, autovacuum of the
+    drained tables) pass before a latency run: it measures the daemon, not the backlog of
+    the server it shares the machine with."""
+    with psycopg.connect(bench.pg.admin_dsn, autocommit=True) as admin:
+        admin.execute("CHECKPOINT")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before, started = machine_busy(), time.monotonic()
+        time.sleep(0.5)
+        if (machine_busy() - before) / (time.monotonic() - started) < QUIET_CORES:
+            return
+
+
 def steady(bench: Bench, *, rate: float, seconds: float, settings: Mapping[str, str]) -> Result:
     """A producer enqueues at a fixed rate with mailroom.enqueue(), one transaction per
     message (autocommit: the statement's end is its commit); latency = the stand-in's
@@ -145,6 +162,7 @@ def steady(bench: Bench, *, rate: float, seconds: float, settings: Mapping[str, 
         daemons(dsn, bench.standin.url, settings, bench.workdir) as procs,
     ):
         pid = procs[0].pid
+        settle(bench)
         cpu_before = cpu_seconds(pid)
         with psycopg.connect(dsn, autocommit=True) as conn:
             start = time.perf_counter() + 0.05
