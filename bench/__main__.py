@@ -30,6 +30,7 @@ FULL = {
     "simple": 20_000,
     "peer": 10_000,
     "raw": 50_000,
+    "floor": 300,
     "low": (5.0, 20.0),  # rate per second, seconds
     "high": (1000.0, 10.0),
     "sweep": 50_000,
@@ -41,6 +42,7 @@ SMOKE = {
     "simple": 300,
     "peer": 200,
     "raw": 2_000,
+    "floor": 20,
     "low": (5.0, 0.6),
     "high": (200.0, 0.5),
     "sweep": 1_000,
@@ -151,6 +153,7 @@ def round_plan(
         )
         if full
         else None,
+        ("latency", "floor", lambda: peer.latency_floor(bench, sizes["floor"])),
         (
             "latency",
             "latency_low",

@@ -1,5 +1,6 @@
-"""Peers for ratios: pgqueuer with one boto3 ``sesv2.send_email`` per job, and the raw
-database ceiling (a bare psycopg claim + mark-sent loop, no SES at all).
+"""Peers for ratios: pgqueuer with one boto3 ``sesv2.send_email`` per job, the raw
+database ceiling (a bare psycopg claim + mark-sent loop, no SES at all), and the
+database's floor under the idle latency (notification and one-row claim, no daemon).
 
 Each peer runs as its own process (``python -m bench.peer pgqueuer|raw ...``); the
 harness-side functions start them, feed them and time them like the daemon.
@@ -19,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from bench.harness import (
     ROOT,
@@ -30,7 +33,7 @@ from bench.harness import (
     wait_for,
     wait_listening,
 )
-from bench.scenarios import Bench, Result
+from bench.scenarios import ENQUEUE, Bench, Result, percentile, settle_machine
 
 PGQUEUER_APP = "bench-pgqueuer"
 ENTRYPOINT = "send_activation"
@@ -231,6 +234,46 @@ def raw_ceiling(bench: Bench, n: int, *, batch: int, checks: bool = True) -> Res
         )
     out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return {**out, "n": n, "rate": out["rows"] / out["seconds"], "batch": batch}
+
+
+def latency_floor(bench: Bench, n: int, *, rate: float = 50.0) -> Result:
+    """What the database alone puts under the idle latency, from a bare psycopg loop:
+    a commit's notification reaching a LISTEN session, and a one-row claim's round trip
+    (next to a SELECT 1's). The daemon cannot deliver faster than their sum."""
+    notify_ms, claim_ms, select_ms = [], [], []
+    with (
+        bench.pg.database() as dsn,
+        psycopg.connect(dsn, autocommit=True) as producer,
+        psycopg.connect(dsn, autocommit=True) as listener,
+        psycopg.connect(dsn, autocommit=True) as claimer,
+    ):
+        row = listener.execute("SELECT channel FROM mailroom.settings").fetchone()
+        assert row is not None  # the migrated schema has exactly one settings row
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(row[0])))
+        settle_machine(bench)
+        for i in range(n):
+            time.sleep(1 / rate)
+            started = time.perf_counter()
+            claimer.execute("SELECT 1").fetchall()
+            select_ms.append((time.perf_counter() - started) * 1000)
+            producer.execute(ENQUEUE, (f"user{i}@example.com", Jsonb({"seq": i})))
+            committed = time.perf_counter()
+            if not list(listener.notifies(timeout=5.0, stop_after=1)):
+                raise RuntimeError("no notification within 5 s of a commit")
+            notify_ms.append((time.perf_counter() - committed) * 1000)
+            started = time.perf_counter()
+            ids = [r[0] for r in claimer.execute(RAW_CLAIM, {"limit": 10}).fetchall()]
+            claim_ms.append((time.perf_counter() - started) * 1000)
+            if len(ids) != 1:
+                raise RuntimeError(f"claimed {len(ids)} rows, expected the one just enqueued")
+            claimer.execute(RAW_MARK_SENT, {"ids": ids})
+    return {
+        "n": n,
+        "notify_p50_ms": percentile(notify_ms, 50),
+        "select_p50_ms": percentile(select_ms, 50),
+        "claim_p50_ms": percentile(claim_ms, 50),
+        "floor_p50_ms": percentile(notify_ms, 50) + percentile(claim_ms, 50),
+    }
 
 
 if __name__ == "__main__":

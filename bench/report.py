@@ -68,6 +68,10 @@ def ms(value: float) -> str:
     return f"{value:.1f} ms"
 
 
+def fine_ms(value: float) -> str:
+    return f"{value:.2f} ms"
+
+
 def cpu(value: float) -> str:
     return f"{value:.3f} s"
 
@@ -137,6 +141,10 @@ def _latency_rows(runs: dict[str, Runs]) -> list[str]:
             met = _yes(median(low, key) <= limit) if limit else "—"
             label = f"idle latency commit → SES request, {key[:3]}"
             lines.append(_row(label, spread(low, key, ms), "—", "—", target, met))
+    floor = runs.get("floor")
+    if floor:
+        label = "database floor under it: notification + one-row claim, p50"
+        lines.append(_row(label, spread(floor, "floor_p50_ms", fine_ms), "—", "—", "—", "—"))
     high = runs.get("latency_high")
     if high:
         rate = median(high, "achieved_rate")
@@ -266,6 +274,19 @@ def latency_table(runs: dict[str, Runs]) -> list[str]:
                     f"{r['rss_mib']:.0f} / {r['hwm_mib']:.0f} MiB",
                 )
             )
+    floor = runs.get("floor")
+    if floor:
+        lines += [
+            "",
+            "The database's floor under the idle latency (a bare psycopg loop, no daemon; "
+            f"{floor[0]['n']} messages a run, p50 per run):",
+            "",
+            _row("run", "commit → notification", "SELECT 1", "one-row claim", "floor"),
+            _row(*["---"] * 5),
+        ]
+        for i, r in enumerate(floor, 1):
+            keys = ("notify_p50_ms", "select_p50_ms", "claim_p50_ms", "floor_p50_ms")
+            lines.append(_row(str(i), *(fine_ms(r[k]) for k in keys)))
     return lines
 
 

@@ -136,7 +136,7 @@ def percentile(values: Sequence[float], p: float) -> float:
 QUIET_CORES = 0.25  # the machine counts as quiet below this many busy cores
 
 
-def settle(bench: Bench, timeout: float = 30.0) -> None:
+def settle_machine(bench: Bench, timeout: float = 30.0) -> None:
     """Let the previous scenario's aftermath (PostgreSQL's checkpoint, autovacuum of the
     drained tables) pass before a latency run: it measures the daemon, not the backlog of
     the server it shares the machine with."""
@@ -162,7 +162,7 @@ def steady(bench: Bench, *, rate: float, seconds: float, settings: Mapping[str, 
         daemons(dsn, bench.standin.url, settings, bench.workdir) as procs,
     ):
         pid = procs[0].pid
-        settle(bench)
+        settle_machine(bench)
         cpu_before = cpu_seconds(pid)
         with psycopg.connect(dsn, autocommit=True) as conn:
             start = time.perf_counter() + 0.05
