@@ -40,15 +40,16 @@ class _Connection:
         self.stream = stream
         self.reader = BufferedByteReceiveStream(stream)
         self.idle_since = time.monotonic()
+        # looked up once: anyio builds its whole attribute mapping on every extra() call
+        self.socket = stream.extra(SocketAttribute.raw_socket)  # noqa: S610 -- anyio, not Django
 
     def dropped(self) -> bool:
         """Whether the peer closed (or wrote to) the idle connection: readable means EOF,
         a TLS close alert or garbage, and a request sent on it would be lost."""
         if self.reader.buffer or time.monotonic() - self.idle_since > IDLE_LIMIT:
             return True
-        sock = self.stream.extra(SocketAttribute.raw_socket)  # noqa: S610 -- anyio, not Django
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
+            readable, _, _ = select.select([self.socket], [], [], 0)
         except (OSError, ValueError):
             return True
         return bool(readable)
