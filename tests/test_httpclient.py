@@ -129,3 +129,13 @@ async def test_nothing_listening_is_an_http_error() -> None:
         port = placeholder.getsockname()[1]
     with pytest.raises(HTTPError, match="cannot connect"):
         await client(f"http://127.0.0.1:{port}").post("/", {}, b"")
+
+
+async def test_a_peer_that_stops_reading_times_the_write_out() -> None:
+    # The request is far larger than the socket buffers, and nothing reads it: without a
+    # deadline on the write the call would hang past the budget the lease is sized for.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        with anyio.fail_after(10):
+            with pytest.raises(HTTPError, match="read timeout"):
+                await client(url, read_timeout=0.5).post("/", {}, b"x" * 64 * 1024 * 1024)

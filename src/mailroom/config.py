@@ -266,7 +266,7 @@ SETTINGS: tuple[_Setting, ...] = (
         "MAILROOM_SES_READ_TIMEOUT",
         "ses_read_timeout",
         _milliseconds,
-        "SES read timeout, milliseconds.",
+        "SES timeout for sending a request and reading its answer, milliseconds.",
     ),
     _Setting(
         "MAILROOM_RETRY_BASE",

@@ -90,8 +90,10 @@ class Client:
         request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
         connection = await self._checkout()
         try:
-            await connection.stream.send(request)
+            # The write too: a peer that stops reading must not hold the call past the
+            # connect + read budget that the lease is sized for.
             with anyio.fail_after(self.read_timeout):
+                await connection.stream.send(request)
                 response, keep = await _read_response(connection.reader)
         except TimeoutError:
             await anyio.aclose_forcefully(connection.stream)

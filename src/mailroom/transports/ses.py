@@ -98,8 +98,8 @@ def encode(request: dict[str, Any]) -> bytes:
 
 def error_of(status: int, headers: Mapping[str, str], body: bytes) -> tuple[str, str]:
     """(code, message) of a rest-json error answer (header names in lower case), read as
-    botocore reads it: the code
-    from ``x-amzn-ErrorType``, else the body's ``__type`` or ``code``; else the status."""
+    botocore reads it: the code from ``x-amzn-ErrorType``, else the body's ``__type`` or
+    ``code``; else the status."""
     try:
         parsed = json.loads(body) if body else {}
     except ValueError:
