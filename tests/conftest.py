@@ -87,6 +87,28 @@ def conn(db: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture
+def login_as(db: str, pg_admin_dsn: str) -> Iterator[Callable[..., str]]:
+    """login_as("mailroom_app") -> DSN of a new login role that is a member of it."""
+    created: list[str] = []
+
+    def make(group: str | None, db: str = db) -> str:
+        name = f"u_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+            if group:
+                admin.execute(
+                    sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(name))
+                )
+        created.append(name)
+        return make_conninfo(db, user=name)
+
+    yield make
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+        for name in created:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
 def standin() -> Iterator[SesStandin]:
     # it checks every request's signature against the credentials daemons are given
     with SesStandin(credentials={"testing": "testing"}) as server:

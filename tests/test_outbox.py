@@ -339,10 +339,37 @@ async def test_owner_that_lost_its_lease_can_only_record_sent(
         None,
         True,
     )
-    assert [r[1:3] for r in attempt_rows(conn, second)] == [
-        ("lease_expired", None),
-        ("sent", "ses-slow-2"),
-    ]
+    # slow's try 1 was logged "lease_expired" by the reaper; its late success replaces that
+    # row: one try, one row (fresh's try 2 was refused, so it logged nothing)
+    assert [r[:3] for r in attempt_rows(conn, second)] == [(1, "sent", "ses-slow-2")]
+
+
+async def test_a_late_success_after_a_reaped_lease_is_one_attempt_and_no_error(
+    pool: AsyncConnectionPool[Any], conn: psycopg.Connection[Any]
+) -> None:
+    message_id = enqueue(conn)
+    slow = Outbox(pool, queue=QUEUE, owner="slow")
+    assert [m.id for m in await slow.claim(1, 0.2)] == [message_id]
+    await anyio.sleep(0.3)
+    assert await Outbox(pool, queue=QUEUE, owner="reaper").reap_expired() == 1
+    assert row(conn, message_id, "last_error") == ("lease expired: slow did not record an outcome",)
+    assert await slow.record([(message_id, sent("ses-late"))]) == {message_id}
+    assert row(conn, message_id, "status, attempts, last_error") == ("sent", 1, None)
+    assert [r[:3] for r in attempt_rows(conn, message_id)] == [(1, "sent", "ses-late")]
+
+
+async def test_a_sent_message_keeps_no_error_of_an_earlier_try(
+    pool: AsyncConnectionPool[Any], conn: psycopg.Connection[Any]
+) -> None:
+    message_id = enqueue(conn)
+    outbox = Outbox(pool, queue=QUEUE, owner="w1")
+    await outbox.claim(1, 60.0)
+    await outbox.record([(message_id, retry_in(0.0))])
+    assert row(conn, message_id, "last_error") != (None,)
+    await outbox.claim(1, 60.0)
+    await outbox.record([(message_id, sent("ses-1"))])
+    assert row(conn, message_id, "status, last_error") == ("sent", None)
+    assert [r[1] for r in attempt_rows(conn, message_id)] == ["retry", "sent"]
 
 
 async def test_sent_is_recorded_even_after_the_lease_was_reaped_to_dead(

@@ -207,6 +207,15 @@ CASES = [
     Case("empty address", ADDRESS, {"to_addresses": ["ann@example.com", ""]}),
     Case("unicode domain", ADDRESS, {"to_addresses": ["ann@münchen.de"]}, SQL_ONLY),
     Case("display name", ADDRESS, {"to_addresses": ["Ann <a@example.com>"]}),
+    # RFC 5321 dot-string: no leading, trailing or doubled dot; local part <= 64 octets
+    Case("leading dot in local part", ADDRESS, {"to_addresses": [".a@x.org"]}),
+    Case("trailing dot in local part", ADDRESS, {"to_addresses": ["a.@x.org"]}),
+    Case("doubled dot in local part", ADDRESS, {"to_addresses": ["a..b@x.org"]}),
+    Case("only a dot as local part", ADDRESS, {"cc_addresses": [".@x.org"]}),
+    Case("65-octet local part", ADDRESS, {"to_addresses": ["a" * 65 + "@x.org"]}),
+    Case("dotted from", ADDRESS, {"from_address": "no..reply@x.org"}),
+    Case("invisible character in domain", ADDRESS, {"to_addresses": ["abc@exa\u200bmple.com"]}),
+    Case("sharp s mapped by IDNA 2003", ADDRESS, {"to_addresses": ["ann@straße.de"]}),
     Case("bad cc", ADDRESS, {"cc_addresses": ["bob at example.com"]}),
     Case("bad bcc", ADDRESS, {"bcc_addresses": ["carol@"]}),
     Case("bad reply-to", ADDRESS, {"reply_to_addresses": ["@example.com"]}),
@@ -267,7 +276,11 @@ ACCEPTED = [
     pytest.param({"body_text": None, "body_html": "<p>hi</p>"}, id="html only"),
     pytest.param(
         {
-            "to_addresses": ["o'neil+tag@mail.sub-domain.example.co.uk"],
+            "to_addresses": [
+                "o'neil+tag@mail.sub-domain.example.co.uk",
+                "a.b.c@x.org",
+                "a" * 64 + "@x.org",
+            ],
             "from_address": "no-reply@xn--mnchen-3ya.de",
             "reply_to_addresses": ["help@example.com"],
         },
@@ -326,6 +339,28 @@ def test_python_helper_malformed_unicode_domain_is_a_check_violation(
 ) -> None:
     with pytest.raises(psycopg.errors.CheckViolation, match=ADDRESS):
         mailroom.enqueue(shared_conn, address, subject="s", text="t")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"to": 42}, "to must be an address or a list of addresses"),
+        ({"to": [b"a@example.com"]}, "to: an address must be a str"),
+        ({"to": ["a@example.com", None]}, "to: an address must be a str"),
+        ({"to": "a@example.com", "cc": [1]}, "cc: an address must be a str"),
+        ({"to": "a@example.com", "bcc": {"a@example.com": 1}}, "bcc must be an address"),
+        ({"to": "a@example.com", "reply_to": 3.5}, "reply_to must be an address"),
+        ({"to": "a@example.com", "from_address": ["f@example.com"]}, "from_address must be"),
+    ],
+)
+def test_python_helper_names_a_recipient_that_is_not_a_string(
+    shared_conn: psycopg.Connection[Any], fields: dict[str, Any], message: str
+) -> None:
+    before = count(shared_conn)
+    to = fields.pop("to")
+    with pytest.raises(TypeError, match=message):
+        mailroom.enqueue(shared_conn, to, subject="s", text="t", **fields)
+    assert count(shared_conn) == before
 
 
 @pytest.mark.parametrize("data", [[1, 2], "text", 42, [("a", 1)]])

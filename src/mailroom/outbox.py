@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -196,22 +197,44 @@ async def is_listening(conn: psycopg.AsyncConnection[Any], channel: str) -> bool
 
 
 def _ascii_domain(address: str) -> str:
-    # SES takes internationalised domains only in punycode; the local part stays as given.
+    """SES takes internationalised domains only in punycode; the local part stays as given.
+
+    Python's IDNA codec maps some characters away (zero-width spaces vanish, "ß" becomes
+    "ss"): such a domain is passed on unchanged, so that the CHECK constraint refuses it,
+    rather than silently sending to another domain than the one written.
+    """
     local, at, domain = address.rpartition("@")
     if not at or domain.isascii():
         return address
     try:
-        return f"{local}@{domain.encode('idna').decode('ascii')}"
+        encoded = domain.encode("idna").decode("ascii")
+        faithful = encoded.encode("ascii").decode("idna") == unicodedata.normalize(
+            "NFC", domain
+        ).lower().rstrip(".")
     except UnicodeError:
         return address  # not a domain at all: the CHECK constraint names the problem
+    return f"{local}@{encoded}" if faithful else address
 
 
-def _addresses(value: str | Iterable[str] | None) -> list[str]:
+def _addresses(value: str | Iterable[str] | None, field: str) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
         value = [value]
-    return [_ascii_domain(a.strip()) for a in value]
+    elif not isinstance(value, Iterable) or isinstance(value, bytes | Mapping):
+        raise TypeError(f"{field} must be an address or a list of addresses, not {value!r}")
+    addresses = []
+    for address in value:
+        if not isinstance(address, str):
+            raise TypeError(f"{field}: an address must be a str, not {address!r}")
+        addresses.append(_ascii_domain(address.strip()))
+    return addresses
+
+
+def _from(address: object) -> str:
+    if not isinstance(address, str):
+        raise TypeError(f"from_address must be a str, not {address!r}")
+    return _ascii_domain(address.strip())
 
 
 def enqueue_params(
@@ -237,17 +260,17 @@ def enqueue_params(
     if data is not None and not isinstance(data, Mapping):
         raise TypeError("data must be a mapping (SES template data is a JSON object)")
     return {
-        "to_addresses": _addresses(to),
+        "to_addresses": _addresses(to, "to"),
         "template": template,
         "template_data": None if data is None else Jsonb(dict(data), dumps=json.dumps),
         "subject": subject,
         "body_text": text,
         "body_html": html,
         "raw_mime": raw,
-        "from_address": None if from_address is None else _ascii_domain(from_address),
-        "cc_addresses": _addresses(cc),
-        "bcc_addresses": _addresses(bcc),
-        "reply_to_addresses": _addresses(reply_to),
+        "from_address": None if from_address is None else _from(from_address),
+        "cc_addresses": _addresses(cc, "cc"),
+        "bcc_addresses": _addresses(bcc, "bcc"),
+        "reply_to_addresses": _addresses(reply_to, "reply_to"),
         "config_set": config_set,
         "priority": priority,
         "not_before": not_before,

@@ -62,7 +62,8 @@ updated AS (
         -- a raw token secret to sign stays only as long as the message may be sent
         template_data = CASE WHEN o.status IN ('sent', 'dead') THEN m.template_data - '$sign'
                              ELSE m.template_data END,
-        last_error = coalesce(o.error, m.last_error),
+        -- a sent message does not look failed: an earlier try's error goes
+        last_error = CASE WHEN o.status = 'sent' THEN NULL ELSE coalesce(o.error, m.last_error) END,
         sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE m.sent_at END,
         locked_by = NULL,
         locked_until = NULL,
@@ -73,12 +74,27 @@ updated AS (
            OR (o.status = 'sent' AND m.status IN ('sending', 'retrying', 'pending', 'dead')))
     RETURNING m.id, m.attempts
 ),
+-- A holder whose lease expired while it was still sending: the reaper logged its try as
+-- "lease_expired" (naming this holder); that row becomes this "sent" one, keeping the
+-- try's number: one try, one row. The partial index attempts_lease_expired keeps this
+-- probe cheap: it is almost always empty.
+superseded AS (
+    UPDATE mailroom.attempts AS a
+    SET outcome = 'sent', provider_message_id = o.provider_id, error = NULL,
+        worker = %(owner)s, at = now()
+    FROM updated AS u
+    JOIN outcome AS o USING (id)
+    WHERE o.attempt_outcome = 'sent' AND a.outcome = 'lease_expired' AND a.message_id = u.id
+      AND a.error = 'lease expired: ' || %(owner)s || ' did not record an outcome'
+    RETURNING a.message_id
+),
 logged AS (
     INSERT INTO mailroom.attempts (message_id, attempt, outcome, provider_message_id, error, worker)
     SELECT u.id, u.attempts + o.refund, o.attempt_outcome, o.provider_id, o.error, %(owner)s
     FROM updated AS u
     JOIN outcome AS o USING (id)
     WHERE o.attempt_outcome IS NOT NULL
+      AND u.id NOT IN (SELECT message_id FROM superseded)
 )
 SELECT coalesce(array_agg(id), ARRAY[]::bigint[]) FROM updated
 
