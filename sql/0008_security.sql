@@ -44,6 +44,12 @@ WHERE status = 'sending' AND (locked_by IS NULL OR locked_until IS NULL);
 ALTER TABLE mailroom.outbox ADD CONSTRAINT outbox_sending_has_lease
     CHECK (status <> 'sending' OR (locked_by IS NOT NULL AND locked_until IS NOT NULL));
 
+-- A final state for a message nobody wants sent any more (the application's cancel, an
+-- operator's cancel): not a failure, so never among the dead letters that are retried.
+ALTER TABLE mailroom.outbox DROP CONSTRAINT outbox_status_known;
+ALTER TABLE mailroom.outbox ADD CONSTRAINT outbox_status_known
+    CHECK (status IN ('pending', 'sending', 'sent', 'retrying', 'dead', 'cancelled'));
+
 -- A try whose lease expired while its holder was still alive: the reaper logs
 -- "lease_expired", then the holder records "sent". The record query turns that row into
 -- the "sent" row (one try, one row); this small index finds it.
