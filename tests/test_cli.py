@@ -87,7 +87,8 @@ def test_run_refuses_an_unmigrated_database(pg_admin_dsn: str) -> None:
         admin.execute("CREATE DATABASE cli_empty")
     dsn = psycopg.conninfo.make_conninfo(pg_admin_dsn, dbname="cli_empty")
     try:
-        result = mailroom("run", env={"MAILROOM_DATABASE_URL": dsn})
+        # a complete configuration (region included): only the schema is missing
+        result = mailroom("run", env={"MAILROOM_DATABASE_URL": dsn, "AWS_REGION": "eu-west-1"})
         assert result.returncode == 3
         assert "run `mailroom migrate`" in result.stderr
         migrated = mailroom("migrate", env={"MAILROOM_DATABASE_URL": dsn})

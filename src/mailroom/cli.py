@@ -41,7 +41,8 @@ See docs/cli.md.
 
 
 def _fail(message: str, code: int = 2) -> int:
-    print(f"mailroom: {message}", file=sys.stderr)
+    for line in message.splitlines() or [""]:
+        print(f"mailroom: {line}", file=sys.stderr)
     return code
 
 
@@ -68,6 +69,22 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+class PrivilegeError(Exception):
+    """The connected role lacks what a command needs (exit 3)."""
+
+
+def _check_privileges(conn: Any, query_name: str, role: str) -> None:
+    from mailroom.outbox import query  # noqa: PLC0415
+
+    missing = [row[0] for row in conn.execute(query(query_name)).fetchall()]
+    if missing:
+        who = conn.info.user
+        raise PrivilegeError(
+            f"role {who!r} lacks {', '.join(missing)}: grant it {role} "
+            "(see docs/operations.md, 'Database roles')"
+        )
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = _load(require_database=False)
     width = max(len(name) for name, _ in configuration.describe(cfg))
@@ -87,12 +104,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load()
     logs.configure(level=cfg.log_level, fmt=cfg.log_format, reveal_addresses=cfg.reveal_addresses)
-    with _connect(cfg) as conn:
-        migrate.check_ready(conn, channel=cfg.channel_name)
-    try:
+    try:  # configuration first: a bad setting exits 2 whether or not the database is up
         transport = make_transport(cfg)
     except SetupError as exc:
         return _fail(str(exc))
+    with _connect(cfg) as conn:
+        migrate.check_ready(conn, channel=cfg.channel_name)
+        _check_privileges(conn, "daemon_privileges", "mailroom_daemon")
     daemon = Daemon(cfg, transport)
     # Start-up leaves ~58,000 long-lived objects (modules, botocore's tables); every full
     # collection of the cyclic GC would walk them: a 25 ms pause, mid-send, here.
@@ -389,14 +407,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`: not worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except PrivilegeError as exc:
+        return _fail(str(exc), 3)
     except Exception as exc:
-        code = _explain(exc)
+        code = _explain(exc, args)
         if code is None:
             raise
         return code
 
 
-def _explain(exc: Exception) -> int | None:
+# Which role each database command needs (docs/operations.md, "Database roles").
+NEEDS = {
+    "migrate": "the owner of the mailroom schema",
+    "run": "mailroom_daemon",
+    "status": "mailroom_operator (or mailroom_daemon)",
+    "show": "mailroom_operator (or mailroom_daemon)",
+}
+
+
+def _explain(exc: Exception, args: argparse.Namespace) -> int | None:
     """Exit code (after a message) for a database-side failure; None: a bug, re-raise."""
     import psycopg  # noqa: PLC0415
 
@@ -405,7 +434,12 @@ def _explain(exc: Exception) -> int | None:
     if isinstance(exc, MigrationError):
         return _fail(str(exc), 3)
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-        return _fail(f"the database refused: {str(exc).strip()}", 3)
+        needs = NEEDS.get(args.command, "mailroom_operator")
+        return _fail(
+            f"the database refused: {str(exc).strip().splitlines()[0]} "
+            f"(`mailroom {args.command}` needs {needs}; see docs/operations.md, 'Database roles')",
+            3,
+        )
     if isinstance(exc, psycopg.OperationalError):
         dsn = os.environ.get("MAILROOM_DATABASE_URL", "")
         text = str(exc).replace(dsn, configuration.redact_dsn(dsn)) if dsn else str(exc)

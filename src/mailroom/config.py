@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        super().__init__("\n".join(problems))  # one line per problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +170,47 @@ def _secret_keys(text: str) -> tuple[bytes, ...]:
     return tuple(keys)
 
 
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def _database_url(text: str) -> str:
-    if not text.strip():
+    """A libpq connection string, checked here so that a typo is one line at start-up.
+
+    libpq's own parse errors quote the string around the fault, password included, so
+    none of their text is shown: each problem is described in our words instead.
+    """
+    import psycopg  # noqa: PLC0415 -- config loads without the driver until a DSN is read
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 -- as above
+
+    text = text.strip()
+    if not text:
         raise ValueError("must not be empty")
+    scheme, sep, _ = text.partition("://")
+    if sep and scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"unknown scheme {scheme[:20]!r}: use postgresql://user@host/dbname")
+    if not sep and "=" not in text:
+        raise ValueError(
+            "neither a URL (postgresql://user@host:5432/dbname) nor key=value pairs "
+            "(host=... dbname=...)"
+        )
+    try:
+        params = conninfo_to_dict(text)
+    except psycopg.ProgrammingError:  # its text quotes the string, password included
+        what = "URL" if sep else "key=value string"
+        hint = (
+            "brackets around an IPv6 host, percent-encoding of @ : / in the password"
+            if sep
+            else "quoting of values with spaces, unknown keywords"
+        )
+        raise ValueError(f"malformed {what}: check {hint}") from None
+    sslmode = params.get("sslmode")
+    if sslmode is not None and sslmode not in SSLMODES:
+        raise ValueError(f"sslmode {str(sslmode)[:20]!r} is not one of {', '.join(SSLMODES)}")
+    port = params.get("port")
+    if port is not None and not all(
+        p.isdigit() and 0 < int(p) < 65536 for p in str(port).split(",")
+    ):
+        raise ValueError(f"port {str(port)[:20]!r} is not a number from 1 to 65535")
     return text
 
 
@@ -398,7 +436,7 @@ def load(environ: Mapping[str, str] | None = None, *, require_database: bool = T
             shown = "" if setting.variable in SECRET_VARIABLES else f" (got {raw!r})"
             problems.append(f"{setting.variable}: {exc}{shown}")
     if "database_url" not in values:
-        if require_database:
+        if require_database and not any(p.startswith("MAILROOM_DATABASE_URL") for p in problems):
             problems.append("MAILROOM_DATABASE_URL: required (or MAILROOM_DATABASE_URL_FILE)")
         values["database_url"] = ""
     config = Config(**values)
@@ -428,9 +466,19 @@ def record_margin(lease: float) -> float:
 
 
 def redact_dsn(dsn: str) -> str:
-    """The connection string with any password replaced, URL or key=value form."""
-    redacted = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", redacted)
+    """The connection string with any password replaced, URL or key=value form. Anything
+    else (not a connection string at all) may hold a password anywhere: not shown."""
+    if "://" not in dsn and "=" not in dsn:
+        return "(not a connection string; not shown)"
+    if "://" in dsn:
+        scheme, _, rest = dsn.partition("://")
+        authority, slash, tail = rest.partition("/")
+        # the last "@" ends the user info: an unencoded "@" in a password stays hidden
+        userinfo, at, host = authority.rpartition("@")
+        if at and ":" in userinfo:
+            authority = f"{userinfo.partition(':')[0]}:***@{host}"
+        dsn = f"{scheme}://{authority}{slash}{tail}"
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1***", dsn)
 
 
 def describe(config: Config) -> list[tuple[str, str]]:

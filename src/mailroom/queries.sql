@@ -467,3 +467,22 @@ deleted AS (
     RETURNING 1
 )
 SELECT count(*) FROM deleted
+
+-- name: daemon_privileges
+-- What `mailroom run` needs and the connected role lacks (empty: all there). Checked at
+-- start so that a daemon under the wrong role stops at once instead of sending mail it
+-- then cannot record. One privilege per row: has_table_privilege with a list of
+-- privileges answers "any of them".
+SELECT p.what
+FROM (VALUES
+    ('SELECT on mailroom.outbox', has_table_privilege('mailroom.outbox', 'SELECT')),
+    ('UPDATE on mailroom.outbox', has_table_privilege('mailroom.outbox', 'UPDATE')),
+    ('DELETE on mailroom.outbox', has_table_privilege('mailroom.outbox', 'DELETE')),
+    ('INSERT on mailroom.attempts', has_table_privilege('mailroom.attempts', 'INSERT')),
+    ('UPDATE on mailroom.attempts', has_table_privilege('mailroom.attempts', 'UPDATE')),
+    ('UPDATE on mailroom.rate_buckets', has_table_privilege('mailroom.rate_buckets', 'UPDATE')),
+    ('EXECUTE on mailroom.reserve_rate()', has_function_privilege(
+        'mailroom.reserve_rate(text, double precision, double precision, double precision)',
+        'EXECUTE'))
+) AS p(what, held)
+WHERE NOT p.held

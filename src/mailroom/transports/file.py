@@ -15,7 +15,7 @@ import anyio
 
 from mailroom.classify import Verdict
 from mailroom.outbox import Message
-from mailroom.transports import Defaults, Result
+from mailroom.transports import Defaults, Result, SetupError
 from mailroom.transports.ses import bulk_request, single_request
 
 
@@ -33,7 +33,16 @@ class FileTransport:
     def __init__(self, defaults: Defaults, directory: Path) -> None:
         self.defaults = defaults
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        try:  # fail at start-up, not on the first message
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory / f".mailroom-write-test-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise SetupError(
+                f"MAILROOM_SES_OUTPUT_PATH: cannot write to {str(directory)!r}: {reason}"
+            ) from None
 
     def _write(
         self, operation: str, messages: Sequence[Message], request: dict[str, Any]
