@@ -234,7 +234,7 @@ def _addresses(value: str | Iterable[str] | None, field: str) -> list[str]:
 def _from(address: object) -> str:
     if not isinstance(address, str):
         raise TypeError(f"from_address must be a str, not {address!r}")
-    return _ascii_domain(address.strip())
+    return _ascii_domain(address)  # not stripped: a From with spaces is refused, by name
 
 
 def enqueue_params(
