@@ -13,8 +13,10 @@ tries from the attempt log.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
+import re
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -111,9 +113,23 @@ def error_of(status: int, headers: Mapping[str, str], body: bytes) -> tuple[str,
         code = str(parsed.get("__type") or parsed.get("code") or parsed.get("Code") or "")
         code = code.rsplit("#", 1)[-1]
     message = str(parsed.get("message") or parsed.get("Message") or "")
+    if not parsed and body.lstrip().startswith(b"<"):
+        # AWS's front end answers some refusals (a bad signature, an unknown key) in the
+        # query protocol's XML: <ErrorResponse><Error><Code>…</Code><Message>…</Message>.
+        # Two fields are read by pattern: no XML parser is pointed at a peer's body.
+        text = body[:4096].decode("utf-8", "replace")
+        xml_code, xml_message = _XML_CODE.search(text), _XML_MESSAGE.search(text)
+        code = code or (xml_code.group(1).strip() if xml_code else "")
+        message = html.unescape(xml_message.group(1)).strip() if xml_message else ""
+        if xml_code or xml_message:
+            return code or str(status), message
     if not message and not parsed and body:
         message = body[:200].decode("utf-8", "replace")  # a proxy's HTML page, say
     return code or str(status), message
+
+
+_XML_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
+_XML_MESSAGE = re.compile(r"<Message>([^<]{0,1000})</Message>")
 
 
 def endpoint(region: str, environ: Mapping[str, str] = os.environ) -> str:
