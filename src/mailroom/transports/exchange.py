@@ -81,6 +81,10 @@ class Exchange:
     async def post(self, url: URL, headers: dict[str, str], body: bytes) -> Response:
         """POST ``body``; ``headers`` carry Host (the signed one) but not Content-Length."""
         session = self._session or self._open()
+        if self.proxy_headers and url.scheme == "http":
+            # A forwarding proxy reads its credentials from the request itself; aiohttp
+            # sends proxy_headers only on a CONNECT (as urllib3 does for botocore)
+            headers = {**headers, **self.proxy_headers}
         try:
             response = await session.post(
                 url,

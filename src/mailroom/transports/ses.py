@@ -26,7 +26,7 @@ import anyio
 
 from mailroom.classify import ENTRY_STATUS, Verdict, classify_entry, classify_error
 from mailroom.outbox import Message
-from mailroom.transports import Defaults, Result, awsconfig
+from mailroom.transports import Defaults, Result, SetupError, awsconfig
 from mailroom.transports.sigv4 import Credentials, Signer
 
 SEND_EMAIL = awsconfig.SEND_EMAIL
@@ -171,7 +171,10 @@ class SesTransport:
         self._credentials: Any = self._session.get_credentials()
         context = None
         if resolved.ca_bundle is not None:
-            context = ssl.create_default_context(cafile=resolved.ca_bundle)
+            try:
+                context = ssl.create_default_context(cafile=resolved.ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise SetupError(f"cannot load the CA bundle {resolved.ca_bundle}: {exc}") from exc
         self._http = Exchange(
             concurrency=concurrency,
             connect_timeout=connect_timeout,
