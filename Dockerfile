@@ -78,7 +78,7 @@ EXPOSE 9765
 # No tini (nor `docker run --init`) is needed: the daemon runs as PID 1 straight from the
 # exec-form ENTRYPOINT (no shell in between), installs its own SIGTERM/SIGINT handlers
 # (PID 1 gets no default signal action, so a handler is required, and it has one), and
-# starts no child processes - SES calls run in threads - so there are no zombies to reap.
+# starts no child processes - SES calls run on its event loop - so there are no zombies to reap.
 # `mailroom check` from HEALTHCHECK is started by the runtime (docker exec), not by PID 1.
 STOPSIGNAL SIGTERM
 

@@ -103,7 +103,8 @@ def test_metrics_and_health_endpoints_of_a_running_daemon(
     assert json.loads(body)["checks"]["event_loop"]["ok"]
     status, body = _get(port, "/readyz")
     assert status == 200, body
-    assert set(json.loads(body)["checks"]) == {"event_loop", "database", "listen", "shutdown"}
+    assert set(json.loads(body)["checks"]) == {"event_loop", "database", "listen", "shutdown",
+                                             "sending"}  # fmt: skip
 
     events = daemon.events()
     (dead_event,) = [e for e in events if e["event"] == "message_dead"]

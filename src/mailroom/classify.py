@@ -38,6 +38,37 @@ ENTRY_STATUS: dict[str, Verdict] = {
     "CONFIGURATION_SET_SENDING_PAUSED": Verdict.DEFER,
 }
 
+# Refusals of the daemon itself, not of a message: the JSON (x-amzn-ErrorType) and XML
+# (<Code>) answers of SES's front end, AWS's common errors, and what the transport reports
+# before any answer. A bare 401/403 comes from a front end or gateway: SES answers them only
+# when it refuses the caller; 407 is a proxy refusing the daemon's proxy credentials.
+CAUSES: dict[str, frozenset[str]] = {
+    "credentials": frozenset(
+        [
+            "NoCredentials",
+            "UnrecognizedClientException",
+            "InvalidClientTokenId",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "InvalidSignatureException",
+            "IncompleteSignature",
+            "IncompleteSignatureException",
+            "MissingAuthenticationToken",
+            "MissingAuthenticationTokenException",
+            "AuthFailure",
+            "InvalidToken",
+            "ExpiredToken",
+            "ExpiredTokenException",
+            "TokenRefreshRequired",
+            "RequestExpired",
+            "401",
+        ]
+    ),
+    "permissions": frozenset(["AccessDeniedException", "AccessDenied", "NotAuthorized", "403"]),
+    "proxy": frozenset({"ProxyAuthenticationRequired", "407"}),
+    "tls": frozenset({"TLSVerificationFailed"}),  # the CA bundle does not trust the peer
+}
+
 ERROR_CODE: dict[str, Verdict] = {
     # throttling and transient service trouble
     "TooManyRequestsException": Verdict.RETRY,
@@ -59,15 +90,9 @@ ERROR_CODE: dict[str, Verdict] = {
     "SendingPausedException": Verdict.PAUSE,
     "AccountSendingPausedException": Verdict.PAUSE,
     "AccountSuspendedException": Verdict.PAUSE,
-    # the daemon's credentials or permissions: an operator must act; messages are fine
-    "AccessDeniedException": Verdict.PAUSE,
-    "AccessDenied": Verdict.PAUSE,
-    "UnrecognizedClientException": Verdict.PAUSE,
-    "InvalidClientTokenId": Verdict.PAUSE,
-    "SignatureDoesNotMatch": Verdict.PAUSE,
-    "ExpiredToken": Verdict.PAUSE,
-    "ExpiredTokenException": Verdict.PAUSE,
-    "NoCredentials": Verdict.PAUSE,
+    # the daemon's credentials, permissions, proxy or CA bundle: an operator must act;
+    # the messages are fine
+    **{code: Verdict.PAUSE for codes in CAUSES.values() for code in codes},
     # this message cannot be sent as it is
     "MessageRejected": Verdict.DEAD,
     "MailFromDomainNotVerifiedException": Verdict.DEAD,
@@ -94,10 +119,21 @@ def classify_error(code: str, message: str = "") -> Verdict:
         # v1 "Daily message quota exceeded" arrives as Throttling; retrying within
         # minutes only burns attempts, so treat it as the account stop it is.
         return Verdict.PAUSE
+    if code.startswith("AccessDenied"):  # AccessDeniedForDependencyException and kin
+        return Verdict.PAUSE
     # Unknown codes, 5xx and 429 included, retry: bounded by max_attempts.
     return ERROR_CODE.get(code, Verdict.RETRY)
 
 
 def reason_class(code: str) -> str:
     """A short, PII-free label for metrics and logs."""
-    return code if code in ERROR_CODE or code in ENTRY_STATUS else "other"
+    if code in ERROR_CODE or code in ENTRY_STATUS:
+        return code
+    return "AccessDenied" if code.startswith("AccessDenied") else "other"
+
+
+def pause_cause(code: str) -> str:
+    """Who must act on a pause: credentials, permissions, proxy, tls, or the SES account."""
+    if code.startswith("AccessDenied"):
+        return "permissions"
+    return next((cause for cause, codes in CAUSES.items() if code in codes), "account")

@@ -71,6 +71,7 @@ class Daemon:
             listen_stale_after=config.healthcheck_interval + HEARTBEAT_TIMEOUT + 5.0,
             listen_connected=lambda: self.listener.connected,
             listen_heartbeat=lambda: self.listener.last_heartbeat,
+            pause=self._pause_detail,
         )
         self.stopping = False
         self.ready = False
@@ -100,6 +101,11 @@ class Daemon:
         if at < self._next_poll:
             self._next_poll = at
             self._wake.set()
+
+    def _pause_detail(self) -> str:
+        """For /readyz (an HTTP thread): the pause's reason and how long it still runs."""
+        left = self.sender.paused_until - time.monotonic()  # asyncio's clock is monotonic
+        return f"{left:.0f} s more, {self.sender.pause_reason}" if left > 0 else ""
 
     def stop(self) -> None:
         if not self.stopping:
@@ -167,6 +173,7 @@ class Daemon:
             self.health.loop_tick = time.monotonic()
             if not self.sender.paused():
                 metrics.SENDING_PAUSED.set(0)
+                metrics.SENDING_PAUSE_REASON.clear()
             if watchdog is not None:
                 health.sd_notify("WATCHDOG=1")
             await anyio.sleep(min(1.0, watchdog or 1.0))

@@ -37,6 +37,7 @@ class Health:
     db_error: str = ""
     listen_connected: Callable[[], bool] = lambda: False
     listen_heartbeat: Callable[[], float | None] = lambda: None
+    pause: Callable[[], str] = lambda: ""  # why sending is paused, "" when it is not
     draining: bool = False
 
     def liveness(self) -> dict[str, tuple[bool, str]]:
@@ -62,6 +63,10 @@ class Health:
             age = now - heartbeat
             checks["listen"] = (age < self.listen_stale_after, f"heartbeat {age:.1f} s ago")
         checks["shutdown"] = (not self.draining, "draining" if self.draining else "running")
+        # Informative only: a paused daemon is doing what it should (a restart would not
+        # help), so it stays ready; the reason is here and in mailroom_sending_pause_reason.
+        pause = self.pause()
+        checks["sending"] = (True, f"paused: {pause}" if pause else "sending")
         return checks
 
 

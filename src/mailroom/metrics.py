@@ -50,6 +50,11 @@ SENDING_PAUSED = Gauge(
     "mailroom_sending_paused", "1 while sending is paused after an account-level stop.",
     registry=REGISTRY,
 )  # fmt: skip
+SENDING_PAUSE_REASON = Gauge(
+    "mailroom_sending_pause_reason",
+    "1 for the reason of the current pause: cause (credentials, permissions, proxy, tls, "
+    "account) and the error code.", ["cause", "code"], registry=REGISTRY,
+)  # fmt: skip
 BATCH_SIZE = Histogram(
     "mailroom_batch_size", "Messages per claimed batch.",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=REGISTRY,

@@ -13,7 +13,7 @@ import anyio
 import structlog
 
 from mailroom import metrics, tokens
-from mailroom.classify import Verdict, reason_class
+from mailroom.classify import Verdict, pause_cause, reason_class
 from mailroom.outbox import UNAVAILABLE, Message
 from mailroom.retry import Disposition, Policy, dispose, released
 from mailroom.transports import BULK_MAX_ENTRIES, Result, Transport, bulk_key
@@ -102,6 +102,7 @@ class Sender:
         self.policy = policy
         self.call_budget = call_budget  # the longest one call may take (connect + read)
         self.paused_until = 0.0
+        self.pause_reason = ""  # why the current (or last) pause: for /readyz
         self.draining = False
         self._slots = anyio.CapacityLimiter(concurrency)
         # Calls planned but still waiting for a slot. The daemon claims more only while
@@ -165,10 +166,19 @@ class Sender:
             return
         pausing = [r for r in outcome if r.verdict is Verdict.PAUSE]
         if pausing:
-            self.paused_until = max(self.paused_until, anyio.current_time() + self.policy.pause)
-            metrics.SENDING_PAUSED.set(1)
-            log.warning("sending_paused", code=pausing[0].code, seconds=self.policy.pause)
+            self._pause(pausing[0])
         results.extend(zip(call.messages, outcome, strict=True))
+
+    def _pause(self, result: Result) -> None:
+        """Stop sending for the pause duration: the account, or the daemon's credentials,
+        permissions, proxy or CA bundle, refused the call; no message is at fault."""
+        cause, code = pause_cause(result.code), reason_class(result.code)
+        self.paused_until = max(self.paused_until, anyio.current_time() + self.policy.pause)
+        self.pause_reason = f"{code} ({cause}): {result.detail}"[:300]
+        metrics.SENDING_PAUSED.set(1)
+        metrics.SENDING_PAUSE_REASON.clear()
+        metrics.SENDING_PAUSE_REASON.labels(cause, code).set(1)
+        log.warning("sending_paused", code=result.code, cause=cause, seconds=self.policy.pause)
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:

@@ -1,9 +1,10 @@
-"""AWS SES API v2 over HTTPS: SendEmail and SendBulkEmail, built and signed here.
+"""AWS SES API v2: SendEmail and SendBulkEmail, built, signed and read here.
 
-botocore resolves the credentials (environment, profile, web identity, instance or
-container role, refreshed before they expire) and its CA bundle; the request itself is
-built, signed and parsed here. botocore's generic pipeline cost more CPU per call than the
-rest of the daemon's send path, and its service model about 20 MiB of memory.
+botocore makes every configuration decision a boto3 ``sesv2`` client makes (awsconfig.py:
+endpoint, proxy, CA bundle) and resolves the credentials (environment, profile, web
+identity, instance or container role, refreshed before they expire); aiohttp carries the
+requests (exchange.py). The JSON and the SigV4 signature (sigv4.py) are built here:
+botocore's generic per-call pipeline cost more CPU than the rest of the daemon's send path.
 
 One attempt per call: every retry is the daemon's, with backoff and jitter, an attempt row
 and a lease that bounds how long a call may run. Two retry layers would multiply and hide
@@ -13,22 +14,22 @@ tries from the attempt log.
 from __future__ import annotations
 
 import base64
+import html
 import json
-import os
+import re
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import anyio
 
 from mailroom.classify import ENTRY_STATUS, Verdict, classify_entry, classify_error
 from mailroom.outbox import Message
-from mailroom.transports import Defaults, Result, SetupError
-from mailroom.transports.httpclient import Client, HTTPError
+from mailroom.transports import Defaults, Result, SetupError, awsconfig
 from mailroom.transports.sigv4 import Credentials, Signer
 
-SEND_EMAIL = "/v2/email/outbound-emails"
+SEND_EMAIL = awsconfig.SEND_EMAIL
 SEND_BULK_EMAIL = "/v2/email/outbound-bulk-emails"
 SIGNING_NAME = "ses"  # SES v2 signs as "ses", not "sesv2"
 
@@ -111,23 +112,23 @@ def error_of(status: int, headers: Mapping[str, str], body: bytes) -> tuple[str,
         code = str(parsed.get("__type") or parsed.get("code") or parsed.get("Code") or "")
         code = code.rsplit("#", 1)[-1]
     message = str(parsed.get("message") or parsed.get("Message") or "")
+    if not parsed and body.lstrip().startswith(b"<"):
+        # AWS's front end answers some refusals (a bad signature, an unknown key) in the
+        # query protocol's XML: <ErrorResponse><Error><Code>…</Code><Message>…</Message>.
+        # Two fields are read by pattern: no XML parser is pointed at a peer's body.
+        text = body[:4096].decode("utf-8", "replace")
+        xml_code, xml_message = _XML_CODE.search(text), _XML_MESSAGE.search(text)
+        code = code or (xml_code.group(1).strip() if xml_code else "")
+        message = html.unescape(xml_message.group(1)).strip() if xml_message else ""
+        if xml_code or xml_message:
+            return code or str(status), message
     if not message and not parsed and body:
         message = body[:200].decode("utf-8", "replace")  # a proxy's HTML page, say
     return code or str(status), message
 
 
-def endpoint(region: str, environ: Mapping[str, str] = os.environ) -> str:
-    """The SES v2 endpoint: AWS_ENDPOINT_URL_SESV2 or AWS_ENDPOINT_URL as the AWS SDKs
-    read them, else the regional (or, with AWS_USE_FIPS_ENDPOINT, FIPS) endpoint."""
-    for name in ("AWS_ENDPOINT_URL_SESV2", "AWS_ENDPOINT_URL"):
-        url = environ.get(name, "").strip()
-        if url:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise SetupError(f"{name} is not an http(s) URL: {url!r}")
-            return url.rstrip("/")
-    fips = environ.get("AWS_USE_FIPS_ENDPOINT", "").lower() == "true"
-    return f"https://email{'-fips' if fips else ''}.{region}.amazonaws.com"
+_XML_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
+_XML_MESSAGE = re.compile(r"<Message>([^<]{0,1000})</Message>")
 
 
 class SesTransport:
@@ -139,37 +140,48 @@ class SesTransport:
         connect_timeout: float,
         read_timeout: float,
     ) -> None:
-        # botocore's session costs ~60 ms to import; only a daemon that sends pays it
+        # botocore's session costs ~60 ms to import, aiohttp ~250 ms: only a daemon that
+        # sends pays them (the debug transport and the CLI do not)
         import botocore.session  # noqa: PLC0415
-        from botocore.httpsession import get_cert_path  # noqa: PLC0415
+        from botocore.utils import normalize_url_path  # noqa: PLC0415
+        from yarl import URL  # noqa: PLC0415
+
+        from mailroom.transports.exchange import Exchange  # noqa: PLC0415
 
         self.defaults = defaults
         self._user_agent = _user_agent()
         self._session = botocore.session.get_session()
-        # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what other AWS SDKs and
-        # Lambda set, so honour it when the former is absent.
-        region = self._session.get_config_variable("region") or os.environ.get("AWS_REGION")
-        if not region:
-            raise SetupError(
-                "no AWS region: set AWS_REGION or AWS_DEFAULT_REGION (or a profile's region)"
-            )
-        self.url = endpoint(region)
+        resolved = awsconfig.resolve(self._session)
+        self.settings = resolved
+        self.url = resolved.endpoint
         parts = urlsplit(self.url)
-        self._signer = Signer(region, SIGNING_NAME)
+        self.authority = _authority(parts.scheme, parts.hostname or "", parts.port)
+        self._signer = Signer(resolved.region, SIGNING_NAME)
+        # Each operation's URL as botocore built it (an endpoint's path prefix kept), and
+        # the path as botocore's SigV4 signer canonicalises it.
+        self._targets = {
+            path: (
+                URL(self.url + path, encoded=True),
+                quote(normalize_url_path(parts.path + path), safe="/~"),
+            )
+            for path in (SEND_EMAIL, SEND_BULK_EMAIL)
+        }
         # botocore's; resolved now, before the event loop runs, as the provider chain may
         # ask a metadata or STS endpoint. None: none found yet, asked again at each call.
         self._credentials: Any = self._session.get_credentials()
         context = None
-        if parts.scheme == "https":
-            ca_bundle = self._session.get_config_variable("ca_bundle") or get_cert_path(True)
-            context = ssl.create_default_context(cafile=ca_bundle)
-        self._http = Client(
-            self.url,
+        if resolved.ca_bundle is not None:
+            try:
+                context = ssl.create_default_context(cafile=resolved.ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise SetupError(f"cannot load the CA bundle {resolved.ca_bundle}: {exc}") from exc
+        self._http = Exchange(
+            concurrency=concurrency,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            max_idle=concurrency,
             ssl_context=context,
-            proxy=_proxy(parts.scheme, parts.hostname or ""),
+            proxy=resolved.proxy,
+            proxy_headers=resolved.proxy_headers,
         )
 
     def _resolve_credentials(self) -> Credentials | None:
@@ -194,6 +206,8 @@ class SesTransport:
         """One signed POST: the parsed answer, or the failure as a Result."""
         from botocore import exceptions as bx  # noqa: PLC0415 -- loaded with the session
 
+        from mailroom.transports.exchange import ExchangeError  # noqa: PLC0415 -- loaded
+
         body = encode(request)
         try:
             credentials = await self._credentials_now()
@@ -201,12 +215,14 @@ class SesTransport:
             return _failed("NoCredentials", f"{type(exc).__name__}: {exc}")
         if credentials is None:
             return _failed("NoCredentials", "no AWS credentials found")
-        headers = self._signer.headers(credentials, self._http.authority, path, body)
+        url, canonical_path = self._targets[path]
+        headers = self._signer.headers(credentials, self.authority, canonical_path, body)
+        headers["Host"] = self.authority  # the signed value, whatever the client would send
         headers["User-Agent"] = self._user_agent
         try:
-            response = await self._http.post(path, headers, body)
-        except HTTPError as exc:
-            return _failed("NetworkError", str(exc))
+            response = await self._http.post(url, headers, body)
+        except ExchangeError as exc:
+            return _failed(exc.code, exc.detail)
         if response.status >= 300:
             code, message = error_of(response.status, response.headers, response.body)
             return _failed(code, message)
@@ -269,11 +285,9 @@ def _user_agent() -> str:
     return f"mailroom/{mine} python/{platform.python_version()}"
 
 
-def _proxy(scheme: str, host: str) -> str | None:
-    """HTTPS_PROXY, unless NO_PROXY covers the host, as botocore honours them. Only an
-    https endpoint goes through a proxy (a CONNECT tunnel)."""
-    from urllib.request import getproxies, proxy_bypass  # noqa: PLC0415
-
-    if not host or proxy_bypass(host):
-        return None
-    return getproxies().get(scheme) if scheme == "https" else None
+def _authority(scheme: str, host: str, port: int | None) -> str:
+    """host[:port] as the Host header and the signature carry it: no default port, IPv6 in
+    brackets (as botocore's signer and HTTP clients write it)."""
+    shown = f"[{host}]" if ":" in host else host
+    default = 443 if scheme == "https" else 80
+    return shown if port is None or port == default else f"{shown}:{port}"
