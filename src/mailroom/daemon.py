@@ -134,6 +134,10 @@ class Daemon:
                 timeout=self.config.db_timeout,
             )
             rate_control = self._account_health(outbox)
+            if rate_control is not None and rate_control.auto:
+                # the quota before the first send: a day's quota nearly used up is not
+                # discovered after a burst (on failure: the fallback rate, read again soon)
+                await rate_control.read_quota()
             if self.config.caps:
                 self.sender.caps = CapStep(self.config.caps, outbox)
             async with anyio.create_task_group() as tg:

@@ -35,6 +35,7 @@ class RateControl:
         self.burst = 0.0 if self.auto else config.send_burst  # 0: one second's worth
         self._reserve = query("reserve_send")
         self._client: Any = None
+        self.next_read = 0.0  # event-loop time of the next GetAccount read (auto)
 
     async def reserve(self, recipients: int) -> float:
         """Seconds to wait before ``recipients`` fit the shared budget; infinity when the
@@ -95,7 +96,10 @@ class RateControl:
         return answer
 
     async def read_quota(self) -> bool:
-        """Read the SES quota and share it through the database; False on failure."""
+        """Read the SES quota and share it through the database; False on failure (read
+        again sooner)."""
+        interval = self.config.account_poll_interval
+        self.next_read = anyio.current_time() + min(RETRY_READ, interval)
         try:
             answer = await anyio.to_thread.run_sync(self._get_account)
         except Exception as exc:  # any boto3 or botocore failure: log it, try again later
@@ -113,6 +117,7 @@ class RateControl:
         except UNAVAILABLE as exc:
             log.warning("quota_not_recorded", error=type(exc).__name__)
             return False
+        self.next_read = anyio.current_time() + interval
         log.info("send_quota", max_send_rate=max_rate, max_24_hour_send=max_24h,
                  sent_last_24_hours=sent, sending_enabled=answer.get("SendingEnabled"))  # fmt: skip
         if answer.get("SendingEnabled") is False:
@@ -122,15 +127,12 @@ class RateControl:
     async def run(self, paused: Any) -> None:
         """For ever: read the quota (auto) and refresh the gauges. While paused for the
         day's quota, the quota is read at every gauge refresh to see when room is back."""
-        next_read = 0.0
         while True:
             now = anyio.current_time()
-            if self.auto and now >= next_read:
-                ok = await self.read_quota()
-                interval = self.config.account_poll_interval
-                next_read = now + (interval if ok else min(RETRY_READ, interval))
+            if self.auto and now >= self.next_read:
+                await self.read_quota()
             elif self.auto and paused():
-                next_read = min(next_read, now + GAUGE_INTERVAL)
+                self.next_read = min(self.next_read, now + GAUGE_INTERVAL)
             with contextlib.suppress(*UNAVAILABLE):
                 await self.refresh_gauges()
             await anyio.sleep(GAUGE_INTERVAL)
