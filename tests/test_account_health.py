@@ -241,6 +241,10 @@ def test_a_missing_configuration_set_pauses_and_loses_no_attempt(
     assert problem["problem"] == account.CONFIG_SET_MISSING
     assert any(e.get("event") == "sending_paused" for e in daemon.events())
     assert not any(e.get("event") == "bulk_call_split" for e in daemon.events())
+    # the start-up preflight said so too, as a warning, and the daemon kept running
+    wait_for(lambda: any(e.get("event") == "preflight" for e in daemon.events()))
+    said = {e["check"]: e["status"] for e in daemon.events() if e.get("event") == "preflight"}
+    assert said["configuration_set"] == "fail"
 
     standin.config_sets = {"default": []}  # the operator creates it
     wait_for(lambda: all_final(conn, 9), timeout=30)

@@ -73,6 +73,10 @@ _CREDENTIAL_CODES = {
 }
 
 
+_UNREACHABLE_CODES = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                      "ConnectionClosedError", "NoRegionError"}  # fmt: skip
+
+
 def _account(ses: Any, config: Config) -> tuple[list[Finding], bool]:
     """Credentials, region, sending enabled, sandbox, quota. False: SES unreachable, so
     the other checks would only repeat the failure."""
@@ -88,7 +92,12 @@ def _account(ses: Any, config: Config) -> tuple[list[Finding], bool]:
         else:
             action = "check AWS_REGION and network access to the SES endpoint"
         detail = f"GetAccount in {region} failed: {code}: {message[:200]}"
-        return [Finding("credentials", FAIL, detail, action)], False
+        # Without credentials or a reachable endpoint every other check fails the same way;
+        # any other failure (a permission, an endpoint that lacks GetAccount) is this
+        # check's alone.
+        reachable = code not in _CREDENTIAL_CODES and code not in _UNREACHABLE_CODES
+        check = "credentials" if code in _CREDENTIAL_CODES else "account"
+        return [Finding(check, FAIL, detail, action)], reachable
     findings = [Finding("credentials", PASS, f"GetAccount answered in {region}")]
     if answer.get("SendingEnabled") is False:
         findings.append(
@@ -323,7 +332,7 @@ def run(
         ]
     findings, reachable = _account(ses, config)
     if not reachable:
-        return findings
+        return findings  # every other check would repeat the same failure
     findings.append(_identity(ses, config.ses_source))
     findings.extend(_config_set(ses, config.ses_config_set))
     findings.extend(_templates(ses, templates))
