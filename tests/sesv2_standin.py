@@ -19,6 +19,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -142,6 +143,14 @@ class SesStandin:
         self.latency = latency
         self.timeout_sleep = timeout_sleep
         self.max_send_rate, self.max_24h_send = max_send_rate, max_24h_send
+        # The account's set-up, for the preflight reads and the errors SES gives when it is
+        # wrong. None: not modelled (anything goes, as before). Set from the test thread.
+        self.identities: dict[str, bool] | None = None  # identity -> verified for sending
+        self.config_sets: dict[str, list[Json]] | None = None  # name -> event destinations
+        self.templates: set[str] | None = None
+        self.production = True  # False: the sandbox, recipients must be verified identities
+        self.sending_enabled = True
+        self.sent_offset = 0.0  # added to SentLast24Hours (mail sent by others)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -321,6 +330,8 @@ class SesStandin:
             self._times.append(time.time())
             if op in {"SendEmail", "SendBulkEmail"} and self._faults:
                 fault = self._faults.popleft()
+        if op == "Unknown" and method == "GET":
+            return self._read_setup(urllib.parse.unquote(path))
         if op == "Unknown":
             raise ApiError(404, "NotFoundException", f"No operation for {method} {path}.")
         if op == "GetAccount":
@@ -362,14 +373,64 @@ class SesStandin:
 
     def _get_account(self) -> Json:
         with self._lock:
-            sent = len(self._sent)
+            sent = len(self._sent) + self.sent_offset
         quota = {"Max24HourSend": self.max_24h_send, "MaxSendRate": self.max_send_rate}
         return {
             "SendQuota": {**quota, "SentLast24Hours": float(sent)},
-            "SendingEnabled": True,
-            "ProductionAccessEnabled": True,
+            "SendingEnabled": self.sending_enabled,
+            "ProductionAccessEnabled": self.production,
             "EnforcementStatus": "HEALTHY",
         }
+
+    def _read_setup(self, path: str) -> Json:
+        """GetEmailIdentity, GetConfigurationSet(EventDestinations), GetEmailTemplate."""
+        parts = path.strip("/").split("/")  # v2 email <collection> <name> [event-destinations]
+        kind, name = (parts[2], parts[3]) if len(parts) >= 4 else ("", "")
+        if kind == "identities" and self.identities is not None and name in self.identities:
+            verified = self.identities[name]
+            return {
+                "IdentityType": "EMAIL_ADDRESS" if "@" in name else "DOMAIN",
+                "VerifiedForSendingStatus": verified,
+                "VerificationStatus": "SUCCESS" if verified else "PENDING",
+            }
+        if kind == "configuration-sets" and self.config_sets is not None:
+            if name not in self.config_sets:
+                raise ApiError(
+                    404, "NotFoundException", f"Configuration set <{name}> does not exist."
+                )
+            if parts[4:] == ["event-destinations"]:
+                return {"EventDestinations": self.config_sets[name]}
+            return {"ConfigurationSetName": name, "SendingOptions": {"SendingEnabled": True}}
+        if kind == "templates" and self.templates is not None and name in self.templates:
+            return {"TemplateName": name, "TemplateContent": {"Subject": "s", "Text": "t"}}
+        if kind == "templates":
+            raise ApiError(404, "NotFoundException", f"Template {name} does not exist.")
+        raise ApiError(404, "NotFoundException", f"{name} does not exist.")
+
+    def _check_setup(self, sender: str, config_set: object, recipients: list[str]) -> None:
+        """The errors SES gives for a missing configuration set or unverified identities."""
+        if self.config_sets is not None and config_set and config_set not in self.config_sets:
+            raise ApiError(
+                404, "NotFoundException", f"Configuration set <{config_set}> does not exist."
+            )
+        if self.identities is None:
+            return
+        address = sender.rpartition("<")[2].rstrip(">").strip()
+
+        def verified(identity: str) -> bool:
+            ids = self.identities or {}
+            return ids.get(identity, False) or ids.get(identity.rpartition("@")[2], False)
+
+        failed = [] if verified(address) else [address]
+        if not self.production:
+            failed += [r for r in recipients if not verified(r)]
+        if failed:
+            raise ApiError(
+                400,
+                "MessageRejected",
+                "Email address is not verified. The following "
+                "identities failed the check in region US-EAST-1: " + ", ".join(failed),
+            )
 
     def _send_email(self, req: Json) -> Json:
         content = req.get("Content") or {}
@@ -395,6 +456,7 @@ class SesStandin:
         if not (to or cc or bcc):
             raise _bad("The message must have at least one recipient.")
         self._address_fault(to + cc + bcc)
+        self._check_setup(sender, req.get("ConfigurationSetName"), to + cc + bcc)
         rec = _record("SendEmail", sender, to, cc, bcc)
         rec["raw"] = raw
         if kinds[0] == "Simple":
@@ -440,7 +502,9 @@ class SesStandin:
                 tags={**default_tags, **_tags(entry.get("ReplacementTags"))},
             )
             prepared.append(rec)
-        self._address_fault([a for r in prepared for a in r["to"] + r["cc"] + r["bcc"]])
+        everyone = [a for r in prepared for a in r["to"] + r["cc"] + r["bcc"]]
+        self._address_fault(everyone)
+        self._check_setup(sender, req.get("ConfigurationSetName"), everyone)
         results: list[Json] = []
         with self._lock:  # one acquisition per call keeps status order equal to arrival order
             for rec in prepared:

@@ -60,6 +60,7 @@ EXPECTED_METRICS = frozenset(
         "mailroom_rate_limit_wait_seconds_total",
         "mailroom_leases_expired_total",
         "mailroom_build_info",
+        "mailroom_account_problem",
     }
 )
 HISTOGRAMS = frozenset(

@@ -86,6 +86,7 @@ ERROR_CODE: dict[str, Verdict] = {
     # signing a token at send time
     "NoSecretKey": Verdict.DEFER,  # MAILROOM_SECRET_KEY unset: the operator must set it
     "InvalidSignBlock": Verdict.DEAD,  # template data "$sign" that cannot be signed
+    "capped": Verdict.DEAD,  # a recipient reached its per-recipient cap (mailroom.caps)
     # the account cannot send at all
     "SendingPausedException": Verdict.PAUSE,
     "AccountSendingPausedException": Verdict.PAUSE,

@@ -122,12 +122,34 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from mailroom.health import probe  # noqa: PLC0415
 
+    if args.ses:
+        return _check_ses(args)
     cfg = _load(require_database=False)
     if not cfg.http_port:
         return _fail("MAILROOM_HTTP_PORT is 0: the health endpoints are off")
     healthy, body = probe(cfg.http_port, "/healthz" if args.live else "/readyz")
     print(body)
     return 0 if healthy else 1
+
+
+def _check_ses(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from mailroom import preflight  # noqa: PLC0415
+
+    cfg = _load(require_database=False)
+    templates = None
+    if cfg.database_url:
+        with _connect(cfg) as conn:
+            templates = preflight.pending_templates_sync(conn, cfg.queue_name)
+    findings = preflight.run(cfg, templates)
+    failed = any(f.status == preflight.FAIL for f in findings)
+    if args.json:
+        document = {"ok": not failed, "findings": [f.as_dict() for f in findings]}
+        print(json.dumps(document, indent=2))
+    else:
+        print(preflight.report(findings))
+    return 1 if failed else 0
 
 
 def _admin(name: str) -> Any:
@@ -212,6 +234,13 @@ def parser() -> argparse.ArgumentParser:
         "(database reachable, LISTEN alive, not shutting down) and prints its checks.",
     )
     check.add_argument("--live", action="store_true", help="liveness only (/healthz)")
+    check.add_argument(
+        "--ses", action="store_true",
+        help="instead: the SES go-live preflight (credentials, sandbox, From identity, "
+        "configuration set and event destination, pending messages' templates); exit 0 "
+        "when nothing fails, 1 otherwise",
+    )  # fmt: skip
+    check.add_argument("--json", action="store_true", help="with --ses: machine-readable")
     check.set_defaults(handler=cmd_check)
     demo = sub.add_parser(
         "demo",

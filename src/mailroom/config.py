@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailroom.caps import Cap, Caps, parse_cap, parse_template_caps
+
 PREFIX = "MAILROOM_"
 SECRET_VARIABLES = frozenset({"MAILROOM_DATABASE_URL", "MAILROOM_SECRET_KEY"})
 
@@ -62,6 +64,19 @@ class Config:
     retention_sent: float = 7 * 86400.0  # seconds; 0 keeps sent messages for ever
     retention_dead: float = 30 * 86400.0  # seconds; 0 keeps dead letters for ever
     retention_batch: int = 500
+    send_quota_margin: float = 0.05  # share of Max24HourSend never used (send rate auto)
+    account_poll_interval: float = 300.0  # seconds between GetAccount reads (auto)
+    recipient_cap: Cap | None = None
+    recipient_cap_templates: dict[str, Cap] = field(default_factory=dict)
+
+    @property
+    def send_rate_auto(self) -> bool:
+        """MAILROOM_SEND_RATE=auto: the rate follows the SES account's quota."""
+        return self.send_rate == AUTO_RATE
+
+    @property
+    def caps(self) -> Caps:
+        return Caps(self.recipient_cap, self.recipient_cap_templates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +98,35 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError("must be a positive integer")
+    return value
+
+
+AUTO_RATE = -1.0  # MAILROOM_SEND_RATE=auto
+
+
+def _send_rate(text: str) -> float:
+    if text.strip().lower() == "auto":
+        return AUTO_RATE
+    try:
+        return _rate(text)
+    except ValueError:
+        raise ValueError(
+            "must be auto (follow the SES account's quota) or a number of recipients per "
+            "second, 0 for no limit"
+        ) from None
+
+
+def _percent(text: str) -> float:
+    value = float(text.strip().removesuffix("%"))
+    if not 0 <= value <= 50:
+        raise ValueError("must be a percentage from 0 to 50")
+    return value / 100
+
+
+def _interval(text: str) -> float:
+    value = _period(text)
+    if value < 10:
+        raise ValueError("must be at least 10 s (10000 ms or 10s)")
     return value
 
 
@@ -354,8 +398,9 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting(
         "MAILROOM_SEND_RATE",
         "send_rate",
-        _rate,
-        "Recipients per second for all replicas together (SES MaxSendRate); 0: no limit.",
+        _send_rate,
+        "Recipients per second for all replicas together; auto: SES GetAccount's "
+        "MaxSendRate, pausing before Max24HourSend; 0: no limit.",
     ),
     _Setting(
         "MAILROOM_SEND_BURST",
@@ -398,6 +443,31 @@ SETTINGS: tuple[_Setting, ...] = (
         "retention_batch",
         _batch_limit,
         "Messages deleted per pruning statement (one every 2 s while there is backlog).",
+    ),
+    _Setting(
+        "MAILROOM_SEND_QUOTA_MARGIN",
+        "send_quota_margin",
+        _percent,
+        "With MAILROOM_SEND_RATE=auto: percent of Max24HourSend left unused; sending pauses "
+        "at the rest.",
+    ),
+    _Setting(
+        "MAILROOM_ACCOUNT_POLL_INTERVAL",
+        "account_poll_interval",
+        _interval,
+        "With MAILROOM_SEND_RATE=auto: how often SES GetAccount is read, ms or 5m-style.",
+    ),
+    _Setting(
+        "MAILROOM_RECIPIENT_CAP",
+        "recipient_cap",
+        parse_cap,
+        "Most messages to one recipient per window, e.g. 5/1h (unset: no cap).",
+    ),
+    _Setting(
+        "MAILROOM_RECIPIENT_CAP_TEMPLATES",
+        "recipient_cap_templates",
+        parse_template_caps,
+        "Per-template caps per recipient, e.g. passwordrecoveryv1:3/15m,activationv1:2/1h.",
     ),
 )
 
@@ -449,7 +519,7 @@ def load(environ: Mapping[str, str] | None = None, *, require_database: bool = T
             "MAILROOM_SES_READ_TIMEOUT by a quarter (at most 5 s kept for recording), "
             "or no send could finish within its lease"
         )
-    if config.send_rate and not config.send_burst:
+    if config.send_rate > 0 and not config.send_burst:
         config = dataclasses.replace(config, send_burst=max(config.send_rate, 1.0))
     if config.retry_cap < config.retry_base:
         problems.append("MAILROOM_RETRY_CAP: must be at least MAILROOM_RETRY_BASE")
@@ -492,7 +562,15 @@ def describe(config: Config) -> list[tuple[str, str]]:
             shown = f"(set: {len(value)} key(s))" if value else "(unset)"
         elif isinstance(value, bool):
             shown = "true" if value else "false"
-        elif isinstance(value, float) and setting.parse in (_milliseconds, _period):
+        elif setting.attribute == "send_rate" and value == AUTO_RATE:
+            shown = "auto"
+        elif setting.attribute == "recipient_cap":
+            shown = value.text if value else "(unset)"
+        elif setting.attribute == "recipient_cap_templates":
+            shown = ",".join(f"{k}:{c.text}" for k, c in value.items()) or "(unset)"
+        elif setting.attribute == "send_quota_margin":
+            shown = f"{value * 100:g}%"
+        elif isinstance(value, float) and setting.parse in (_milliseconds, _period, _interval):
             shown = str(round(value * 1000))
         else:
             shown = str(value)

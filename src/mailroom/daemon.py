@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import structlog
@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from mailroom import health, metrics, retention
 from mailroom.batcher import Batcher
+from mailroom.capstep import CapStep
 from mailroom.config import Config, record_margin
 from mailroom.listener import HEARTBEAT_TIMEOUT, KEEPALIVE, Listener
 from mailroom.outbox import UNAVAILABLE, Message, Outbox
@@ -26,6 +27,9 @@ from mailroom.transports import Defaults, Transport
 
 log = structlog.get_logger("mailroom.daemon")
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from mailroom.ratecontrol import RateControl
 
 DB_RETRY_MAX = 5.0  # seconds: longest pause between attempts to reach the database
 GAUGE_INTERVAL = 15.0  # seconds between refreshes of the outbox gauges (also a DB probe)
@@ -56,6 +60,7 @@ class Daemon:
             concurrency=config.ses_concurrency,
             call_budget=config.ses_connect_timeout + config.ses_read_timeout,
             keys=config.secret_keys,
+            defaults=Defaults(source=config.ses_source, config_set=config.ses_config_set or None),
         )
 
         self.batcher = Batcher(limit=config.batch_limit, timeout=config.batch_timeout)
@@ -134,10 +139,20 @@ class Daemon:
                 owner=self.config.worker_name,
                 timeout=self.config.db_timeout,
             )
-            if self.config.send_rate:
-                rate, burst = self.config.send_rate, self.config.send_burst
-                self.sender.reserve = lambda n: outbox.reserve_rate(rate, burst, n)
+            rate_control = self._account_health(outbox)
+            if rate_control is not None and rate_control.auto:
+                # the quota before the first send: a day's quota nearly used up is not
+                # discovered after a burst (on failure: the fallback rate, read again soon)
+                await rate_control.read_quota()
+            if self.config.caps:
+                self.sender.caps = CapStep(self.config.caps, outbox)
             async with anyio.create_task_group() as tg:
+                if rate_control is not None:
+                    tg.start_soon(rate_control.run, self.sender.paused)
+                if self.sender.caps is not None:
+                    tg.start_soon(self.sender.caps.prune)
+                if not self.config.debug:
+                    tg.start_soon(self._preflight, outbox)
                 tg.start_soon(self.listener.run)
                 tg.start_soon(self._tick)
                 tg.start_soon(self._refresh_gauges, outbox)
@@ -149,6 +164,31 @@ class Daemon:
                 await pool.close()
                 await self.sender.transport.aclose()
         log.info("stopped")
+
+    def _account_health(self, outbox: Outbox) -> RateControl | None:
+        """The shared send rate (fixed or auto) with its throttling back-off."""
+        cfg = self.config
+        if not cfg.send_rate or (cfg.debug and cfg.send_rate_auto):
+            return None  # no limit; with the debug transport there is no SES account
+        from mailroom.ratecontrol import RateControl  # noqa: PLC0415 -- only with a rate
+
+        control = RateControl(cfg, outbox)
+        self.sender.reserve = control.reserve
+        self.sender.on_throttle = control.throttled
+        return control
+
+    async def _preflight(self, outbox: Outbox) -> None:
+        """The findings of `mailroom check --ses`, logged once at start: warnings only."""
+        from mailroom import preflight  # noqa: PLC0415 -- boto3 reads, once
+
+        templates = await self._db(lambda: preflight.pending_templates(outbox))
+        findings = await anyio.to_thread.run_sync(
+            lambda: preflight.run(self.config, templates), abandon_on_cancel=True
+        )
+        for finding in findings:
+            level = log.info if finding.status == preflight.PASS else log.warning
+            level("preflight", check=finding.check, status=finding.status,
+                  detail=finding.detail, action=finding.action)  # fmt: skip
 
     async def serve(self) -> None:
         """run() as a service: HTTP endpoints, and a graceful stop on SIGTERM or SIGINT."""

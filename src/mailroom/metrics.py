@@ -109,3 +109,36 @@ PRUNED = Counter(
     "mailroom_pruned_messages", "Sent and dead messages deleted by retention.", ["status"],
     registry=REGISTRY,
 )  # fmt: skip
+
+# -- account health and per-recipient caps (issue 13) --------------------------------------
+CAPPED = Counter(
+    "mailroom_capped", "Messages not sent because a recipient reached its per-recipient cap.",
+    ["template"], registry=REGISTRY,
+)  # fmt: skip
+ACCOUNT_PROBLEM = Gauge(
+    "mailroom_account_problem",
+    "1 while sending is paused by an SES account set-up problem (configuration set or "
+    "sender identity missing), by problem.", ["problem"], registry=REGISTRY,
+)  # fmt: skip
+for _problem in ("configuration_set_missing", "sender_not_verified"):  # see mailroom.account
+    ACCOUNT_PROBLEM.labels(_problem).set(0)  # exported from the start: alerts can see a 0
+SEND_RATE_LIMIT = Gauge(
+    "mailroom_send_rate_limit", "Shared send rate now in force, recipients per second "
+    "(quota or MAILROOM_SEND_RATE, times the throttling back-off factor).", registry=REGISTRY,
+)  # fmt: skip
+SEND_RATE_FACTOR = Gauge(
+    "mailroom_send_rate_factor", "Throttling back-off factor of the shared rate (1: none).",
+    registry=REGISTRY,
+)  # fmt: skip
+SEND_QUOTA = Gauge(
+    "mailroom_ses_send_quota", "SES GetAccount SendQuota, by field (max_24_hour_send, "
+    "max_send_rate, sent_last_24_hours).", ["field"], registry=REGISTRY,
+)  # fmt: skip
+RATE_BACKOFFS = Counter(
+    "mailroom_send_rate_backoffs", "Multiplicative cuts of the shared rate after throttling.",
+    registry=REGISTRY,
+)  # fmt: skip
+QUOTA_PAUSES = Counter(
+    "mailroom_daily_quota_pauses", "Pauses taken before the SES daily quota would be exceeded.",
+    registry=REGISTRY,
+)  # fmt: skip

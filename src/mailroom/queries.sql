@@ -481,8 +481,82 @@ FROM (VALUES
     ('INSERT on mailroom.attempts', has_table_privilege('mailroom.attempts', 'INSERT')),
     ('UPDATE on mailroom.attempts', has_table_privilege('mailroom.attempts', 'UPDATE')),
     ('UPDATE on mailroom.rate_buckets', has_table_privilege('mailroom.rate_buckets', 'UPDATE')),
-    ('EXECUTE on mailroom.reserve_rate()', has_function_privilege(
-        'mailroom.reserve_rate(text, double precision, double precision, double precision)',
+    ('INSERT on mailroom.recipient_sends',
+     has_table_privilege('mailroom.recipient_sends', 'INSERT')),
+    ('EXECUTE on mailroom.reserve_send()', has_function_privilege(
+        'mailroom.reserve_send(text, double precision, double precision, double precision,'
+        ' boolean, double precision, double precision)', 'EXECUTE')),
+    ('EXECUTE on mailroom.rate_throttled()', has_function_privilege(
+        'mailroom.rate_throttled(text, double precision, double precision, double precision,'
+        ' double precision)', 'EXECUTE')),
+    ('EXECUTE on mailroom.rate_quota()', has_function_privilege(
+        'mailroom.rate_quota(text, double precision, double precision, double precision)',
         'EXECUTE'))
 ) AS p(what, held)
 WHERE NOT p.held
+
+-- ================================================================ account health, caps
+-- (issue 13 items 4 and 5; migration 0011)
+
+-- name: caps_lock
+-- Decisions for one recipient are taken one at a time, across replicas and concurrent
+-- batches: a transaction-scoped advisory lock per address (in a fixed order: no
+-- deadlock), held while the recent sends are read and the new ones written.
+SELECT count(pg_advisory_xact_lock(1835102829, k))
+FROM (SELECT DISTINCT hashtext(a) AS k FROM unnest(%(addresses)s::text[]) AS a ORDER BY k) AS s
+
+-- name: caps_recent
+-- Per-recipient caps: for each address of a batch, the messages sent to it within the
+-- horizon (template, age in seconds), the batch's own messages excluded. One query per
+-- batch; recipient_sends_by_address makes it an index range per address.
+SELECT k.address, s.template, extract(epoch FROM now() - s.at)::float8
+FROM unnest(%(addresses)s::text[]) AS k(address)
+JOIN mailroom.recipient_sends AS s ON s.address_key = mailroom.recipient_key(k.address)
+WHERE s.at > now() - make_interval(secs => %(horizon)s)
+  AND s.message_id <> ALL (%(ids)s::bigint[])
+
+-- name: caps_log
+-- The batch's messages that were let through, one row per distinct recipient; a retried
+-- message is already there and counts once.
+INSERT INTO mailroom.recipient_sends (address_key, message_id, template)
+SELECT DISTINCT mailroom.recipient_key(u.address), u.id, u.template
+FROM unnest(%(addresses)s::text[], %(ids)s::bigint[], %(templates)s::text[])
+    AS u(address, id, template)
+ON CONFLICT DO NOTHING
+
+-- name: caps_prune
+-- Rows older than every window are no use; deleted in small batches.
+DELETE FROM mailroom.recipient_sends
+WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM mailroom.recipient_sends
+    WHERE at < now() - make_interval(secs => %(horizon)s)
+    LIMIT %(limit)s
+))
+
+-- name: reserve_send
+-- The shared budget with the SES quota and the AIMD factor (0011): seconds to wait, or
+-- infinity when the day's quota (less the margin) would be exceeded.
+SELECT mailroom.reserve_send(%(bucket)s, %(rate)s, %(burst)s, %(wanted)s, %(auto)s,
+                             %(margin)s, %(recovery)s)
+
+-- name: rate_throttled
+SELECT mailroom.rate_throttled(%(bucket)s, %(decrease)s, %(floor)s, %(recovery)s,
+                               %(cooldown)s)
+
+-- name: rate_quota
+SELECT mailroom.rate_quota(%(bucket)s, %(max_rate)s, %(max_24h)s, %(sent_24h)s)
+
+-- name: rate_state
+-- The shared rate as every replica sees it, for the gauges.
+SELECT quota_rate, mailroom.rate_factor(factor, cut_at, %(recovery)s), day_quota, day_sent
+FROM mailroom.rate_buckets WHERE name = %(bucket)s
+
+-- name: preflight_templates
+-- `mailroom check --ses`: the templates of messages still to be sent, with their counts.
+-- (No index of its own: an operator's occasional query, and the daemon's once at start.)
+SELECT template, count(*)
+FROM mailroom.outbox
+WHERE queue = %(queue)s AND status IN ('pending', 'retrying', 'sending')
+  AND template IS NOT NULL
+GROUP BY template
+ORDER BY template

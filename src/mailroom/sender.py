@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
 
-from mailroom import metrics, tokens
+from mailroom import account, metrics, tokens
 from mailroom.classify import Verdict, pause_cause, reason_class
 from mailroom.outbox import UNAVAILABLE, Message
 from mailroom.retry import Disposition, Policy, dispose, released
-from mailroom.transports import BULK_MAX_ENTRIES, Result, Transport, bulk_key
+from mailroom.transports import BULK_MAX_ENTRIES, Defaults, Result, Transport, bulk_key
+
+if TYPE_CHECKING:
+    from mailroom.capstep import CapStep
 
 log = structlog.get_logger("mailroom.sender")
 
@@ -95,8 +101,13 @@ class Sender:
         call_budget: float,
         keys: Sequence[bytes] = (),
         reserve: Callable[[int], Awaitable[float]] | None = None,
+        defaults: Defaults | None = None,
     ) -> None:
         self.transport = transport
+        self.defaults = defaults  # the daemon's From and configuration set (account.problem)
+        self.caps: CapStep | None = None  # per-recipient caps, a step before planning
+        self.on_throttle: Callable[[], Awaitable[None]] | None = None  # AIMD: cut the rate
+        self._problems: set[str] = set()  # account problems flagged in the metric
         self.keys = tuple(keys)
         self.reserve = reserve  # send-rate budget: recipients -> seconds to wait
         self.policy = policy
@@ -127,6 +138,8 @@ class Sender:
                 results.append((message, rendered))
             else:
                 ready.append(rendered)
+        if self.caps is not None and ready:
+            ready = await self._cap(ready, results)
         calls = plan(ready)
         self.queued += len(calls)
         if len(calls) == 1:  # an idle daemon's lone email: no task between claim and call
@@ -154,6 +167,7 @@ class Sender:
                 results.extend((m, None) for m in call.messages)
                 return
             outcome = await self._attempt(call)
+        outcome = await self._account_health(call, outcome)
         first = outcome[0]
         whole_call_dead = first.whole_call and first.verdict is Verdict.DEAD
         if call.bulk and len(call.messages) > 1 and whole_call_dead:
@@ -179,6 +193,57 @@ class Sender:
         metrics.SENDING_PAUSE_REASON.clear()
         metrics.SENDING_PAUSE_REASON.labels(cause, code).set(1)
         log.warning("sending_paused", code=result.code, cause=cause, seconds=self.policy.pause)
+
+    async def _cap(
+        self, ready: list[Message], results: list[tuple[Message, Result | None]]
+    ) -> list[Message]:
+        """Per-recipient caps: capped messages get their result now, the rest go on. If
+        the counts cannot be read, the whole batch is released (nothing lost, no try)."""
+        assert self.caps is not None  # noqa: S101 -- checked by the caller
+        try:
+            send, capped = await self.caps.apply(ready)
+        except UNAVAILABLE as exc:
+            log.warning("caps_unavailable", error=type(exc).__name__, messages=len(ready))
+            results.extend((m, None) for m in ready)
+            return []
+        results.extend(capped)
+        return send
+
+    async def _account_health(self, call: Call, outcome: list[Result]) -> list[Result]:
+        """A missing configuration set or sender identity pauses sending instead of
+        dead-lettering (mailroom.account); throttling cuts the shared rate (AIMD)."""
+        found: set[str] = set()
+        for i, (message, result) in enumerate(zip(call.messages, outcome, strict=True)):
+            if result.verdict is Verdict.DEAD:
+                problem = account.problem(result, message, self.defaults)
+                if problem is not None:
+                    found.add(problem)
+                    outcome[i] = dataclasses.replace(result, verdict=Verdict.PAUSE)
+        for problem in found - self._problems:
+            metrics.ACCOUNT_PROBLEM.labels(problem).set(1)
+            log.error("account_problem", problem=problem, code=outcome[0].code,
+                      detail=outcome[0].detail[:300])  # fmt: skip
+        if found:
+            self._problems |= found
+        elif self._problems and any(r.verdict is Verdict.SENT for r in outcome):
+            for problem in self._problems:
+                metrics.ACCOUNT_PROBLEM.labels(problem).set(0)
+            log.info("account_problem_cleared", problems=sorted(self._problems))
+            self._problems.clear()
+        if self.on_throttle is not None and account.throttled(outcome):
+            with contextlib.suppress(*UNAVAILABLE):  # the next throttle will try again
+                await self.on_throttle()
+        return outcome
+
+    def pause(self, seconds: float, code: str) -> None:
+        """Stop starting calls for ``seconds`` (an account-level stop found before a call,
+        such as the daily quota's margin)."""
+        self.paused_until = max(self.paused_until, anyio.current_time() + seconds)
+        self.pause_reason = f"{code} (account)"
+        metrics.SENDING_PAUSED.set(1)
+        metrics.SENDING_PAUSE_REASON.clear()
+        metrics.SENDING_PAUSE_REASON.labels("account", code).set(1)
+        log.warning("sending_paused", code=code, cause="account", seconds=seconds)
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -208,6 +273,11 @@ class Sender:
                 wait = await self.reserve(recipients)
             except UNAVAILABLE:
                 return False  # the batch is released; the budget is back when the DB is
+            if math.isinf(wait):  # the day's SES quota (less its margin) is used up
+                if not self.paused():
+                    metrics.QUOTA_PAUSES.inc()
+                    self.pause(self.policy.pause, "DailyQuotaMargin")
+                return False
             if wait > 0:
                 metrics.RATE_LIMIT_WAITS.inc()
                 metrics.RATE_LIMIT_WAIT_SECONDS.inc(wait)
