@@ -62,6 +62,10 @@ class Config:
     retention_sent: float = 7 * 86400.0  # seconds; 0 keeps sent messages for ever
     retention_dead: float = 30 * 86400.0  # seconds; 0 keeps dead letters for ever
     retention_batch: int = 500
+    events_queue_url: str = ""  # SQS queue of SES events; empty: no event ingestion
+    events_pollers: int = 2
+    suppress_transient_count: int = 3
+    suppress_transient_window: float = 7 * 86400.0  # seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +172,29 @@ def _secret_keys(text: str) -> tuple[bytes, ...]:
             )
         keys.append(bytes.fromhex(part))
     return tuple(keys)
+
+
+def _queue_url(text: str) -> str:
+    text = text.strip()
+    if text and not re.fullmatch(r"https?://[^\s/]+/\S+", text):
+        raise ValueError(
+            "must be an SQS queue URL: https://sqs.<region>.amazonaws.com/<account>/<name>"
+        )
+    return text
+
+
+def _pollers(text: str) -> int:
+    value = _positive_int(text)
+    if value > 16:
+        raise ValueError("must be at most 16")
+    return value
+
+
+def _window(text: str) -> float:
+    seconds = _period(text)
+    if seconds <= 0:
+        raise ValueError("must be a positive period: milliseconds, or 90s, 30m, 12h, 7d")
+    return seconds
 
 
 def _database_url(text: str) -> str:
@@ -361,6 +388,30 @@ SETTINGS: tuple[_Setting, ...] = (
         _batch_limit,
         "Messages deleted per pruning statement (one every 2 s while there is backlog).",
     ),
+    _Setting(
+        "MAILROOM_EVENTS_QUEUE_URL",
+        "events_queue_url",
+        _queue_url,
+        "SQS queue URL the SES events arrive in (via SNS or EventBridge); empty: off.",
+    ),
+    _Setting(
+        "MAILROOM_EVENTS_POLLERS",
+        "events_pollers",
+        _pollers,
+        "SQS long polls in flight at once (each takes up to 10 messages).",
+    ),
+    _Setting(
+        "MAILROOM_SUPPRESS_TRANSIENT_COUNT",
+        "suppress_transient_count",
+        _positive_int,
+        "Transient bounces of one address within the window that suppress it.",
+    ),
+    _Setting(
+        "MAILROOM_SUPPRESS_TRANSIENT_WINDOW",
+        "suppress_transient_window",
+        _window,
+        "The window transient bounces are counted in, milliseconds or 7d-style.",
+    ),
 )
 
 
@@ -444,7 +495,7 @@ def describe(config: Config) -> list[tuple[str, str]]:
             shown = f"(set: {len(value)} key(s))" if value else "(unset)"
         elif isinstance(value, bool):
             shown = "true" if value else "false"
-        elif isinstance(value, float) and setting.parse in (_milliseconds, _period):
+        elif isinstance(value, float) and setting.parse in (_milliseconds, _period, _window):
             shown = str(round(value * 1000))
         else:
             shown = str(value)

@@ -15,7 +15,7 @@ import anyio
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from mailroom import health, metrics, retention
+from mailroom import events_reader, health, metrics, retention, suppression
 from mailroom.batcher import Batcher
 from mailroom.config import Config, record_margin
 from mailroom.listener import HEARTBEAT_TIMEOUT, KEEPALIVE, Listener
@@ -128,6 +128,7 @@ class Daemon:
                 owner=self.config.worker_name,
                 timeout=self.config.db_timeout,
             )
+            self.sender.suppressed = lambda addresses: _suppressed(outbox, addresses)
             if self.config.send_rate:
                 rate, burst = self.config.send_rate, self.config.send_burst
                 self.sender.reserve = lambda n: outbox.reserve_rate(rate, burst, n)
@@ -136,6 +137,11 @@ class Daemon:
                 tg.start_soon(self._tick)
                 tg.start_soon(self._refresh_gauges, outbox)
                 tg.start_soon(retention.run, outbox, self.config)
+                tg.start_soon(events_reader.refresh_reputation, outbox)
+                if self.config.events_queue_url:
+                    reader = events_reader.EventsReader(self.config, outbox)
+                    self.health.extra["events"] = reader.readiness
+                    tg.start_soon(reader.run)
                 await self._work(outbox)
                 tg.cancel_scope.cancel()
         finally:
@@ -302,3 +308,8 @@ class Daemon:
         self.health.db_ok = True
         self.health.db_ok_at = time.monotonic()
         return result
+
+
+async def _suppressed(outbox: Outbox, addresses: list[str]) -> dict[str, suppression.Entry]:
+    rows = await outbox.suppressed_among(addresses)
+    return {address: suppression.Entry(reason, since) for address, reason, since in rows}

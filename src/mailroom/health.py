@@ -38,6 +38,8 @@ class Health:
     listen_connected: Callable[[], bool] = lambda: False
     listen_heartbeat: Callable[[], float | None] = lambda: None
     draining: bool = False
+    # further readiness checks by name (the SES events reader when it is on)
+    extra: dict[str, Callable[[], tuple[bool, str]]] = field(default_factory=dict)
 
     def liveness(self) -> dict[str, tuple[bool, str]]:
         age = time.monotonic() - self.loop_tick
@@ -61,6 +63,8 @@ class Health:
         else:
             age = now - heartbeat
             checks["listen"] = (age < self.listen_stale_after, f"heartbeat {age:.1f} s ago")
+        for name, check in self.extra.items():
+            checks[name] = check()
         checks["shutdown"] = (not self.draining, "draining" if self.draining else "running")
         return checks
 

@@ -6,13 +6,13 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
 import structlog
 
-from mailroom import metrics, tokens
+from mailroom import metrics, suppression, tokens
 from mailroom.classify import Verdict, reason_class
 from mailroom.outbox import UNAVAILABLE, Message
 from mailroom.retry import Disposition, Policy, dispose, released
@@ -109,6 +109,9 @@ class Sender:
         # of leased messages (and tasks) queueing behind them.
         self.queued = 0
         self.on_room: Callable[[], None] | None = None
+        # the suppression list: normalized recipients -> those suppressed (one query)
+        self.suppressed: Callable[[list[str]], Awaitable[Mapping[str, suppression.Entry]]]
+        self.suppressed = _nothing_suppressed
 
     def paused(self) -> bool:
         return anyio.current_time() < self.paused_until
@@ -118,6 +121,7 @@ class Sender:
     ) -> list[tuple[int, Disposition]]:
         """Send a batch; no call starts unless it can end before ``deadline`` (the lease)."""
         results: list[tuple[Message, Result | None]] = []
+        batch = await self._unsuppressed(batch, results)
         ready = []
         for message in batch:
             rendered = render(message, self.keys)
@@ -144,6 +148,24 @@ class Sender:
             else:
                 metrics.DEAD.labels(template, reason).inc(n)
         return outcomes
+
+    async def _unsuppressed(
+        self, batch: Sequence[Message], results: list[tuple[Message, Result | None]]
+    ) -> Sequence[Message]:
+        """The plan's first step: suppressed recipients leave each message; a message
+        with none left dies ("suppressed: bounce since ...") and never reaches SES. The
+        list is read in one query per batch; without it nothing is sent (released)."""
+        try:
+            listed = await self.suppressed(suppression.recipients(batch))
+        except UNAVAILABLE:
+            results.extend((m, None) for m in batch)
+            return []
+        kept, dead, removed = suppression.strip(batch, listed)
+        if removed:
+            metrics.RECIPIENTS_SUPPRESSED.inc(removed)
+        for message, reason in dead:
+            results.append((message, Result(Verdict.DEAD, code="suppressed", detail=reason)))
+        return kept
 
     async def _call(
         self, call: Call, deadline: float, results: list[tuple[Message, Result | None]]
@@ -258,3 +280,7 @@ class Sender:
             log.warning("message_dead", message_id=message.id, attempt=message.attempts,
                         code=result.code, template=template)  # fmt: skip
         return disposition
+
+
+async def _nothing_suppressed(addresses: list[str]) -> Mapping[str, suppression.Entry]:
+    return {}
