@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +40,10 @@ MAX_MESSAGES = 10  # SQS's maximum per ReceiveMessage
 BACKOFF_MAX = 30.0
 REPUTATION_WINDOW = 10_000  # recipients (delivered or bounced) the rates are computed over
 REPUTATION_INTERVAL = 15.0
+# The database refusing an event's content (a NUL character, say): that message is
+# malformed. Anything else (no privilege, a lost connection) is the database's problem, and
+# the messages wait in SQS until it is solved.
+_REFUSED_CONTENT = (psycopg.DataError, psycopg.IntegrityError)
 # Labels for the events counter: bounce, complaint and delay kinds are small enumerations;
 # anything else (a rendering failure's template name) is not a label.
 _SUBTYPE_LABELED = frozenset({"Bounce", "Complaint", "DeliveryDelay"})
@@ -116,7 +122,16 @@ class EventsReader:
             retries={"mode": "standard", "max_attempts": 3},
             max_pool_connections=self.config.events_pollers + 2,
         )
-        return boto3.session.Session().client("sqs", config=boto)
+        return boto3.session.Session().client("sqs", config=boto, region_name=self._region())
+
+    def _region(self) -> str | None:
+        """The queue's region, as the SES transport reads it (AWS_REGION first), else the
+        one in a standard queue URL; None: botocore's own chain (profile, ...)."""
+        named = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        match = re.match(
+            r"https://sqs[.-]([a-z0-9-]+)\.amazonaws\.com", self.config.events_queue_url
+        )
+        return named or (match[1] if match else None)
 
     async def run(self) -> None:
         delay = 1.0
@@ -202,7 +217,7 @@ class EventsReader:
         try:
             await self._write([e for _, events in good for e in events])
             return [m for m, _ in good]
-        except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError):
+        except _REFUSED_CONTENT:
             if len(good) == 1:
                 self._malformed(good[0][0], "bad_field", "the database refused its content")
                 return [good[0][0]]
@@ -210,7 +225,7 @@ class EventsReader:
         for message, events in good:
             try:
                 await self._write(events)
-            except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError):
+            except _REFUSED_CONTENT:
                 self._malformed(message, "bad_field", "the database refused its content")
             stored.append(message)
         return stored
