@@ -60,6 +60,10 @@ EXPECTED_METRICS = frozenset(
         "mailroom_rate_limit_wait_seconds_total",
         "mailroom_leases_expired_total",
         "mailroom_build_info",
+        "mailroom_bounce_rate",
+        "mailroom_complaint_rate",
+        "mailroom_reputation_window_recipients",
+        "mailroom_events_malformed_total",
     }
 )
 HISTOGRAMS = frozenset(
