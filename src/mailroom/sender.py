@@ -121,7 +121,14 @@ class Sender:
     ) -> list[tuple[int, Disposition]]:
         """Send a batch; no call starts unless it can end before ``deadline`` (the lease)."""
         results: list[tuple[Message, Result | None]] = []
-        batch = await self._unsuppressed(batch, results)
+        # Until its calls are planned, the batch counts as one queued call per message (at
+        # most what it can make): the daemon must not claim more while the list is read.
+        claimed = len(batch)
+        self.queued += claimed
+        try:
+            batch = await self._unsuppressed(batch, results)
+        finally:
+            self.queued -= claimed
         ready = []
         for message in batch:
             rendered = render(message, self.keys)
@@ -132,6 +139,8 @@ class Sender:
                 ready.append(rendered)
         calls = plan(ready)
         self.queued += len(calls)
+        if self.queued < self._slots.total_tokens and self.on_room is not None:
+            self.on_room()  # fewer calls than the batch's placeholder: room to claim more
         if len(calls) == 1:  # an idle daemon's lone email: no task between claim and call
             await self._call(calls[0], deadline, results)
         else:
