@@ -153,6 +153,10 @@ class SesStandin:
         self.sent_offset = 0.0  # added to SentLast24Hours (mail sent by others)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        # deliverability tests (tests/ses_simulator.py): called with each accepted message's
+        # record; and further operations, (method, path, query, body) -> answer or None
+        self.on_sent: Callable[[Json], None] | None = None
+        self.extra_api: Callable[[str, str, str, bytes], Json | None] | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.reset()
@@ -278,14 +282,16 @@ class SesStandin:
         self, method: str, path: str, body: bytes, headers: Mapping[str, str] | None = None
     ) -> tuple[int, str | None, bytes]:
         """Answer one request: (HTTP status, error code or None, JSON body)."""
-        path = path.split("?", 1)[0]
+        path, _, query = path.partition("?")
         try:
             if path.startswith("/_standin/"):
                 result: Json | list[Json] = self._control(method, path, body)
             else:
                 if self.credentials is not None:
-                    self._verify_signature(method, path, body, headers or {})
-                result = self._api(method, path, body)
+                    signed = f"{path}?{query}" if query else path
+                    self._verify_signature(method, signed, body, headers or {})
+                extra = self.extra_api and self.extra_api(method, path, query, body)
+                result = extra if extra is not None else self._api(method, path, body)
         except ApiError as e:
             return e.status, e.code, json.dumps({"message": e.message}).encode()
         return 200, None, json.dumps(result).encode()
@@ -473,6 +479,8 @@ class SesStandin:
         rec["tags"] = _tags(req.get("EmailTags"))
         with self._lock:
             self._sent.append(rec)
+        if self.on_sent is not None:
+            self.on_sent(rec)
         return {"MessageId": rec["message_id"]}
 
     def _send_bulk(self, req: Json) -> Json:
@@ -518,6 +526,11 @@ class SesStandin:
                     results.append({"Status": status, "MessageId": rec["message_id"]})
                 else:
                     results.append({"Status": status, "Error": f"Stand-in entry status {status}."})
+        if self.on_sent is not None:
+            accepted = {r.get("MessageId") for r in results}
+            for rec in prepared:
+                if rec["message_id"] in accepted:
+                    self.on_sent(rec)
         return {"BulkEmailEntryResults": results}
 
     # -- control endpoints, for a test process driving a stand-alone stand-in ----------------

@@ -61,6 +61,10 @@ EXPECTED_METRICS = frozenset(
         "mailroom_leases_expired_total",
         "mailroom_build_info",
         "mailroom_account_problem",
+        "mailroom_bounce_rate",
+        "mailroom_complaint_rate",
+        "mailroom_reputation_window_recipients",
+        "mailroom_events_malformed_total",
     }
 )
 HISTOGRAMS = frozenset(

@@ -62,7 +62,7 @@ def test_public_gets_nothing(conn: psycopg.Connection[Any], login_as: Any) -> No
         "SELECT proname, proconfig FROM pg_proc"
         " WHERE pronamespace = 'mailroom'::regnamespace AND prosecdef"
     ).fetchall()
-    assert {name for name, _ in definers} == {"enqueue", "message_status"}
+    assert {name for name, _ in definers} == {"enqueue", "message_status", "is_suppressed"}
     for _, config in definers:
         assert "search_path=pg_catalog, pg_temp" in config
 

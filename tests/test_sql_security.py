@@ -135,6 +135,10 @@ DEFINER_CALLS: dict[str, tuple[str, ...]] = {
         "SELECT mailroom.enqueue(ARRAY['ann@example.com'], raw_mime => '\\x4142'::bytea)",
     ),
     "message_status": ("SELECT * FROM mailroom.message_status(1)",),
+    "is_suppressed": (
+        "SELECT mailroom.is_suppressed('Ann <ann@example.com>')",
+        "SELECT mailroom.is_suppressed(NULL)",
+    ),
 }
 
 # What the application may do directly that fires lifecycle triggers (they run as the

@@ -9,6 +9,13 @@ Enqueue in the same transaction as your business change::
 Commit and the email will be sent; roll back and it never existed.
 """
 
+from mailroom.delivery import DeliveryStatus, delivery_status, delivery_status_async
 from mailroom.outbox import enqueue, enqueue_async
 
-__all__ = ["enqueue", "enqueue_async"]
+__all__ = [
+    "DeliveryStatus",
+    "delivery_status",
+    "delivery_status_async",
+    "enqueue",
+    "enqueue_async",
+]

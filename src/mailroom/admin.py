@@ -202,6 +202,15 @@ def show(conn: Connection, message_id: int, *, reveal: bool = False) -> dict[str
          "error": shown(e)}
         for n, o, at, w, p, e in attempts
     ]  # fmt: skip
+    delivery = conn.execute(query("message_delivery"), {"id": message_id}).fetchone()
+    state, state_at, reason = delivery if delivery else (None, None, None)
+    message["delivery"] = {"state": state, "at": state_at, "reason": shown(reason)}
+    history = conn.execute(query("message_events"), {"id": message_id}).fetchall()
+    message["events"] = [
+        {"at": at, "recipient": shown(r), "type": t, "subtype": st, "detail": shown(d),
+         "received_at": rec}
+        for at, r, t, st, d, rec in history
+    ]  # fmt: skip
     return message
 
 
@@ -240,6 +249,14 @@ def format_show(m: dict[str, Any]) -> str:
         detail = " ".join(x for x in (a["provider_message_id"], a["error"]) if x)
         head = f"  #{a['attempt']:<3} {stamp(a['at'])}  {a['outcome']:<13} {a['worker'] or '-'}"
         lines.append(f"{head}  {detail}".rstrip())
+    delivery = m["delivery"]
+    lines.append(f"delivery: {delivery['state']}" + (f" ({delivery['reason']})"
+                 if delivery["reason"] and delivery["state"] != m["status"] else ""))  # fmt: skip
+    for e in m["events"]:
+        kind = " ".join(x for x in (e["type"], e["subtype"]) if x)
+        lines.append(
+            f"  {stamp(e['at'])}  {kind:<28} {e['recipient']}  {e['detail'] or ''}".rstrip()
+        )
     return "\n".join(lines)
 
 

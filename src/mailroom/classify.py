@@ -103,6 +103,8 @@ ERROR_CODE: dict[str, Verdict] = {
     "InvalidParameterValue": Verdict.DEAD,
     "TemplateDoesNotExist": Verdict.DEAD,
     "ConfigurationSetDoesNotExist": Verdict.DEAD,
+    # every recipient is on mailroom's suppression list (sender.py; never sent to SES)
+    "suppressed": Verdict.DEAD,
     "ConfigurationSetSendingPausedException": Verdict.DEFER,
     "ConfigurationSetSendingPaused": Verdict.DEFER,
 }

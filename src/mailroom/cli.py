@@ -421,6 +421,34 @@ def _operator_commands(sub: Any) -> None:
     send_test.add_argument("--timeout", type=float, default=60.0, help="--wait limit, s (60)")
     send_test.set_defaults(handler=_admin("cmd_send_test"))
 
+    from mailroom import suppressions  # noqa: PLC0415 -- light; keeps `mailroom run` lean
+
+    parents = {"database": database, "revealing": revealing, "as_json": as_json, "when": _when}
+    suppressions.add_commands(sub, parents, _admin_in("suppressions"))
+
+
+def _admin_in(module: str) -> Any:
+    """Like _admin, for the commands of another module (mailroom.<module>.<name>)."""
+
+    def handler_for(name: str) -> Any:
+        def handler(args: argparse.Namespace) -> int:
+            import importlib  # noqa: PLC0415
+
+            from mailroom import admin, migrate  # noqa: PLC0415
+
+            cfg = _load()
+            with _connect(cfg) as conn:
+                migrate.check_ready(conn, channel=cfg.channel_name)
+                try:
+                    command = getattr(importlib.import_module(f"mailroom.{module}"), name)
+                    return int(command(args, cfg, conn))
+                except admin.CommandError as exc:
+                    return _fail(str(exc), exc.code)
+
+        return handler
+
+    return handler_for
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)

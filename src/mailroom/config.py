@@ -78,6 +78,11 @@ class Config:
     def caps(self) -> Caps:
         return Caps(self.recipient_cap, self.recipient_cap_templates)
 
+    events_queue_url: str = ""  # SQS queue of SES events; empty: no event ingestion
+    events_pollers: int = 2
+    suppress_transient_count: int = 3
+    suppress_transient_window: float = 7 * 86400.0  # seconds
+
 
 @dataclass(frozen=True, slots=True)
 class _Setting:
@@ -215,6 +220,29 @@ def _secret_keys(text: str) -> tuple[bytes, ...]:
 
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _queue_url(text: str) -> str:
+    text = text.strip()
+    if text and not re.fullmatch(r"https?://[^\s/]+/\S+", text):
+        raise ValueError(
+            "must be an SQS queue URL: https://sqs.<region>.amazonaws.com/<account>/<name>"
+        )
+    return text
+
+
+def _pollers(text: str) -> int:
+    value = _positive_int(text)
+    if value > 16:
+        raise ValueError("must be at most 16")
+    return value
+
+
+def _window(text: str) -> float:
+    seconds = _period(text)
+    if seconds <= 0:
+        raise ValueError("must be a positive period: milliseconds, or 90s, 30m, 12h, 7d")
+    return seconds
 
 
 def _database_url(text: str) -> str:
@@ -469,6 +497,30 @@ SETTINGS: tuple[_Setting, ...] = (
         parse_template_caps,
         "Per-template caps per recipient, e.g. passwordrecoveryv1:3/15m,activationv1:2/1h.",
     ),
+    _Setting(
+        "MAILROOM_EVENTS_QUEUE_URL",
+        "events_queue_url",
+        _queue_url,
+        "SQS queue URL the SES events arrive in (via SNS or EventBridge); empty: off.",
+    ),
+    _Setting(
+        "MAILROOM_EVENTS_POLLERS",
+        "events_pollers",
+        _pollers,
+        "SQS long polls in flight at once (each takes up to 10 messages).",
+    ),
+    _Setting(
+        "MAILROOM_SUPPRESS_TRANSIENT_COUNT",
+        "suppress_transient_count",
+        _positive_int,
+        "Transient bounces of one address within the window that suppress it.",
+    ),
+    _Setting(
+        "MAILROOM_SUPPRESS_TRANSIENT_WINDOW",
+        "suppress_transient_window",
+        _window,
+        "The window transient bounces are counted in, milliseconds or 7d-style.",
+    ),
 )
 
 
@@ -570,7 +622,12 @@ def describe(config: Config) -> list[tuple[str, str]]:
             shown = ",".join(f"{k}:{c.text}" for k, c in value.items()) or "(unset)"
         elif setting.attribute == "send_quota_margin":
             shown = f"{value * 100:g}%"
-        elif isinstance(value, float) and setting.parse in (_milliseconds, _period, _interval):
+        elif isinstance(value, float) and setting.parse in (
+            _milliseconds,
+            _period,
+            _interval,
+            _window,
+        ):
             shown = str(round(value * 1000))
         else:
             shown = str(value)

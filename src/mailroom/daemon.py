@@ -15,7 +15,7 @@ import anyio
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from mailroom import health, metrics, retention
+from mailroom import events_reader, health, metrics, retention, suppression
 from mailroom.batcher import Batcher
 from mailroom.capstep import CapStep
 from mailroom.config import Config, record_margin
@@ -146,6 +146,7 @@ class Daemon:
                 await rate_control.read_quota()
             if self.config.caps:
                 self.sender.caps = CapStep(self.config.caps, outbox)
+            self.sender.suppressed = lambda addresses: _suppressed(outbox, addresses)
             async with anyio.create_task_group() as tg:
                 if rate_control is not None:
                     tg.start_soon(rate_control.run, self.sender.paused)
@@ -157,6 +158,11 @@ class Daemon:
                 tg.start_soon(self._tick)
                 tg.start_soon(self._refresh_gauges, outbox)
                 tg.start_soon(retention.run, outbox, self.config)
+                tg.start_soon(events_reader.refresh_reputation, outbox)
+                if self.config.events_queue_url:
+                    reader = events_reader.EventsReader(self.config, outbox)
+                    self.health.extra["events"] = reader.readiness
+                    tg.start_soon(reader.run)
                 await self._work(outbox)
                 tg.cancel_scope.cancel()
         finally:
@@ -349,3 +355,8 @@ class Daemon:
         self.health.db_ok = True
         self.health.db_ok_at = time.monotonic()
         return result
+
+
+async def _suppressed(outbox: Outbox, addresses: list[str]) -> dict[str, suppression.Entry]:
+    rows = await outbox.suppressed_among(addresses)
+    return {address: suppression.Entry(reason, since) for address, reason, since in rows}

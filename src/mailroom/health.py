@@ -39,6 +39,8 @@ class Health:
     listen_heartbeat: Callable[[], float | None] = lambda: None
     pause: Callable[[], str] = lambda: ""  # why sending is paused, "" when it is not
     draining: bool = False
+    # further readiness checks by name (the SES events reader when it is on)
+    extra: dict[str, Callable[[], tuple[bool, str]]] = field(default_factory=dict)
 
     def liveness(self) -> dict[str, tuple[bool, str]]:
         age = time.monotonic() - self.loop_tick
@@ -62,6 +64,8 @@ class Health:
         else:
             age = now - heartbeat
             checks["listen"] = (age < self.listen_stale_after, f"heartbeat {age:.1f} s ago")
+        for name, check in self.extra.items():
+            checks[name] = check()
         checks["shutdown"] = (not self.draining, "draining" if self.draining else "running")
         # Informative only: a paused daemon is doing what it should (a restart would not
         # help), so it stays ready; the reason is here and in mailroom_sending_pause_reason.

@@ -142,3 +142,47 @@ QUOTA_PAUSES = Counter(
     "mailroom_daily_quota_pauses", "Pauses taken before the SES daily quota would be exceeded.",
     registry=REGISTRY,
 )  # fmt: skip
+# -- deliverability (SES events, suppression list, reputation) --------------------------------
+EVENTS = Counter(
+    "mailroom_events", "SES events stored (per recipient; redeliveries not counted).",
+    ["type", "subtype"], registry=REGISTRY,
+)  # fmt: skip
+EVENTS_DUPLICATE = Counter(
+    "mailroom_events_duplicate", "SES events received again and skipped (already stored).",
+    registry=REGISTRY,
+)  # fmt: skip
+EVENTS_MALFORMED = Counter(
+    "mailroom_events_malformed", "SQS messages holding no usable SES event (deleted after "
+    "counting).", ["reason"], registry=REGISTRY,
+)  # fmt: skip
+EVENTS_IGNORED = Counter(
+    "mailroom_events_ignored", "SQS messages that are notifications, not events (SNS "
+    "subscription confirmations).", registry=REGISTRY,
+)  # fmt: skip
+EVENTS_READER_ERRORS = Counter(
+    "mailroom_events_reader_errors", "Failed SQS or database steps of event ingestion.",
+    ["stage"], registry=REGISTRY,
+)  # fmt: skip
+SUPPRESSIONS_ADDED = Counter(
+    "mailroom_suppressions_added", "Addresses added to the suppression list by the daemon.",
+    ["reason"], registry=REGISTRY,
+)  # fmt: skip
+RECIPIENTS_SUPPRESSED = Counter(
+    "mailroom_recipients_suppressed", "Recipients taken out of a message before sending.",
+    registry=REGISTRY,
+)  # fmt: skip
+BOUNCE_RATE = Gauge(
+    "mailroom_bounce_rate", "Permanent bounces per recipient over the reputation window.",
+    registry=REGISTRY,
+)  # fmt: skip
+COMPLAINT_RATE = Gauge(
+    "mailroom_complaint_rate", "Complaints per recipient over the reputation window.",
+    registry=REGISTRY,
+)  # fmt: skip
+REPUTATION_RECIPIENTS = Gauge(
+    "mailroom_reputation_window_recipients",
+    "Recipients (delivered or bounced) the reputation rates are computed over.",
+    registry=REGISTRY,
+)  # fmt: skip
+for _reason in ("not_json", "no_event", "unknown_type", "missing_field", "bad_field"):
+    EVENTS_MALFORMED.labels(_reason)  # exported at 0: an alert must see the series exist

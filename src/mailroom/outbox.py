@@ -174,6 +174,31 @@ class Outbox:
             row = await cur.fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
+    # -- deliverability (sql/0009) ---------------------------------------------------------
+
+    async def suppressed_among(self, addresses: Sequence[str]) -> list[tuple[str, str, datetime]]:
+        """(address, reason, since) of the suppressed ones among normalized addresses."""
+        async with self.connection() as conn:
+            cur = await conn.execute(query("suppressed_among"), {"addresses": list(addresses)})
+            return [(str(a), str(r), since) for a, r, since in await cur.fetchall()]
+
+    async def ingest_events(self, params: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """Store a batch of events (mailroom.events_reader builds ``params``); returns the
+        keys that were new and the suppression reasons added, in one round trip."""
+        async with self.connection() as conn:
+            cur = await conn.execute(query("events_ingest"), dict(params))
+            row = await cur.fetchone()
+        assert row is not None  # noqa: S101 -- a SELECT of scalar subqueries returns one row
+        return list(row[0]), list(row[1])
+
+    async def reputation(self, window: int) -> tuple[int, int, int]:
+        """(recipients in the window, permanent bounces, complaints) for the rate gauges."""
+        async with self.connection() as conn:
+            cur = await conn.execute(query("reputation"), {"window": window})
+            row = await cur.fetchone()
+        assert row is not None  # noqa: S101 -- a SELECT of scalar subqueries returns one row
+        return int(row[0]), int(row[1]), int(row[2])
+
 
 async def status_counts(conn: psycopg.AsyncConnection[Any], queue: str) -> dict[str, int]:
     cur = await conn.execute(query("counts_by_status"), {"queue": queue})

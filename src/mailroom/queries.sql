@@ -483,6 +483,9 @@ FROM (VALUES
     ('UPDATE on mailroom.rate_buckets', has_table_privilege('mailroom.rate_buckets', 'UPDATE')),
     ('INSERT on mailroom.recipient_sends',
      has_table_privilege('mailroom.recipient_sends', 'INSERT')),
+    ('INSERT on mailroom.events', has_table_privilege('mailroom.events', 'INSERT')),
+    ('SELECT on mailroom.suppressions', has_table_privilege('mailroom.suppressions', 'SELECT')),
+    ('INSERT on mailroom.suppressions', has_table_privilege('mailroom.suppressions', 'INSERT')),
     ('EXECUTE on mailroom.reserve_send()', has_function_privilege(
         'mailroom.reserve_send(text, double precision, double precision, double precision,'
         ' boolean, double precision, double precision)', 'EXECUTE')),
@@ -560,3 +563,148 @@ WHERE queue = %(queue)s AND status IN ('pending', 'retrying', 'sending')
   AND template IS NOT NULL
 GROUP BY template
 ORDER BY template
+-- ---- deliverability (sql/0009): events, delivery state, suppression list ----
+-- events_reader.py, sender.py (through outbox.py), admin.py's `show` and
+-- suppressions.py's `suppression` commands run these; the console may reuse them.
+
+-- name: events_ingest
+-- One round trip for a batch of SES events. An event already stored (same event_key: a
+-- redelivery, another replica, another path) is skipped, and so is its effect: nothing is
+-- counted twice. Permanent bounces and complaints suppress their address (the reason is
+-- decided in Python, mailroom.events.suppression_reason); transient and undetermined
+-- bounces suppress once %(transient_count)s of them fell within the window. The existing
+-- rows are read from the statement's snapshot, the new ones from "inserted": together each
+-- bounce once. Returns the keys stored and the suppression reasons added.
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        %(keys)s::text[], %(provider_ids)s::text[], %(recipients)s::text[],
+        %(types)s::text[], %(subtypes)s::text[], %(details)s::text[],
+        %(occurred)s::timestamptz[], %(suppress)s::text[]
+    ) AS e(event_key, provider_message_id, recipient, event_type, subtype, detail,
+           occurred_at, suppress)
+),
+inserted AS (
+    INSERT INTO mailroom.events AS ev
+        (event_key, provider_message_id, recipient, event_type, subtype, detail, occurred_at)
+    SELECT DISTINCT ON (event_key) event_key, provider_message_id, recipient, event_type,
+           subtype, detail, occurred_at
+    FROM input
+    ORDER BY event_key
+    ON CONFLICT (event_key) DO NOTHING
+    RETURNING ev.event_key, ev.recipient, ev.event_type, ev.subtype, ev.occurred_at
+),
+transient AS (
+    SELECT i.recipient, count(*) + (
+               SELECT count(*) FROM mailroom.events AS old
+               WHERE old.recipient = i.recipient AND old.event_type = 'Bounce'
+                 AND split_part(old.subtype, '/', 1) <> 'Permanent'
+                 AND old.occurred_at > now() - make_interval(secs => %(transient_window)s)
+           ) AS bounces
+    FROM inserted AS i
+    WHERE i.event_type = 'Bounce' AND split_part(i.subtype, '/', 1) <> 'Permanent'
+      AND i.occurred_at > now() - make_interval(secs => %(transient_window)s)
+    GROUP BY i.recipient
+),
+candidates AS (
+    SELECT input.recipient AS address, input.suppress AS reason,
+           input.event_type || ' ' || input.subtype AS detail, 1 AS preference
+    FROM inserted JOIN input USING (event_key)
+    WHERE input.suppress IS NOT NULL
+    UNION ALL
+    SELECT recipient, 'transient_bounces',
+           bounces || ' transient bounces within '
+               || (%(transient_window)s::float8 / 3600)::numeric(10, 1) || ' h', 2
+    FROM transient
+    WHERE bounces >= %(transient_count)s
+),
+suppressed AS (
+    INSERT INTO mailroom.suppressions AS s (address, reason, detail)
+    SELECT DISTINCT ON (address) address, reason, detail
+    FROM candidates
+    ORDER BY address, preference
+    ON CONFLICT (address) DO NOTHING
+    RETURNING s.reason
+)
+SELECT coalesce((SELECT array_agg(event_key) FROM inserted), ARRAY[]::text[]),
+       coalesce((SELECT array_agg(reason) FROM suppressed), ARRAY[]::text[])
+
+-- name: suppressed_among
+-- The sender's one query per batch: which of these normalized recipients are suppressed,
+-- why and since when (primary key lookups only).
+SELECT address, reason, created_at
+FROM mailroom.suppressions
+WHERE address = ANY (%(addresses)s::text[])
+
+-- name: reputation
+-- Bounce and complaint rates over a sliding window of the last %(window)s recipients
+-- whose fate is known (delivered or bounced), newest first by id: the id index, never a
+-- scan of the whole history. Bounce rate: permanent bounces among them; complaint rate:
+-- complaints since the window's first event, per recipient of the window.
+WITH window_events AS MATERIALIZED (
+    SELECT id, event_type, subtype
+    FROM mailroom.events
+    WHERE event_type IN ('Delivery', 'Bounce')
+    ORDER BY id DESC
+    LIMIT %(window)s
+)
+SELECT
+    (SELECT count(*) FROM window_events),
+    (SELECT count(*) FROM window_events
+     WHERE event_type = 'Bounce' AND split_part(subtype, '/', 1) = 'Permanent'),
+    (SELECT count(*) FROM mailroom.events
+     WHERE event_type = 'Complaint'
+       AND id >= coalesce((SELECT min(id) FROM window_events), 0))
+
+-- name: message_events
+-- One message's events, oldest first (the history `mailroom show` prints).
+SELECT e.occurred_at, e.recipient, e.event_type, e.subtype, e.detail, e.received_at
+FROM mailroom.events AS e
+JOIN mailroom.outbox AS o ON o.provider_message_id = e.provider_message_id
+WHERE o.id = %(id)s
+ORDER BY e.occurred_at, e.id
+
+-- name: message_delivery
+SELECT d.delivery_state, d.delivery_at, d.delivery_reason
+FROM mailroom.outbox AS o
+CROSS JOIN LATERAL mailroom.delivery_summary(o.status, o.provider_message_id, o.last_error,
+                                             o.updated_at, o.sent_at) AS d
+WHERE o.id = %(id)s
+
+-- name: delivery_status
+SELECT status, attempts, created_at, sent_at, provider_message_id, delivery_state,
+       delivery_at, delivery_reason
+FROM mailroom.message_status(%(id)s)
+
+-- name: suppression_list
+-- Newest first; every filter optional (NULL: any).
+SELECT address, reason, detail, created_at, created_by, count(*) OVER ()
+FROM mailroom.suppressions
+WHERE (%(reason)s::text IS NULL OR reason = %(reason)s::text)
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
+  AND (%(address)s::text IS NULL OR address = mailroom.normalize_address(%(address)s::text))
+ORDER BY created_at DESC, address
+LIMIT %(limit)s
+
+-- name: suppression_add
+-- Adds the addresses not yet suppressed (an existing entry keeps its reason and date).
+INSERT INTO mailroom.suppressions (address, reason, detail)
+SELECT mailroom.normalize_address(a), %(reason)s, %(detail)s
+FROM unnest(%(addresses)s::text[]) AS a
+ON CONFLICT (address) DO NOTHING
+RETURNING address
+
+-- name: suppression_import
+-- One page of the SES account-level list: address, reason (BOUNCE / COMPLAINT) and
+-- SES's last update time, kept as the detail.
+INSERT INTO mailroom.suppressions (address, reason, detail)
+SELECT mailroom.normalize_address(a), 'ses_import', 'SES ' || r || ' (' || t || ')'
+FROM unnest(%(addresses)s::text[], %(reasons)s::text[], %(updated)s::text[]) AS x(a, r, t)
+ON CONFLICT (address) DO NOTHING
+RETURNING address
+
+-- name: suppression_remove
+DELETE FROM mailroom.suppressions
+WHERE address = ANY (ARRAY(SELECT mailroom.normalize_address(a)
+                           FROM unnest(%(addresses)s::text[]) AS a))
+RETURNING address, reason

@@ -8,14 +8,14 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
 import structlog
 
-from mailroom import account, metrics, tokens
+from mailroom import account, metrics, suppression, tokens
 from mailroom.classify import Verdict, pause_cause, reason_class
 from mailroom.outbox import UNAVAILABLE, Message
 from mailroom.retry import Disposition, Policy, dispose, released
@@ -121,6 +121,9 @@ class Sender:
         # of leased messages (and tasks) queueing behind them.
         self.queued = 0
         self.on_room: Callable[[], None] | None = None
+        # the suppression list: normalized recipients -> those suppressed (one query)
+        self.suppressed: Callable[[list[str]], Awaitable[Mapping[str, suppression.Entry]]]
+        self.suppressed = _nothing_suppressed
 
     def paused(self) -> bool:
         return anyio.current_time() < self.paused_until
@@ -130,6 +133,14 @@ class Sender:
     ) -> list[tuple[int, Disposition]]:
         """Send a batch; no call starts unless it can end before ``deadline`` (the lease)."""
         results: list[tuple[Message, Result | None]] = []
+        # Until its calls are planned, the batch counts as one queued call per message (at
+        # most what it can make): the daemon must not claim more while the list is read.
+        claimed = len(batch)
+        self.queued += claimed
+        try:
+            batch = await self._unsuppressed(batch, results)
+        finally:
+            self.queued -= claimed
         ready = []
         for message in batch:
             rendered = render(message, self.keys)
@@ -142,12 +153,19 @@ class Sender:
             ready = await self._cap(ready, results)
         calls = plan(ready)
         self.queued += len(calls)
+        if self.queued < self._slots.total_tokens and self.on_room is not None:
+            self.on_room()  # fewer calls than the batch's placeholder: room to claim more
         if len(calls) == 1:  # an idle daemon's lone email: no task between claim and call
             await self._call(calls[0], deadline, results)
         else:
             async with anyio.create_task_group() as tg:
                 for call in calls:
                     tg.start_soon(self._call, call, deadline, results)
+        return self._outcomes(results)
+
+    def _outcomes(
+        self, results: list[tuple[Message, Result | None]]
+    ) -> list[tuple[int, Disposition]]:
         counts: Counter[tuple[str, str, str]] = Counter()
         outcomes = [(m.id, self._dispose(m, r, counts)) for m, r in results]
         for (outcome, template, reason), n in counts.items():  # one update per kind, not message
@@ -158,6 +176,24 @@ class Sender:
             else:
                 metrics.DEAD.labels(template, reason).inc(n)
         return outcomes
+
+    async def _unsuppressed(
+        self, batch: Sequence[Message], results: list[tuple[Message, Result | None]]
+    ) -> Sequence[Message]:
+        """The plan's first step: suppressed recipients leave each message; a message
+        with none left dies ("suppressed: bounce since ...") and never reaches SES. The
+        list is read in one query per batch; without it nothing is sent (released)."""
+        try:
+            listed = await self.suppressed(suppression.recipients(batch))
+        except UNAVAILABLE:
+            results.extend((m, None) for m in batch)
+            return []
+        kept, dead, removed = suppression.strip(batch, listed)
+        if removed:
+            metrics.RECIPIENTS_SUPPRESSED.inc(removed)
+        for message, reason in dead:
+            results.append((message, Result(Verdict.DEAD, code="suppressed", detail=reason)))
+        return kept
 
     async def _call(
         self, call: Call, deadline: float, results: list[tuple[Message, Result | None]]
@@ -338,3 +374,7 @@ class Sender:
             log.warning("message_dead", message_id=message.id, attempt=message.attempts,
                         code=result.code, template=template)  # fmt: skip
         return disposition
+
+
+async def _nothing_suppressed(addresses: list[str]) -> Mapping[str, suppression.Entry]:
+    return {}

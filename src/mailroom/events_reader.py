@@ -1,0 +1,290 @@
+"""The daemon's SES event ingestion: long-poll SQS, store events, then delete them.
+
+A message leaves SQS only after its events are committed (``mailroom.events``, one round
+trip per received batch), so a crash or a database outage loses nothing: the message
+becomes visible again after the queue's visibility timeout, to this replica or another,
+and storing it again is a no-op (``event_key``). A message holding no usable event is
+counted (``mailroom_events_malformed_total{reason}``), logged without its content and
+deleted: a poison message is never retried for ever, and never blocks the queue.
+
+boto3 is blocking: every SQS call runs in a daemon thread of its own, off the event
+loop (a long poll that is still waiting when the daemon stops must not hold up its exit;
+what it may have received becomes visible again after the visibility timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import psycopg
+import structlog
+
+from mailroom import metrics
+from mailroom.config import Config
+from mailroom.events import Event, Malformed, parse, suppression_reason
+from mailroom.outbox import UNAVAILABLE, Outbox
+
+log = structlog.get_logger("mailroom.events")
+T = TypeVar("T")
+
+WAIT_SECONDS = 10  # SQS long poll; also bounds how stale "the reader is alive" can be
+MAX_MESSAGES = 10  # SQS's maximum per ReceiveMessage
+BACKOFF_MAX = 30.0
+REPUTATION_WINDOW = 10_000  # recipients (delivered or bounced) the rates are computed over
+REPUTATION_INTERVAL = 15.0
+# The database refusing an event's content (a NUL character, say): that message is
+# malformed. Anything else (no privilege, a lost connection) is the database's problem, and
+# the messages wait in SQS until it is solved.
+_REFUSED_CONTENT = (psycopg.DataError, psycopg.IntegrityError)
+# Labels for the events counter: bounce, complaint and delay kinds are small enumerations;
+# anything else (a rendering failure's template name) is not a label.
+_SUBTYPE_LABELED = frozenset({"Bounce", "Complaint", "DeliveryDelay"})
+
+
+async def _in_thread(func: Callable[[], T]) -> T:
+    """Run a blocking call in a daemon thread and await its result."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # the waiter was cancelled
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def target() -> None:
+        try:
+            result, error = func(), None
+        except BaseException as exc:  # handed to the awaiting task
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the event loop is gone: daemon stopped
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=target, name="mailroom-sqs", daemon=True).start()
+    return await future
+
+
+def ingest_params(events: Sequence[Event], config: Config) -> dict[str, Any]:
+    """The events_ingest query's parameters: one array per column."""
+    return {
+        "keys": [e.key for e in events],
+        "provider_ids": [e.provider_message_id for e in events],
+        "recipients": [e.recipient for e in events],
+        "types": [e.type for e in events],
+        "subtypes": [e.subtype for e in events],
+        "details": [e.detail for e in events],
+        "occurred": [e.occurred_at for e in events],
+        "suppress": [suppression_reason(e) for e in events],
+        "transient_count": config.suppress_transient_count,
+        "transient_window": config.suppress_transient_window,
+    }
+
+
+def _label(event: Event) -> str:
+    return event.subtype[:60] if event.type in _SUBTYPE_LABELED else ""
+
+
+class EventsReader:
+    """Reads ``config.events_queue_url`` with ``config.events_pollers`` long polls."""
+
+    def __init__(self, config: Config, outbox: Outbox, client: Any = None) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.client = client  # a boto3 SQS client; made on first use when None
+        self.last_ok: float | None = None  # monotonic time of the last good poll and store
+        self.error = ""
+
+    def readiness(self) -> tuple[bool, str]:
+        """For /readyz: polls and stores have succeeded recently."""
+        if self.last_ok is None:
+            return False, self.error or "not polled yet"
+        age = time.monotonic() - self.last_ok
+        ok = age < 3 * WAIT_SECONDS + 10
+        return ok, f"last poll {age:.1f} s ago" + ("" if ok else f"; {self.error}")
+
+    def _make_client(self) -> Any:
+        import boto3  # noqa: PLC0415 -- only daemons that read events pay for it
+        from botocore.config import Config as BotoConfig  # noqa: PLC0415
+
+        boto = BotoConfig(
+            connect_timeout=5,
+            read_timeout=WAIT_SECONDS + 10,
+            retries={"mode": "standard", "max_attempts": 3},
+            max_pool_connections=self.config.events_pollers + 2,
+        )
+        return boto3.session.Session().client("sqs", config=boto, region_name=self._region())
+
+    def _region(self) -> str | None:
+        """The queue's region, as the SES transport reads it (AWS_REGION first), else the
+        one in a standard queue URL; None: botocore's own chain (profile, ...)."""
+        named = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        match = re.match(
+            r"https://sqs[.-]([a-z0-9-]+)\.amazonaws\.com", self.config.events_queue_url
+        )
+        return named or (match[1] if match else None)
+
+    async def run(self) -> None:
+        delay = 1.0
+        while self.client is None:
+            try:
+                self.client = await _in_thread(self._make_client)
+            except Exception as exc:  # e.g. no region: say so, keep sending mail
+                self.error = f"SQS client: {type(exc).__name__}: {str(exc)[:200]}"
+                log.error("events_reader_setup_failed", error=type(exc).__name__,
+                          detail=str(exc)[:200], retry_in=delay)  # fmt: skip
+                await anyio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+        log.info("events_reader_started", pollers=self.config.events_pollers)
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.config.events_pollers):
+                tg.start_soon(self._poll_loop)
+
+    async def _poll_loop(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                received = await _in_thread(self._receive)
+            except Exception as exc:  # any SQS failure: report, back off, retry
+                metrics.EVENTS_READER_ERRORS.labels("receive").inc()
+                self.error = f"SQS ReceiveMessage: {type(exc).__name__}: {str(exc)[:200]}"
+                log.warning("events_receive_failed", error=type(exc).__name__,
+                            detail=str(exc)[:200], retry_in=delay)  # fmt: skip
+                await anyio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            if await self.handle(received):
+                delay = 0.5
+            else:
+                await anyio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    def _receive(self) -> list[dict[str, Any]]:
+        answer = self.client.receive_message(
+            QueueUrl=self.config.events_queue_url,
+            MaxNumberOfMessages=MAX_MESSAGES,
+            WaitTimeSeconds=WAIT_SECONDS,
+        )
+        return list(answer.get("Messages") or [])
+
+    async def handle(self, received: Sequence[dict[str, Any]]) -> bool:
+        """Store the events of received SQS messages, then delete the messages; False when
+        the database could not take them (they stay in SQS and come back)."""
+        good: list[tuple[dict[str, Any], list[Event]]] = []
+        done: list[dict[str, Any]] = []  # malformed or ignored: delete without storing
+        for message in received:
+            try:
+                events = parse(str(message.get("Body", "")))
+            except Malformed as exc:
+                self._malformed(message, exc.reason, str(exc))
+                done.append(message)
+                continue
+            if not events:
+                metrics.EVENTS_IGNORED.inc()
+                log.info("event_ignored", sqs_message_id=message.get("MessageId"))
+                done.append(message)
+                continue
+            good.append((message, events))
+        try:
+            stored = await self._store(good)
+        except UNAVAILABLE as exc:
+            metrics.EVENTS_READER_ERRORS.labels("database").inc()
+            self.error = f"database: {type(exc).__name__}: {str(exc)[:200]}"
+            # the messages stay in SQS: they come back after the visibility timeout
+            log.warning("events_store_failed", error=type(exc).__name__, messages=len(good))
+            if done:
+                await self._delete(done)
+            return False
+        await self._delete(done + stored)
+        self.last_ok = time.monotonic()
+        return True
+
+    async def _store(self, good: list[tuple[dict[str, Any], list[Event]]]) -> list[dict[str, Any]]:
+        """Store every message's events in one round trip; a batch the database refuses
+        for its content (not its availability) is retried message by message, and a
+        message refused alone is malformed. Returns the messages now safe to delete."""
+        if not good:
+            return []
+        try:
+            await self._write([e for _, events in good for e in events])
+            return [m for m, _ in good]
+        except _REFUSED_CONTENT:
+            if len(good) == 1:
+                self._malformed(good[0][0], "bad_field", "the database refused its content")
+                return [good[0][0]]
+        stored = []
+        for message, events in good:
+            try:
+                await self._write(events)
+            except _REFUSED_CONTENT:
+                self._malformed(message, "bad_field", "the database refused its content")
+            stored.append(message)
+        return stored
+
+    async def _write(self, events: list[Event]) -> None:
+        new, suppressed = await self.outbox.ingest_events(ingest_params(events, self.config))
+        fresh = set(new)
+        counted: set[str] = set()
+        for event in events:
+            if event.key in fresh and event.key not in counted:
+                counted.add(event.key)
+                metrics.EVENTS.labels(event.type, _label(event)).inc()
+        duplicates = len({e.key for e in events}) - len(counted)
+        if duplicates:
+            metrics.EVENTS_DUPLICATE.inc(duplicates)
+        for reason in suppressed:
+            metrics.SUPPRESSIONS_ADDED.labels(reason).inc()
+        log.info("events_stored", events=len(counted), duplicates=duplicates,
+                 suppressed=len(suppressed))  # fmt: skip
+
+    def _malformed(self, message: dict[str, Any], reason: str, detail: str) -> None:
+        metrics.EVENTS_MALFORMED.labels(reason).inc()
+        # the body is not logged: it may hold addresses and message content
+        log.warning("event_malformed", reason=reason, detail=detail[:200],
+                    sqs_message_id=message.get("MessageId"))  # fmt: skip
+
+    async def _delete(self, messages: Sequence[dict[str, Any]]) -> None:
+        if not messages:
+            return
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+        ]
+
+        def delete() -> list[Any]:
+            answer = self.client.delete_message_batch(
+                QueueUrl=self.config.events_queue_url, Entries=entries
+            )
+            return list(answer.get("Failed") or [])
+
+        try:
+            failed = await _in_thread(delete)
+        except Exception as exc:  # stored already: a redelivery is a no-op
+            metrics.EVENTS_READER_ERRORS.labels("delete").inc()
+            log.warning("events_delete_failed", error=type(exc).__name__, count=len(entries))
+            return
+        if failed:
+            metrics.EVENTS_READER_ERRORS.labels("delete").inc(len(failed))
+            log.warning("events_delete_failed", count=len(failed))
+
+
+async def refresh_reputation(outbox: Outbox, window: int = REPUTATION_WINDOW) -> None:
+    """The daemon's task keeping the bounce and complaint rate gauges current."""
+    while True:
+        try:
+            recipients, bounces, complaints = await outbox.reputation(window)
+        except UNAVAILABLE as exc:
+            log.warning("reputation_failed", error=type(exc).__name__)
+        else:
+            metrics.REPUTATION_RECIPIENTS.set(recipients)
+            metrics.BOUNCE_RATE.set(bounces / recipients if recipients else 0.0)
+            metrics.COMPLAINT_RATE.set(complaints / recipients if recipients else 0.0)
+        await anyio.sleep(REPUTATION_INTERVAL)

@@ -1,0 +1,166 @@
+"""``mailroom suppression list | add | remove | import``: the operator's suppression list.
+
+Same conventions as admin.py: each ``cmd_*`` gets the parsed arguments, the configuration
+and an autocommit connection, prints its answer (``--json``: a stable document) and
+returns the exit code. Addresses are masked unless ``--reveal``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from mailroom.admin import CommandError, Connection, Progress, jsonable, masker, stamp
+from mailroom.config import Config
+from mailroom.outbox import query
+from mailroom.suppression import normalize_address
+
+_LIST = ["address", "reason", "detail", "created_at", "created_by"]
+
+
+def cmd_list(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
+    params = {"reason": args.reason, "since": args.since, "address": args.address,
+              "limit": args.limit}  # fmt: skip
+    rows = conn.execute(query("suppression_list"), params).fetchall()
+    shown = masker(args.reveal or cfg.reveal_addresses)
+    total = int(rows[0][-1]) if rows else 0
+    entries = [dict(zip(_LIST, row[:-1], strict=True)) for row in rows]
+    for entry in entries:
+        entry["address"] = shown(entry["address"])
+        entry["detail"] = shown(entry["detail"])
+    if args.json:
+        print(json.dumps(jsonable({"total": total, "entries": entries}), indent=2))
+        return 0
+    print(f"{total} suppressed address(es)" + (f", newest {len(entries)}:" if entries else ""))
+    for e in entries:
+        print(f"  {stamp(e['created_at'])}  {e['reason']:<17} {e['address']}  {e['detail'] or ''}")
+    return 0
+
+
+def _addresses(values: list[str]) -> list[str]:
+    bad = [v for v in values if "@" not in normalize_address(v)]
+    if bad:
+        raise CommandError(f"not an email address: {', '.join(repr(b) for b in bad[:5])}")
+    return values
+
+
+def cmd_add(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
+    params = {"addresses": _addresses(args.addresses), "reason": "manual", "detail": args.note}
+    added = [r[0] for r in conn.execute(query("suppression_add"), params).fetchall()]
+    shown = masker(args.reveal or cfg.reveal_addresses)
+    if args.json:
+        distinct = len(set(map(normalize_address, args.addresses)))
+        print(json.dumps({"added": [shown(a) for a in added], "already": distinct - len(added)}))
+    else:
+        print(f"suppressed {len(added)} address(es); the others were already suppressed")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
+    params = {"addresses": _addresses(args.addresses)}
+    removed = conn.execute(query("suppression_remove"), params).fetchall()
+    shown = masker(args.reveal or cfg.reveal_addresses)
+    if args.json:
+        print(json.dumps({"removed": [{"address": shown(a), "reason": r} for a, r in removed]}))
+    else:
+        for address, reason in removed:
+            print(f"unsuppressed {shown(address)} (was: {reason})")
+        if not removed:
+            print("none of these addresses was suppressed")
+    return 0 if removed else 1
+
+
+def _pages(client: Any, page_size: int) -> Iterator[list[dict[str, Any]]]:
+    # botocore has no paginator for this operation: follow NextToken by hand
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"PageSize": page_size}
+        if token:
+            kwargs["NextToken"] = token
+        page = client.list_suppressed_destinations(**kwargs)
+        yield list(page.get("SuppressedDestinationSummaries") or [])
+        token = page.get("NextToken")
+        if not token:
+            return
+
+
+def cmd_import(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
+    """Copy SES's account-level suppression list (paginated) into mailroom's."""
+    import boto3  # noqa: PLC0415 -- only this command needs the SES v2 model
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+    seen = added = 0
+    progress = Progress("imported", 0, sys.stderr)
+    try:
+        # AWS_REGION first, as the daemon's SES transport reads it
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        client = boto3.session.Session().client("sesv2", region_name=region)
+        for page in _pages(client, args.page_size):
+            rows = {
+                "addresses": [p["EmailAddress"] for p in page],
+                "reasons": [p.get("Reason", "") for p in page],
+                "updated": [_when(p.get("LastUpdateTime")) for p in page],
+            }
+            seen += len(page)
+            added += len(conn.execute(query("suppression_import"), rows).fetchall())
+            progress.total = seen
+            progress.update(seen)
+    except (BotoCoreError, ClientError) as exc:
+        progress.close()
+        raise CommandError(f"SES ListSuppressedDestinations failed after {seen} address(es): "
+                           f"{exc}", 1) from None  # fmt: skip
+    progress.close()
+    if args.json:
+        print(json.dumps({"listed": seen, "added": added, "already": seen - added}))
+    else:
+        print(f"SES lists {seen} address(es); {added} added, {seen - added} already suppressed")
+    return 0
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value or "")
+
+
+def add_commands(sub: Any, parents: dict[str, Any], handler: Any) -> None:
+    """The ``suppression`` command group, for cli.py."""
+    group = sub.add_parser(
+        "suppression", help="list, add, remove or import suppressed addresses",
+        description="Addresses mailroom never sends to: permanent bounces, complaints, "
+        "repeated transient bounces (from SES events), manual entries and SES's own "
+        "account-level list. See docs/deliverability.md.",
+        epilog="examples:\n  mailroom suppression list --reason complaint --since 7d\n"
+        "  mailroom suppression add ann@example.com --note 'asked by phone'\n"
+        "  mailroom suppression remove ann@example.com\n  mailroom suppression import\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    actions = group.add_subparsers(dest="suppression_command", required=True, metavar="ACTION")
+    common = [parents["database"], parents["revealing"], parents["as_json"]]
+    listing = actions.add_parser("list", help="suppressed addresses, newest first",
+                                 parents=common)  # fmt: skip
+    listing.add_argument("--reason", choices=["bounce", "complaint", "transient_bounces",
+                                              "manual", "ses_import"])  # fmt: skip
+    listing.add_argument("--since", type=parents["when"], help="added since: 30m, 12h, 7d, ISO")
+    listing.add_argument("--address", help="only this address (is it suppressed, and why?)")
+    listing.add_argument("--limit", type=int, default=50, help="rows shown (50)")
+    listing.set_defaults(handler=handler("cmd_list"))
+    add = actions.add_parser("add", help="suppress addresses by hand", parents=common)
+    add.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    add.add_argument("--note", help="why (kept as the entry's detail)")
+    add.set_defaults(handler=handler("cmd_add"))
+    remove = actions.add_parser("remove", help="unsuppress addresses (exit 1: none was)",
+                                parents=common)  # fmt: skip
+    remove.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    remove.set_defaults(handler=handler("cmd_remove"))
+    importing = actions.add_parser(
+        "import", help="copy SES's account-level suppression list (ses:ListSuppressedDestinations)",
+        parents=common,
+    )  # fmt: skip
+    importing.add_argument("--page-size", type=int, default=1000, help="per SES call (1000)")
+    importing.set_defaults(handler=handler("cmd_import"))
