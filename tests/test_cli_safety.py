@@ -158,7 +158,7 @@ def test_several_problems_are_one_line_each(
 EXPECTED = {
     #                 app  daemon  operator
     "status": (3, 0, 0),
-    "show": (3, 0, 0),
+    "show": (3, 3, 0),  # the event history is the operator's to read
     "dead list": (3, 3, 0),
     "dead retry": (3, 3, 0),
     "dead purge": (3, 3, 0),

@@ -478,7 +478,7 @@ NEEDS = {
     "migrate": "the owner of the mailroom schema",
     "run": "mailroom_daemon",
     "status": "mailroom_operator (or mailroom_daemon)",
-    "show": "mailroom_operator (or mailroom_daemon)",
+    "show": "mailroom_operator",
 }
 
 
