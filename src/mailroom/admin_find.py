@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -76,12 +76,12 @@ def find(
     params = {**wanted.params(), "limit": limit + 1, "cursor": cursor}
     rows = conn.execute(query("find_messages"), params).fetchall()
     shown = masker(reveal)
+    now = datetime.now(UTC)
     found = [dict(zip(_FOUND, row, strict=True)) for row in rows[:limit]]
     for item in found:
         item["to"] = shown(item["to"])
         item["reason"] = shown(item["reason"])
-        if item["status"] == "pending" and item["next_attempt_at"] > item["created_at"]:
-            item["scheduled"] = True
+        item["scheduled"] = item["status"] == "pending" and item["next_attempt_at"] > now
     more = found[-1]["id"] if len(rows) > limit else None
     return found, more
 

@@ -673,3 +673,11 @@ WHERE a.at >= %(since)s::timestamptz AND a.at < %(until)s::timestamptz
 GROUP BY 1, 2
 ORDER BY 3 DESC, 1, 2
 LIMIT %(limit)s
+
+-- name: recent_pauses
+-- Account-level stops (SES paused or suspended the account, daily quota): tries recorded
+-- as "paused" in the last %(minutes)s minutes, the latest first.
+SELECT count(*), max(at),
+       (array_agg(left(substring(error FROM '^[^:]*'), 200) ORDER BY at DESC))[1]
+FROM mailroom.attempts
+WHERE outcome = 'paused' AND at > now() - make_interval(mins => %(minutes)s)
