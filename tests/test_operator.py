@@ -348,3 +348,30 @@ def test_new_commands_have_help_with_examples_and_a_version() -> None:
     version = mailroom_cli("--version")
     assert version.returncode == 0
     assert version.stdout.startswith("mailroom 0.")
+
+
+def test_debug_mode_is_loud_in_the_log_and_the_metrics(
+    spawn: Callable[..., Any], tmp_path: Any
+) -> None:
+    import socket  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    daemon = spawn(MAILROOM_DEBUG="true", MAILROOM_SES_OUTPUT_PATH=str(tmp_path / "out"),
+                   MAILROOM_HTTP_PORT=str(port))  # fmt: skip
+    daemon.wait_listening()
+    events = daemon.events()
+    started = next(e for e in events if e["event"] == "started")
+    assert started["transport"].startswith("debug: writes to")
+    assert "SENDS NOTHING" in started["transport"]
+    assert started["queue"] == "user_action_queue"
+    assert started["version"]
+    assert any(e["event"] == "debug_mode" and e["level"] == "warning" for e in events)
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = response.read().decode()
+    assert 'mailroom_info{mode="debug",version=' in body
+    assert "mailroom_messages_sent_total" in body or "mailroom_batch_size" in body
+    assert "_created" not in body  # not asked for
