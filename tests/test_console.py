@@ -119,15 +119,24 @@ def _shot(driver: Any, name: str) -> None:
         assert driver.save_screenshot(str(SCREENSHOTS / name))
 
 
-def _text(driver: Any, element_id: str) -> str:
-    """The text of the element with this id; failing, the page shown instead."""
-    from selenium.common.exceptions import NoSuchElementException  # noqa: PLC0415
+def _el(driver: Any, element_id: str) -> Any:
+    """The element with this id, waiting for it (a form's POST navigates after click()
+    returns); failing, the page shown instead."""
+    from selenium.common.exceptions import TimeoutException  # noqa: PLC0415
     from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.support import expected_conditions  # noqa: PLC0415
+    from selenium.webdriver.support.wait import WebDriverWait  # noqa: PLC0415
 
     try:
-        return str(driver.find_element(By.ID, element_id).text)
-    except NoSuchElementException:
+        return WebDriverWait(driver, 15).until(
+            expected_conditions.presence_of_element_located((By.ID, element_id))
+        )
+    except TimeoutException:
         pytest.fail(f"no #{element_id} on {driver.current_url}: {driver.page_source[:1500]}")
+
+
+def _text(driver: Any, element_id: str) -> str:
+    return str(_el(driver, element_id).text)
 
 
 def _seed_console(conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -169,6 +178,7 @@ def test_pages_search_and_message_in_a_browser(
     browser.get(console.url + "/messages")
     browser.find_element(By.NAME, "to").send_keys("ALICE@example.com")
     browser.find_element(By.CSS_SELECTOR, "#search button[type=submit]").click()
+    wait_for(lambda: "to=ALICE" in browser.current_url)
     results = _text(browser, "results")
     assert str(ids["sent"]) in results
     assert "a***@example.com" in results
@@ -178,11 +188,11 @@ def test_pages_search_and_message_in_a_browser(
     browser.get(f"{console.url}/messages/{ids['token_pending']}")
     page = browser.page_source
     assert "r***@example.com" in page
-    assert "$sign" in _text(browser, "summary")  # the key, named
+    assert "$sign" in _text(browser, "content")  # the key, named
     assert SECRET_HEX not in page  # never its value
     assert "01234" not in page
-    browser.find_element(By.ID, "reveal").click()
-    assert "reset.me@example.com" in browser.page_source
+    _el(browser, "reveal").click()
+    wait_for(lambda: "reset.me@example.com" in browser.page_source)
     assert SECRET_HEX not in browser.page_source
     _shot(browser, "console-message.png")
 
@@ -198,10 +208,10 @@ def test_cancel_and_send_now_from_the_message_page(
     ids = seed(conn)
     browser.get(f"{console.url}/messages/{ids['scheduled']}")
     browser.find_element(By.NAME, "note").send_keys("customer asked")
-    browser.find_element(By.ID, "cancel").click()
+    _el(browser, "cancel").click()
     assert "cancel 1 message(s)" in _text(browser, "summary")
     assert _row(conn, ids["scheduled"], "status") == ("pending",)  # not before confirming
-    browser.find_element(By.ID, "confirm").click()
+    _el(browser, "confirm").click()
     assert "1 of 1 message(s) done" in _text(browser, "result")
     assert _row(conn, ids["scheduled"], "status") == ("cancelled",)
     browser.get(f"{console.url}/messages/{ids['scheduled']}")
@@ -211,8 +221,9 @@ def test_cancel_and_send_now_from_the_message_page(
     assert "customer asked" in audit
 
     browser.get(f"{console.url}/messages/{ids['retrying']}")
-    browser.find_element(By.ID, "send-now").click()
-    browser.find_element(By.ID, "confirm").click()
+    _el(browser, "send-now").click()
+    _el(browser, "confirm").click()
+    assert "1 of 1 message(s) done" in _text(browser, "result")
     row = conn.execute(
         "SELECT next_attempt_at <= now() FROM mailroom.outbox WHERE id = %s", (ids["retrying"],)
     ).fetchone()
@@ -236,11 +247,11 @@ def test_retry_a_dead_letter_in_the_browser_and_a_daemon_sends_it(
     browser.find_element(By.CSS_SELECTOR, f"input[name=id][value='{dead}']").click()
     browser.find_element(By.NAME, "note").send_keys("throttling is over")
     _shot(browser, "console-dead-letters.png")
-    browser.find_element(By.ID, "retry-selected").click()
+    _el(browser, "retry-selected").click()
     assert "1 dead letter(s)" in _text(browser, "summary")
     _shot(browser, "console-confirm.png")
     assert _row(conn, dead, "status") == ("dead",)
-    browser.find_element(By.ID, "confirm").click()
+    _el(browser, "confirm").click()
     assert "1 dead letter(s) done" in _text(browser, "result")
     wait_for(lambda: _row(conn, dead, "status") == ("sent",))
     assert [m["to"] for m in standin.sent()] == [["bob@example.com"]]
