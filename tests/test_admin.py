@@ -16,7 +16,7 @@ import pytest
 
 import mailroom
 from conftest import wait_for
-from mailroom import admin
+from mailroom import admin_dead, admin_output
 from sesv2_standin import SesStandin
 
 COMMANDS = (
@@ -320,7 +320,11 @@ def test_dead_retry_by_filter_skips_token_emails(db: str, conn: psycopg.Connecti
         assert _row(conn, ids[name], "status, attempts") == ("pending", 0)
     for name in ("token", "rejected", "other_queue"):
         assert _row(conn, ids[name], "status") == ("dead",)
-    again = mailroom_cli("dead", "retry", "--all", db=db)
+    unconfirmed = mailroom_cli("dead", "retry", "--all", db=db)
+    assert unconfirmed.returncode == 2  # --all asks first, like purge; no terminal here
+    assert "without --yes" in unconfirmed.stderr
+    assert _row(conn, ids["rejected"], "status") == ("dead",)
+    again = mailroom_cli("dead", "retry", "--all", "--yes", db=db)
     assert "retried 1 dead letter(s)" in again.stdout  # the rejected one; bulk is elsewhere
     assert _row(conn, ids["other_queue"], "status") == ("dead",)
 
@@ -339,12 +343,12 @@ def test_dead_retry_and_purge_work_in_batches_with_progress(
         "3, 'MESSAGE_REJECTED: no', now() - i * interval '1 second' "
         "FROM generate_series(1, 1203) AS i"
     )
-    selection = admin.Selection(queue="user_action_queue", reason="rejected")
+    selection = admin_dead.Selection(queue="user_action_queue", reason="rejected")
     with psycopg.connect(conn.info.dsn, autocommit=True) as listener:
         listener.execute("LISTEN token_insert")
         terminal = _Terminal()
-        progress = admin.Progress("retried", 1203, stream=terminal)
-        done = admin.dead_retry(conn, selection, channel="token_insert", progress=progress)
+        progress = admin_output.Progress("retried", 1203, stream=terminal)
+        done = admin_dead.dead_retry(conn, selection, channel="token_insert", progress=progress)
         notes = list(listener.notifies(timeout=1, stop_after=3))
     assert done == 1203
     assert terminal.getvalue() == "\rretried 500/1203\rretried 1000/1203\rretried 1203/1203"
@@ -355,7 +359,10 @@ def test_dead_retry_and_purge_work_in_batches_with_progress(
     assert counts == [("pending", 0, 0, 1203)]
 
     conn.execute("UPDATE mailroom.outbox SET status = 'dead'")
-    assert admin.dead_purge(conn, admin.Selection(queue="user_action_queue"), batch=200) == 1203
+    assert (
+        admin_dead.dead_purge(conn, admin_dead.Selection(queue="user_action_queue"), batch=200)
+        == 1203
+    )
     assert conn.execute("SELECT count(*) FROM mailroom.outbox").fetchone() == (0,)
 
 

@@ -58,6 +58,7 @@ EXPECTED_METRICS = frozenset(
         "mailroom_listen_last_heartbeat_timestamp_seconds",
         "mailroom_rate_limit_waits_total",
         "mailroom_rate_limit_wait_seconds_total",
+        "mailroom_info",
         "mailroom_leases_expired_total",
         "mailroom_build_info",
         "mailroom_account_problem",

@@ -43,6 +43,9 @@ def seed(conn: psycopg.Connection[Any], *, old_sent: int = 5, old_dead: int = 3)
     add(2, "user_action_queue", f"status = 'sent', sent_at = now() - interval '6 days', {long_ago}")
     add(old_dead, "user_action_queue", "status = 'dead', updated_at = now() - interval '31 days'")
     add(1, "user_action_queue", "status = 'dead', updated_at = now() - interval '29 days'")
+    # cancelled by an operator: final, kept as long as dead letters
+    add(1, "user_action_queue", "status = 'cancelled', updated_at = now() - interval '31 days'")
+    add(1, "user_action_queue", "status = 'cancelled', updated_at = now() - interval '29 days'")
     add(1, "user_action_queue", f"status = 'pending', {long_ago}")
     add(1, "user_action_queue", f"status = 'retrying', {long_ago}")
     add(1, "user_action_queue", f"status = 'sending', locked_by = 'w', {long_ago}, "
@@ -77,7 +80,7 @@ def test_prunes_old_sent_and_dead_in_batches_and_nothing_else(
 ) -> None:
     seed(conn)
     attempts_before = conn.execute("SELECT count(*) FROM mailroom.attempts").fetchone()
-    assert attempts_before == (2 * 16,)
+    assert attempts_before == (2 * 18,)
     config = dataclasses.replace(BASE, retention_batch=2)
     passes = []
     while True:
@@ -86,20 +89,21 @@ def test_prunes_old_sent_and_dead_in_batches_and_nothing_else(
         if not any(pruned.values()):
             break
     assert passes == [
-        {"sent": 2, "dead": 2},
-        {"sent": 2, "dead": 1},
-        {"sent": 1, "dead": 0},
-        {"sent": 0, "dead": 0},
+        {"sent": 2, "dead": 2, "cancelled": 1},
+        {"sent": 2, "dead": 1, "cancelled": 0},
+        {"sent": 1, "dead": 0, "cancelled": 0},
+        {"sent": 0, "dead": 0, "cancelled": 0},
     ]
     assert counts(conn) == {
         ("user_action_queue", "sent"): 2,  # 6 days old: kept for 7
         ("user_action_queue", "dead"): 1,  # 29 days old: kept for 30
+        ("user_action_queue", "cancelled"): 1,  # likewise
         ("user_action_queue", "pending"): 1,
         ("user_action_queue", "retrying"): 1,
         ("user_action_queue", "sending"): 1,
         ("bulk", "sent"): 2,  # another queue's daemons prune it
     }
-    assert conn.execute("SELECT count(*) FROM mailroom.attempts").fetchone() == (2 * 8,)
+    assert conn.execute("SELECT count(*) FROM mailroom.attempts").fetchone() == (2 * 9,)
     assert orphan_attempts(conn) == 0
 
 
@@ -145,7 +149,7 @@ def test_locked_rows_are_skipped_not_waited_for(db: str, conn: psycopg.Connectio
 
         threading.Thread(target=prune, daemon=True).start()
         assert done.wait(10), "pruning waited for a locked row"
-    assert result == {"sent": 1, "dead": 0}
+    assert result == {"sent": 1, "dead": 0, "cancelled": 1}
     remaining = conn.execute("SELECT id FROM mailroom.outbox WHERE id = %s", held).fetchone()
     assert remaining == held
 
@@ -167,7 +171,7 @@ def test_disabled_retention_prunes_nothing(db: str, conn: psycopg.Connection[Any
     anyio.run(run_returns_at_once)
     assert counts(conn) == before
     keep_sent = dataclasses.replace(BASE, retention_sent=0.0)
-    assert prune_once(db, keep_sent) == {"dead": 3}
+    assert prune_once(db, keep_sent) == {"dead": 3, "cancelled": 1}
     assert counts(conn)[("user_action_queue", "sent")] == before[("user_action_queue", "sent")]
 
 

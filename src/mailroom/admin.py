@@ -1,4 +1,5 @@
-"""The operator commands: ``status``, ``show``, ``dead list | retry | purge``, ``send-test``.
+"""The operator commands ``status``, ``show`` and ``send-test`` (dead letters: admin_dead;
+find, cancel, send-now: admin_find; queues and stats: admin_stats).
 
 Each ``cmd_*`` takes the parsed arguments, the configuration and an autocommit connection
 to a database that ``migrate.check_ready`` accepted, prints its answer and returns the exit
@@ -9,112 +10,21 @@ Addresses are masked as in the logs unless ``--reveal`` (or MAILROOM_LOG_REVEAL_
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import re
 import socket
-import sys
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 
+from mailroom import admin_audit
+from mailroom.admin_output import CommandError, age, jsonable, masker, revealed, stamp
 from mailroom.config import Config
-from mailroom.logs import mask
 from mailroom.outbox import enqueue, query
 
 Connection = psycopg.Connection[Any]
-BATCH = 500  # rows per statement of `dead retry` and `dead purge`
 REASONS_SHOWN = 5
-NOT_RESENDABLE = "a token email: its secret was discarded when it died (the user must ask again)"
-
-
-class CommandError(Exception):
-    """Print ``mailroom: <message>`` and exit with ``code`` (2: usage, 1: "no")."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# -- arguments and output --------------------------------------------------------------------
-
-_AGE = re.compile(r"^(\d+)(s|m|h|d|w)$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def when(text: str) -> datetime:
-    """``--since`` / ``--before``: an age (``90s``, ``30m``, ``12h``, ``7d``, ``2w``: that long
-    ago) or an ISO 8601 time (local time unless it names a zone)."""
-    relative = _AGE.match(text.strip().lower())
-    if relative:
-        return datetime.now(UTC) - timedelta(seconds=int(relative[1]) * _SECONDS[relative[2]])
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither an age (30m, 12h, 7d) nor an ISO time (2024-05-01T03:00)"
-        ) from None
-    return value if value.tzinfo else value.astimezone()
-
-
-def age(seconds: float) -> str:
-    """``4m 12s``-style duration."""
-    s = int(abs(seconds))
-    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
-        if s >= size:
-            return f"{s // size}{unit} {s % size // sub_size}{sub}"
-    return f"{s // 60}m {s % 60}s" if s >= 60 else f"{s}s"
-
-
-def stamp(value: datetime | None) -> str:
-    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def jsonable(value: Any) -> Any:
-    """Datetimes as ISO 8601 UTC strings, recursively."""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [jsonable(v) for v in value]
-    return value
-
-
-def masker(reveal: bool) -> Callable[[Any], Any]:
-    """Masks addresses in a string or a list of strings (None passes)."""
-
-    def shown(value: Any) -> Any:
-        if reveal or value is None:
-            return value
-        return [mask(v) for v in value] if isinstance(value, list) else mask(value)
-
-    return shown
-
-
-def _reveal(args: argparse.Namespace, cfg: Config) -> bool:
-    return bool(getattr(args, "reveal", False)) or cfg.reveal_addresses
-
-
-class Progress:
-    """``retried 1500/3000`` on stderr, rewritten in place, only on a terminal."""
-
-    def __init__(self, verb: str, total: int, stream: TextIO | None = None) -> None:
-        self.verb, self.total = verb, total
-        self.stream = stream or sys.stderr
-        self.shown = self.stream.isatty()
-
-    def update(self, done: int) -> None:
-        if self.shown:
-            self.stream.write(f"\r{self.verb} {done}/{self.total}")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.shown:
-            self.stream.write("\n")
 
 
 # -- status ----------------------------------------------------------------------------------
@@ -172,7 +82,7 @@ def format_status(report: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    report = status(conn, args.queue or cfg.queue_name, reveal=_reveal(args, cfg))
+    report = status(conn, args.queue or cfg.queue_name, reveal=revealed(args, cfg))
     print(json.dumps(report, indent=2) if args.json else format_status(report))
     return 0
 
@@ -205,13 +115,23 @@ def show(conn: Connection, message_id: int, *, reveal: bool = False) -> dict[str
     delivery = conn.execute(query("message_delivery"), {"id": message_id}).fetchone()
     state, state_at, reason = delivery if delivery else (None, None, None)
     message["delivery"] = {"state": state, "at": state_at, "reason": shown(reason)}
+    message["audit"] = admin_audit.audit_of(conn, message_id)
+    for entry in message["audit"] or []:
+        entry["reason"] = shown(entry["reason"])  # free text: it may name the customer
+    message["events"] = delivery_events(conn, message_id, reveal=reveal)
+    return message
+
+
+def delivery_events(conn: Connection, message_id: int, *, reveal: bool) -> list[dict[str, Any]]:
+    """The per-recipient SES events of a message, oldest first (no bodies): `show`, `find
+    --json` and the console's message page all call this one function."""
+    shown = masker(reveal)
     history = conn.execute(query("message_events"), {"id": message_id}).fetchall()
-    message["events"] = [
+    return [
         {"at": at, "recipient": shown(r), "type": t, "subtype": st, "detail": shown(d),
          "received_at": rec}
         for at, r, t, st, d, rec in history
     ]  # fmt: skip
-    return message
 
 
 def format_show(m: dict[str, Any]) -> str:
@@ -257,198 +177,31 @@ def format_show(m: dict[str, Any]) -> str:
         lines.append(
             f"  {stamp(e['at'])}  {kind:<28} {e['recipient']}  {e['detail'] or ''}".rstrip()
         )
+    lines += _format_audit(m["audit"])
     return "\n".join(lines)
 
 
+def _format_audit(entries: list[dict[str, Any]] | None) -> list[str]:
+    if entries is None:
+        return ["operator actions: not visible to this role (mailroom_operator reads them)"]
+    if not entries:
+        return ["operator actions: none"]
+    lines = [f"operator actions ({len(entries)}):"]
+    for e in entries:
+        who = e["actor"] + (f" ({e['operator']})" if e["operator"] else "")
+        why = f": {e['reason']}" if e["reason"] else ""
+        lines.append(
+            f"  {stamp(e['at'])}  {e['action']:<10} by {who} via {e['via']}, "
+            f"{e['messages']} message(s){why}"
+        )
+    return lines
+
+
 def cmd_show(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    message = show(conn, args.id, reveal=_reveal(args, cfg))
+    message = show(conn, args.id, reveal=revealed(args, cfg))
     if message is None:
         raise CommandError(f"no message with id {args.id}", 1)
     print(json.dumps(jsonable(message), indent=2) if args.json else format_show(message))
-    return 0
-
-
-# -- dead letters ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Selection:
-    """Which dead letters a ``dead`` command acts on; None means "any"."""
-
-    ids: list[int] | None = None
-    queue: str | None = None
-    template: str | None = None
-    reason: str | None = None
-    since: datetime | None = None
-    before: datetime | None = None
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, cfg: Config) -> Selection:
-        ids = list(args.ids) or None
-        # Ids name messages of any queue; filters default to the configured queue.
-        queue = args.queue if args.queue or ids else cfg.queue_name
-        return cls(ids, queue, args.template, args.reason, args.since, args.before)
-
-    def params(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-_DEAD = ["id", "queue", "template", "to", "attempts", "died_at", "reason", "last_error"]
-
-
-def dead_count(conn: Connection, selection: Selection) -> tuple[int, int, datetime]:
-    """(matching dead letters, of which token emails, the time they were counted)."""
-    row = conn.execute(query("dead_count"), selection.params()).fetchone()
-    assert row is not None  # noqa: S101 -- an aggregate returns one row
-    return int(row[0]), int(row[1]), row[2]
-
-
-def dead_list(
-    conn: Connection, selection: Selection, *, limit: int, reveal: bool = False
-) -> tuple[list[dict[str, Any]], int]:
-    """Matching dead letters, newest first, and how many match in all."""
-    rows = conn.execute(query("dead_list"), {**selection.params(), "limit": limit}).fetchall()
-    shown = masker(reveal)
-    out = [dict(zip(_DEAD, row, strict=True)) for row in rows]
-    for item in out:
-        item.update({k: shown(item[k]) for k in ("to", "reason", "last_error")})
-    return out, dead_count(conn, selection)[0]
-
-
-def cmd_dead_list(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    selection = Selection.from_args(args, cfg)
-    rows, total = dead_list(conn, selection, limit=args.limit, reveal=_reveal(args, cfg))
-    if args.json:
-        print(json.dumps({"total": total, "messages": jsonable(rows)}, indent=2))
-        return 0
-    if not rows:
-        print("no dead letters match")
-        return 0
-    print(f"{'id':>10}  {'died':<20}  {'tries':>5}  {'template':<20}  {'to':<28}  reason")
-    for r in rows:
-        to = r["to"][0] + (f" +{len(r['to']) - 1}" if len(r["to"]) > 1 else "")
-        print(
-            f"{r['id']:>10}  {stamp(r['died_at']):<20}  {r['attempts']:>5}  "
-            f"{r['template']:<20}  {to:<28}  {r['reason']}"
-        )
-    if total > len(rows):
-        print(f"showing {len(rows)} of {total} (newest first; --limit shows more)")
-    return 0
-
-
-def _selected(args: argparse.Namespace, cfg: Config, verb: str) -> Selection:
-    selection = Selection.from_args(args, cfg)
-    chosen = (selection.ids, selection.template, selection.reason, selection.since)
-    if not (args.all or any(v is not None for v in (*chosen, selection.before))):
-        raise CommandError(
-            f"say which dead letters to {verb}: IDs, a filter (--template, --reason, --since, "
-            "--before) or --all"
-        )
-    return selection
-
-
-def _in_batches(
-    conn: Connection, name: str, selection: Selection, *, size: int,
-    progress: Progress | None, each: Callable[[list[Any]], None] | None = None,
-) -> int:  # fmt: skip
-    """Run batch query ``name`` until it finds nothing; returns the rows it touched. Rows go
-    in (updated_at, id) order after a cursor, and only those dead when the run began: each
-    at most once, even if a retried message dies again meanwhile."""
-    snapshot = dead_count(conn, selection)[2]
-    cursor: tuple[datetime, int] = (datetime.min.replace(tzinfo=UTC), 0)
-    done = 0
-    while True:
-        params = {**selection.params(), "snapshot": snapshot, "limit": size}
-        rows = conn.execute(query(name), {**params, "after_at": cursor[0], "after_id": cursor[1]})
-        batch = rows.fetchall()
-        if not batch:
-            return done
-        cursor = max((r[-1], r[0]) for r in batch)
-        done += len(batch)
-        if each:
-            each(batch)
-        if progress:
-            progress.update(done)
-
-
-def retry_refusals(conn: Connection, ids: Sequence[int]) -> list[str]:
-    """Why each of ``ids`` cannot be retried (empty: all are dead letters)."""
-    found = {i: (s, t) for i, s, t in conn.execute(query("message_states"), {"ids": list(ids)})}
-    problems = []
-    for i in ids:
-        state, token = found.get(i, (None, False))
-        if state is None:
-            problems.append(f"message {i} does not exist")
-        elif state != "dead":
-            problems.append(f"message {i} is {state}, not dead: only dead letters are retried")
-        elif token:
-            problems.append(f"message {i} is {NOT_RESENDABLE}")
-    return problems
-
-
-def dead_retry(
-    conn: Connection, selection: Selection, *, channel: str, batch: int = BATCH,
-    progress: Progress | None = None,
-) -> int:  # fmt: skip
-    """Re-arm matching dead letters (pending, attempts 0, due now) batch by batch, waking
-    the daemons of their queues after each batch; returns how many were re-armed."""
-
-    def wake(rows: list[Any]) -> None:
-        for queue in sorted({r[1] for r in rows}):
-            conn.execute(query("wake"), {"channel": channel, "queue": queue})
-
-    return _in_batches(
-        conn, "dead_retry_batch", selection, size=batch, progress=progress, each=wake
-    )
-
-
-def cmd_dead_retry(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    selection = _selected(args, cfg, "retry")
-    problems = retry_refusals(conn, selection.ids) if selection.ids else []
-    if problems:
-        raise CommandError("\n  ".join(["nothing retried:", *problems]), 1)
-    total, tokens, _ = dead_count(conn, selection)
-    if tokens:
-        print(f"skipping {tokens} token email(s): their secrets were discarded when they died")
-    if total == tokens:
-        print("no dead letters to retry")
-        return 0
-    progress = Progress("retried", total - tokens)
-    done = dead_retry(
-        conn, selection, channel=cfg.channel_name, batch=args.batch, progress=progress
-    )
-    progress.close()
-    print(f"retried {done} dead letter(s): pending again, attempts reset, daemons woken")
-    if done < total - tokens:
-        print(f"{total - tokens - done} changed or were busy meanwhile and were left alone")
-    return 0
-
-
-def dead_purge(
-    conn: Connection, selection: Selection, *, batch: int = BATCH,
-    progress: Progress | None = None,
-) -> int:  # fmt: skip
-    """Delete matching dead letters (attempts cascade) batch by batch; returns how many."""
-    return _in_batches(conn, "dead_purge_batch", selection, size=batch, progress=progress)
-
-
-def cmd_dead_purge(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    selection = _selected(args, cfg, "purge")
-    total = dead_count(conn, selection)[0]
-    what = f"{total} dead letter(s) and their attempts"
-    if total == 0 or args.dry_run:
-        print(f"would delete {what}" if total else "no dead letters match")
-        return 0
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise CommandError(f"refusing to delete {what} without --yes (stdin is no terminal)")
-        if input(f"delete {what}? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("nothing deleted")
-            return 1
-    progress = Progress("deleted", total)
-    done = dead_purge(conn, selection, batch=args.batch, progress=progress)
-    progress.close()
-    print(f"deleted {done} dead letter(s)")
     return 0
 
 
@@ -489,7 +242,7 @@ def cmd_send_test(args: argparse.Namespace, cfg: Config, conn: Connection) -> in
     print(f"enqueued message {message_id} (queue {queue})", flush=True)
     if not args.wait:
         return 0
-    shown = masker(_reveal(args, cfg))
+    shown = masker(revealed(args, cfg))
     deadline = time.monotonic() + args.timeout
     last = ("pending", 0)
     while True:

@@ -153,18 +153,25 @@ def _check_ses(args: argparse.Namespace) -> int:
 
 
 def _admin(name: str) -> Any:
-    """A handler running ``admin.<name>`` on a connection to a migrated database."""
+    """A handler running ``admin.<name>`` (or ``<module>.<name>`` of mailroom) on a
+    connection to a migrated database."""
 
     def handler(args: argparse.Namespace) -> int:
-        from mailroom import admin, migrate  # noqa: PLC0415
+        import importlib  # noqa: PLC0415
 
+        from mailroom import migrate  # noqa: PLC0415
+        from mailroom.admin_output import CommandError  # noqa: PLC0415
+
+        module, _, function = name.rpartition(".")
+        command = getattr(importlib.import_module(f"mailroom.{module or 'admin'}"), function)
         cfg = _load()
         with _connect(cfg) as conn:
-            migrate.check_ready(conn, channel=cfg.channel_name)
             try:
-                return int(getattr(admin, name)(args, cfg, conn))
-            except admin.CommandError as exc:
+                migrate.check_ready(conn, channel=cfg.channel_name)
+                return int(command(args, cfg, conn))
+            except CommandError as exc:
                 return _fail(str(exc), exc.code)
+            # a refused privilege reaches main(), which names what the command needs
 
     return handler
 
@@ -214,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--dsn", help="database URL (overrides MAILROOM_DATABASE_URL)")
+    top.add_argument("--version", action="version", version=f"mailroom {_version()}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, handler, summary in (
         ("run", cmd_run, "run the daemon (stops gracefully on SIGTERM/SIGINT)"),
@@ -268,6 +276,15 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _version() -> str:
+    from importlib import metadata  # noqa: PLC0415
+
+    try:
+        return metadata.version("mailroom")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _command(
     sub: Any, name: str, summary: str, *, description: str, examples: str, parents: list[Any]
 ) -> argparse.ArgumentParser:
@@ -295,8 +312,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _message_id(text: str) -> int:
+    from mailroom.cli_ops import message_id  # noqa: PLC0415
+
+    return message_id(text)
+
+
 def _when(text: str) -> Any:
-    from mailroom.admin import when  # noqa: PLC0415 -- imported when a command needs it
+    from mailroom.admin_output import when  # noqa: PLC0415 -- imported when a command needs it
 
     return when(text)
 
@@ -328,7 +351,11 @@ def _operator_commands(sub: Any) -> None:
         "  mailroom --dsn postgresql://ops@db/app status --queue bulk\n",
         parents=[database, revealing, as_json],
     )  # fmt: skip
-    status.set_defaults(handler=_admin("cmd_status"))
+    status.add_argument(
+        "--watch", nargs="?", const=2.0, type=float, metavar="SECONDS",
+        help="refresh every SECONDS (2) in place on a terminal; plain reports when piped",
+    )  # fmt: skip
+    status.set_defaults(handler=_admin("admin_stats.cmd_status"))
 
     show = _command(
         sub, "show", "one message with its attempts (times, outcomes, errors, SES ids)",
@@ -338,7 +365,7 @@ def _operator_commands(sub: Any) -> None:
         examples="  mailroom show 42\n  mailroom show 42 --reveal\n  mailroom show 42 --json\n",
         parents=[database, revealing, as_json],
     )  # fmt: skip
-    show.add_argument("id", type=int, help="message id (mailroom.outbox.id)")
+    show.add_argument("id", type=_message_id, help="message id (mailroom.outbox.id)")
     show.set_defaults(handler=_admin("cmd_show"))
 
     dead = sub.add_parser(
@@ -352,7 +379,7 @@ def _operator_commands(sub: Any) -> None:
     )  # fmt: skip
     dead_sub = dead.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
     selecting = argparse.ArgumentParser(add_help=False, parents=[database])
-    selecting.add_argument("ids", nargs="*", type=int, metavar="ID", help="message ids")
+    selecting.add_argument("ids", nargs="*", type=_message_id, metavar="ID", help="message ids")
     selecting.add_argument("--template", help="template name (or simple / raw)")
     selecting.add_argument("--reason", help="text in the last error, e.g. MESSAGE_REJECTED")
     selecting.add_argument("--since", type=_when, help="died at or after: 30m, 12h, 7d, ISO time")
@@ -362,6 +389,7 @@ def _operator_commands(sub: Any) -> None:
     bulk.add_argument(
         "--batch", type=_positive, default=DEAD_BATCH, help=f"rows per statement ({DEAD_BATCH})"
     )
+    bulk.add_argument("--note", metavar="TEXT", help="why, for the audit trail")
 
     listing = _command(
         dead_sub, "list", "dead letters, newest first, with their reasons",
@@ -373,7 +401,7 @@ def _operator_commands(sub: Any) -> None:
         parents=[selecting, revealing, as_json],
     )  # fmt: skip
     listing.add_argument("--limit", type=_positive, default=50, help="rows shown (50)")
-    listing.set_defaults(handler=_admin("cmd_dead_list"))
+    listing.set_defaults(handler=_admin("admin_dead.cmd_dead_list"))
 
     retry = _command(
         dead_sub, "retry", "send dead letters again: pending, attempts reset, daemons woken",
@@ -384,10 +412,13 @@ def _operator_commands(sub: Any) -> None:
         "nothing is done (exit 1); token emails are never retried: their secret is gone.",
         examples="  mailroom dead retry 42 43\n"
         "  mailroom dead retry --reason TooManyRequests --since 6h\n"
-        "  mailroom dead retry --template activationv1 --all\n",
+        "  mailroom dead retry --template activationv1 --all\n"
+        "  mailroom dead retry --all --dry-run\n",
         parents=[bulk],
     )  # fmt: skip
-    retry.set_defaults(handler=_admin("cmd_dead_retry"))
+    retry.add_argument("--dry-run", action="store_true", help="count only, retry nothing")
+    retry.add_argument("--yes", action="store_true", help="--all without confirmation")
+    retry.set_defaults(handler=_admin("admin_dead.cmd_dead_retry"))
 
     purge = _command(
         dead_sub, "purge", "delete dead letters (and their attempts)",
@@ -400,7 +431,7 @@ def _operator_commands(sub: Any) -> None:
     )  # fmt: skip
     purge.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    purge.set_defaults(handler=_admin("cmd_dead_purge"))
+    purge.set_defaults(handler=_admin("admin_dead.cmd_dead_purge"))
 
     send_test = _command(
         sub, "send-test", "enqueue one test message; --wait follows it to its outcome",
@@ -421,33 +452,11 @@ def _operator_commands(sub: Any) -> None:
     send_test.add_argument("--timeout", type=float, default=60.0, help="--wait limit, s (60)")
     send_test.set_defaults(handler=_admin("cmd_send_test"))
 
-    from mailroom import suppressions  # noqa: PLC0415 -- light; keeps `mailroom run` lean
+    from mailroom import cli_ops, suppressions  # noqa: PLC0415 -- light; `run` stays lean
 
+    cli_ops.add_commands(sub, _admin, database=database, revealing=revealing, as_json=as_json)
     parents = {"database": database, "revealing": revealing, "as_json": as_json, "when": _when}
-    suppressions.add_commands(sub, parents, _admin_in("suppressions"))
-
-
-def _admin_in(module: str) -> Any:
-    """Like _admin, for the commands of another module (mailroom.<module>.<name>)."""
-
-    def handler_for(name: str) -> Any:
-        def handler(args: argparse.Namespace) -> int:
-            import importlib  # noqa: PLC0415
-
-            from mailroom import admin, migrate  # noqa: PLC0415
-
-            cfg = _load()
-            with _connect(cfg) as conn:
-                migrate.check_ready(conn, channel=cfg.channel_name)
-                try:
-                    command = getattr(importlib.import_module(f"mailroom.{module}"), name)
-                    return int(command(args, cfg, conn))
-                except admin.CommandError as exc:
-                    return _fail(str(exc), exc.code)
-
-        return handler
-
-    return handler_for
+    suppressions.add_commands(sub, parents, lambda name: _admin(f"suppressions.{name}"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 DB_RETRY_MAX = 5.0  # seconds: longest pause between attempts to reach the database
 GAUGE_INTERVAL = 15.0  # seconds between refreshes of the outbox gauges (also a DB probe)
+DEBUG_REMINDER = 300.0  # seconds between the debug-mode warnings
 
 
 def make_transport(config: Config) -> Transport:
@@ -121,8 +122,29 @@ class Daemon:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def announce(self) -> None:
+        """One line saying what this daemon is and does; in debug mode a warning too (and
+        again every DEBUG_REMINDER seconds), and the mode in the mailroom_info metric."""
+        c = self.config
+        mode = "debug" if c.debug else "ses"
+        transport = (
+            f"debug: writes to {c.ses_output_path}, SENDS NOTHING"
+            if c.debug
+            else f"ses: {getattr(self.sender.transport, 'url', 'SES v2')}"
+        )
+        metrics.INFO.labels(mode, metrics.version()).set(1)
+        log.info(
+            "started", version=metrics.version(), queue=c.queue_name, worker=c.worker_name,
+            transport=transport, batch_limit=c.batch_limit, batch_timeout=c.batch_timeout,
+            concurrency=c.ses_concurrency, send_rate=c.send_rate or "unlimited",
+            lease=c.lease, retention=c.retention_enabled,
+        )  # fmt: skip
+        if c.debug:
+            log.warning("debug_mode", detail="MAILROOM_DEBUG is on: no email is sent to SES")
+
     async def run(self) -> None:
         """Serve until stop() (or SIGTERM/SIGINT when run by serve())."""
+        self.announce()
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             self.config.database_url,
             min_size=1,
@@ -225,6 +247,7 @@ class Daemon:
             await anyio.sleep(min(1.0, watchdog or 1.0))
 
     async def _refresh_gauges(self, outbox: Outbox) -> None:
+        reminded = anyio.current_time()
         while True:
             result = await self._db(outbox.gauges)
             if result is not None:
@@ -232,6 +255,9 @@ class Daemon:
                 for status, count in counts.items():
                     metrics.OUTBOX_MESSAGES.labels(status).set(count)
                 metrics.OLDEST_DUE_AGE.set(oldest)
+            if self.config.debug and anyio.current_time() - reminded >= DEBUG_REMINDER:
+                reminded = anyio.current_time()
+                log.warning("debug_mode", detail="MAILROOM_DEBUG is on: no email is sent to SES")
             await anyio.sleep(GAUGE_INTERVAL)
 
     # -- the worker loop ---------------------------------------------------------------

@@ -186,3 +186,26 @@ REPUTATION_RECIPIENTS = Gauge(
 )  # fmt: skip
 for _reason in ("not_json", "no_event", "unknown_type", "missing_field", "bad_field"):
     EVENTS_MALFORMED.labels(_reason)  # exported at 0: an alert must see the series exist
+# Which mode a daemon runs in, for dashboards and the MailroomDebugMode alert: a daemon left
+# in debug mode (MAILROOM_DEBUG: sends nothing) must not look healthy. Set by Daemon.run.
+INFO = Gauge(
+    "mailroom_info", "1, labelled with the daemon's mode (ses | debug) and version.",
+    ["mode", "version"], registry=REGISTRY,
+)  # fmt: skip
+
+
+def created_series(environ: dict[str, str] | None = None) -> None:
+    """No ``*_created`` series (one per counter, histogram and label set: noise on every
+    scrape) unless MAILROOM_METRICS_CREATED_SERIES=true asks for them."""
+    import os  # noqa: PLC0415
+
+    import prometheus_client  # noqa: PLC0415
+
+    env = os.environ if environ is None else environ
+    if env.get("MAILROOM_METRICS_CREATED_SERIES", "").lower() == "true":
+        prometheus_client.enable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
+    else:
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
+
+
+created_series()

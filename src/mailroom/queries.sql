@@ -395,16 +395,27 @@ WITH batch AS MATERIALIZED (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-UPDATE mailroom.outbox AS m
-SET status = 'pending',
-    attempts = 0,
-    next_attempt_at = now(),
-    locked_by = NULL,
-    locked_until = NULL,
-    updated_at = now()
-FROM batch
-WHERE m.id = batch.id AND m.status = 'dead'
-RETURNING m.id, m.queue, batch.updated_at
+-- Each batch appends its audit row (migration 0010) in the same statement.
+, retried AS (
+    UPDATE mailroom.outbox AS m
+    SET status = 'pending',
+        attempts = 0,
+        next_attempt_at = now(),
+        locked_by = NULL,
+        locked_until = NULL,
+        updated_at = now()
+    FROM batch
+    WHERE m.id = batch.id AND m.status = 'dead'
+    RETURNING m.id, m.queue, batch.updated_at
+),
+audited AS (
+    INSERT INTO mailroom.audit (action_id, operator, via, action, message_ids, reason, selection)
+    SELECT %(action_id)s::uuid, %(operator)s::text, %(via)s::text, 'dead_retry', array_agg(id ORDER BY id),
+           %(audit_reason)s::text, %(selection)s::jsonb
+    FROM retried
+    HAVING count(*) > 0
+)
+SELECT id, queue, updated_at FROM retried
 
 -- name: dead_purge_batch
 -- Delete one batch of matching dead letters (their attempts cascade), in (updated_at, id)
@@ -421,10 +432,21 @@ WITH batch AS MATERIALIZED (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-DELETE FROM mailroom.outbox AS m
-USING batch
-WHERE m.id = batch.id AND m.status = 'dead'
-RETURNING m.id, batch.updated_at
+-- Each batch appends its audit row (migration 0010) in the same statement.
+, purged AS (
+    DELETE FROM mailroom.outbox AS m
+    USING batch
+    WHERE m.id = batch.id AND m.status = 'dead'
+    RETURNING m.id, batch.updated_at
+),
+audited AS (
+    INSERT INTO mailroom.audit (action_id, operator, via, action, message_ids, reason, selection)
+    SELECT %(action_id)s::uuid, %(operator)s::text, %(via)s::text, 'dead_purge', array_agg(id ORDER BY id),
+           %(audit_reason)s::text, %(selection)s::jsonb
+    FROM purged
+    HAVING count(*) > 0
+)
+SELECT id, updated_at FROM purged
 
 -- name: prune_sent
 -- Retention: delete one batch of messages sent longer ago than keep_seconds, oldest first
@@ -708,3 +730,194 @@ DELETE FROM mailroom.suppressions
 WHERE address = ANY (ARRAY(SELECT mailroom.normalize_address(a)
                            FROM unnest(%(addresses)s::text[]) AS a))
 RETURNING address, reason
+-- ---- operator console: find, act, audit, queues, stats (migration 0010) ----
+-- admin_find.py, admin_dead.py, admin_stats.py and the web console (mailroom.web) run
+-- these; the console has no SQL of its own. Every action inserts its mailroom.audit row
+-- in the same statement as its change: a role that may not write the trail changes
+-- nothing (PostgreSQL checks every table's privileges before the statement runs).
+
+-- name: operator_privilege
+SELECT current_user::text, has_table_privilege(%(table)s::text, %(privilege)s::text)
+
+-- name: find_messages
+-- Newest first (by id), a page after the cursor (ids below it). Every filter is optional
+-- (NULL: any). The recipient matches any of to / cc / bcc exactly, case-insensitively.
+-- "scheduled" is a pending message not yet due.
+SELECT o.id, o.queue, o.status,
+       coalesce(o.template, CASE WHEN o.raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
+       o.to_addresses, o.attempts, o.created_at, o.next_attempt_at, o.sent_at,
+       o.provider_message_id,
+       left(substring(o.last_error FROM '^(gave up after [0-9]+ attempts: [^:]*|[^:]*)'), 200)
+FROM mailroom.outbox AS o
+WHERE (%(recipient)s::text IS NULL
+       OR lower(%(recipient)s::text) IN (
+           SELECT lower(a) FROM unnest(o.to_addresses || o.cc_addresses || o.bcc_addresses) AS a))
+  AND (%(idempotency_key)s::text IS NULL OR o.idempotency_key = %(idempotency_key)s::text)
+  AND (%(ses_id)s::text IS NULL OR o.provider_message_id = %(ses_id)s::text)
+  AND (%(statuses)s::text[] IS NULL OR o.status = ANY (%(statuses)s::text[])
+       OR ('scheduled' = ANY (%(statuses)s::text[])
+           AND o.status = 'pending' AND o.next_attempt_at > now()))
+  AND (%(template)s::text IS NULL OR coalesce(o.template,
+       CASE WHEN o.raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END) = %(template)s::text)
+  AND (%(queue)s::text IS NULL OR o.queue = %(queue)s::text)
+  AND (%(since)s::timestamptz IS NULL OR o.created_at >= %(since)s::timestamptz)
+  AND (%(before)s::timestamptz IS NULL OR o.created_at < %(before)s::timestamptz)
+  AND (%(cursor)s::bigint IS NULL OR o.id < %(cursor)s::bigint)
+ORDER BY o.id DESC
+LIMIT %(limit)s
+
+-- name: act_states
+-- For `cancel` and `send-now ID...`: what each id is; whether it is a token email, and
+-- whether it still holds the raw secret its token is signed from.
+SELECT id, status, coalesce(starts_with(idempotency_key, 'mailroom-token:'), false),
+       coalesce(template_data ? '$sign', false), next_attempt_at <= now()
+FROM mailroom.outbox
+WHERE id = ANY (%(ids)s::bigint[])
+
+-- name: cancel
+-- Pending (scheduled included) and retrying messages end "cancelled", with the operator's
+-- reason as their last error; a token's raw secret goes as for any final state. Rows a
+-- daemon is sending are not touched (they are "sending", and locked while claimed).
+WITH cancelled AS (
+    UPDATE mailroom.outbox AS m
+    SET status = 'cancelled',
+        last_error = left('cancelled by operator: ' || coalesce(%(audit_reason)s::text, ''), 1000),
+        template_data = m.template_data - '$sign',
+        updated_at = now()
+    WHERE m.id = ANY (%(ids)s::bigint[]) AND m.status IN ('pending', 'retrying')
+    RETURNING m.id
+),
+audited AS (
+    INSERT INTO mailroom.audit (action_id, operator, via, action, message_ids, reason, selection)
+    SELECT %(action_id)s::uuid, %(operator)s::text, %(via)s::text, 'cancel', array_agg(id ORDER BY id),
+           %(audit_reason)s::text, %(selection)s::jsonb
+    FROM cancelled
+    HAVING count(*) > 0
+)
+SELECT id FROM cancelled ORDER BY id
+
+-- name: send_now
+-- Waiting messages (a backoff or a schedule) become due at once; token emails without
+-- their secret stay (they could not be signed). Returns each row's queue to wake it.
+WITH expedited AS (
+    UPDATE mailroom.outbox AS m
+    SET next_attempt_at = now(), updated_at = now()
+    WHERE m.id = ANY (%(ids)s::bigint[]) AND m.status IN ('pending', 'retrying')
+      AND m.next_attempt_at > now()
+      AND NOT (coalesce(starts_with(m.idempotency_key, 'mailroom-token:'), false)
+               AND NOT coalesce(m.template_data ? '$sign', false))
+    RETURNING m.id, m.queue
+),
+audited AS (
+    INSERT INTO mailroom.audit (action_id, operator, via, action, message_ids, reason, selection)
+    SELECT %(action_id)s::uuid, %(operator)s::text, %(via)s::text, 'send_now', array_agg(id ORDER BY id),
+           %(audit_reason)s::text, %(selection)s::jsonb
+    FROM expedited
+    HAVING count(*) > 0
+)
+SELECT id, queue FROM expedited ORDER BY id
+
+-- name: audit_of_message
+SELECT at, actor, operator, via, action, messages, reason
+FROM mailroom.audit
+WHERE message_ids @> ARRAY[%(id)s::bigint]
+ORDER BY at, id
+
+-- name: audit_recent
+-- One line per operator command: its batches summed.
+SELECT min(at), min(actor), min(operator), min(via), min(action), sum(messages)::int,
+       min(reason)
+FROM mailroom.audit
+GROUP BY action_id
+ORDER BY min(at) DESC
+LIMIT %(limit)s
+
+-- name: prune_cancelled
+-- Retention: delete one batch of messages cancelled longer ago than keep_seconds, oldest
+-- first (outbox_cancelled index); their attempts cascade. The audit trail keeps the ids.
+WITH doomed AS MATERIALIZED (
+    SELECT id
+    FROM mailroom.outbox
+    WHERE queue = %(queue)s AND status = 'cancelled'
+      AND updated_at < now() - make_interval(secs => %(keep_seconds)s)
+    ORDER BY updated_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+deleted AS (
+    DELETE FROM mailroom.outbox AS m
+    USING doomed
+    WHERE m.id = doomed.id AND m.status = 'cancelled'
+    RETURNING 1
+)
+SELECT count(*) FROM deleted
+
+-- name: queues_overview
+-- Every queue with live work or history: depth by status, due now, the oldest due, and
+-- sends in the last hour. A scan of the outbox: for operators, not for the hot path.
+SELECT queue,
+       count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= now()),
+       count(*) FILTER (WHERE status = 'pending' AND next_attempt_at > now()),
+       count(*) FILTER (WHERE status = 'retrying'),
+       count(*) FILTER (WHERE status = 'sending'),
+       count(*) FILTER (WHERE status = 'sent'),
+       count(*) FILTER (WHERE status = 'dead'),
+       count(*) FILTER (WHERE status = 'cancelled'),
+       coalesce(extract(epoch FROM now() - min(next_attempt_at) FILTER (
+           WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now())), 0)::float8,
+       count(*) FILTER (WHERE status = 'sent' AND sent_at > now() - interval '1 hour'),
+       count(*) FILTER (WHERE status = 'dead' AND updated_at > now() - interval '1 hour')
+FROM mailroom.outbox
+GROUP BY queue
+ORDER BY queue
+
+-- name: throughput
+-- Tries per minute over the last %(minutes)s minutes, by outcome (sent, retry, dead), from
+-- the attempts log (attempts_at BRIN index). Minutes without tries are absent.
+SELECT date_trunc('minute', a.at) AS minute,
+       count(*) FILTER (WHERE a.outcome = 'sent'),
+       count(*) FILTER (WHERE a.outcome = 'retry'),
+       count(*) FILTER (WHERE a.outcome = 'dead')
+FROM mailroom.attempts AS a
+WHERE a.at > date_trunc('minute', now()) - make_interval(mins => %(minutes)s)
+  AND (%(queue)s::text IS NULL
+       OR EXISTS (SELECT FROM mailroom.outbox AS o
+                  WHERE o.id = a.message_id AND o.queue = %(queue)s::text))
+GROUP BY 1
+ORDER BY 1
+
+-- name: stats_by_template
+-- Outcomes of the tries in [since, until), per template.
+SELECT coalesce(o.template, CASE WHEN o.raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
+       count(*) FILTER (WHERE a.outcome = 'sent'),
+       count(*) FILTER (WHERE a.outcome = 'retry'),
+       count(*) FILTER (WHERE a.outcome = 'dead')
+FROM mailroom.attempts AS a
+JOIN mailroom.outbox AS o ON o.id = a.message_id
+WHERE a.at >= %(since)s::timestamptz AND a.at < %(until)s::timestamptz
+  AND (%(queue)s::text IS NULL OR o.queue = %(queue)s::text)
+GROUP BY 1
+ORDER BY 2 DESC, 1
+
+-- name: stats_by_reason
+-- Failed tries in [since, until) by outcome (retry, dead) and reason: the error's head.
+SELECT a.outcome,
+       coalesce(left(substring(a.error FROM
+           '^(gave up after [0-9]+ attempts: [^:]*|[^:]*)'), 200), '(none)'),
+       count(*)
+FROM mailroom.attempts AS a
+JOIN mailroom.outbox AS o ON o.id = a.message_id
+WHERE a.at >= %(since)s::timestamptz AND a.at < %(until)s::timestamptz
+  AND a.outcome IN ('retry', 'dead')
+  AND (%(queue)s::text IS NULL OR o.queue = %(queue)s::text)
+GROUP BY 1, 2
+ORDER BY 3 DESC, 1, 2
+LIMIT %(limit)s
+
+-- name: recent_pauses
+-- Account-level stops (SES paused or suspended the account, daily quota): tries recorded
+-- as "paused" in the last %(minutes)s minutes, the latest first.
+SELECT count(*), max(at),
+       (array_agg(left(substring(error FROM '^[^:]*'), 200) ORDER BY at DESC))[1]
+FROM mailroom.attempts
+WHERE outcome = 'paused' AND at > now() - make_interval(mins => %(minutes)s)

@@ -30,7 +30,12 @@ def periods(config: Config) -> dict[str, float]:
     """Status -> seconds to keep, for the statuses that are pruned at all."""
     if not config.retention_enabled:
         return {}
-    keep = {"sent": config.retention_sent, "dead": config.retention_dead}
+    # Cancelled messages are final like dead ones, and kept as long.
+    keep = {
+        "sent": config.retention_sent,
+        "dead": config.retention_dead,
+        "cancelled": config.retention_dead,
+    }
     return {status: seconds for status, seconds in keep.items() if seconds > 0}
 
 

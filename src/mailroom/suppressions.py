@@ -15,12 +15,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from mailroom.admin import CommandError, Connection, Progress, jsonable, masker, stamp
+import psycopg
+
+from mailroom.admin_output import CommandError, Progress, jsonable, masker, stamp
 from mailroom.config import Config
 from mailroom.outbox import query
 from mailroom.suppression import normalize_address
 
 _LIST = ["address", "reason", "detail", "created_at", "created_by"]
+
+Connection = psycopg.Connection[Any]
 
 
 def cmd_list(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:

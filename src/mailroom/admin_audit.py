@@ -1,0 +1,94 @@
+"""The operators' audit trail (mailroom.audit, migration 0010) and the privilege check
+that every operator command makes first.
+
+Actions write their audit rows in the same statement as their change (see the
+``*_batch`` and ``cancel`` / ``send_now`` queries): this module only says who is acting
+and reads the trail back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import json
+import uuid
+from typing import Any
+
+import psycopg
+
+from mailroom.admin_output import CommandError
+from mailroom.outbox import query
+
+Connection = psycopg.Connection[Any]
+
+# What each kind of command needs; mailroom_operator has all of it (grants_0008/0010).
+READS = (("mailroom.audit", "SELECT"), ("mailroom.outbox", "SELECT"))
+ACTS = (*READS, ("mailroom.audit", "INSERT"), ("mailroom.outbox", "UPDATE"))
+PURGES = (*READS, ("mailroom.audit", "INSERT"), ("mailroom.outbox", "DELETE"))
+
+
+def require(conn: Connection, command: str, needs: tuple[tuple[str, str], ...] = READS) -> None:
+    """Refuse (exit 3) before doing anything when the connected role lacks a privilege the
+    command needs, naming it. The database enforces the same on every statement; this
+    is the operator-friendly early answer."""
+    for table, privilege in needs:
+        row = conn.execute(
+            query("operator_privilege"), {"table": table, "privilege": privilege}
+        ).fetchone()
+        assert row is not None  # noqa: S101 -- a SELECT of scalars returns one row
+        role, allowed = row
+        if not allowed:
+            raise CommandError(
+                f"`mailroom {command}` needs {privilege} on {table}, which role {role} "
+                "lacks: connect as a member of mailroom_operator",
+                3,
+            )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Actor:
+    """Who is acting and how, for the audit rows of one command; ``action_id`` ties the
+    rows of its batches together."""
+
+    operator: str
+    via: str = "cli"
+    reason: str | None = None
+    action_id: uuid.UUID = dataclasses.field(default_factory=uuid.uuid4)
+
+    @classmethod
+    def from_cli(cls, reason: str | None = None) -> Actor:
+        try:
+            name = getpass.getuser()  # $LOGNAME, $USER, ... then the password database
+        except (OSError, KeyError):
+            name = "unknown"
+        return cls(operator=name, via="cli", reason=reason)
+
+    def params(self, selection: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "action_id": self.action_id,
+            "operator": self.operator,
+            "via": self.via,
+            "audit_reason": self.reason,
+            "selection": None if selection is None else json.dumps(selection, default=str),
+        }
+
+
+_AUDIT = ["at", "actor", "operator", "via", "action", "messages", "reason"]
+
+
+def audit_of(conn: Connection, message_id: int) -> list[dict[str, Any]] | None:
+    """The audit entries naming a message, oldest first (None: this role may not read
+    the trail)."""
+    row = conn.execute(
+        query("operator_privilege"), {"table": "mailroom.audit", "privilege": "SELECT"}
+    ).fetchone()
+    if row is None or not row[1]:
+        return None
+    rows = conn.execute(query("audit_of_message"), {"id": message_id}).fetchall()
+    return [dict(zip(_AUDIT, r, strict=True)) for r in rows]
+
+
+def recent(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest operator actions (one line per command, batches summed), newest first."""
+    rows = conn.execute(query("audit_recent"), {"limit": limit}).fetchall()
+    return [dict(zip(_AUDIT, r, strict=True)) for r in rows]

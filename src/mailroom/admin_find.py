@@ -1,0 +1,211 @@
+"""``mailroom find``, ``cancel`` and ``send-now``: any message, whatever its state.
+
+Cancel and send-now write their audit row in the same statement as the change (queries
+``cancel`` and ``send_now``). Both are all-or-nothing for the ids given: when one of them
+cannot be acted on, nothing is changed and every refusal is listed (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from mailroom import admin_audit
+from mailroom.admin_audit import Actor
+from mailroom.admin_output import CommandError, jsonable, masker, recipients, revealed, stamp, table
+from mailroom.config import Config
+from mailroom.outbox import query
+
+Connection = psycopg.Connection[Any]
+
+STATUSES = ("pending", "scheduled", "retrying", "sending", "sent", "dead", "cancelled")
+CANCELLABLE = ("pending", "retrying")  # scheduled messages are pending ones not yet due
+REASON_MAX = 500
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Filter:
+    """What ``find`` (and the console's search) looks for; None means "any"."""
+
+    recipient: str | None = None
+    idempotency_key: str | None = None
+    ses_id: str | None = None
+    statuses: list[str] | None = None
+    template: str | None = None
+    queue: str | None = None
+    since: datetime | None = None
+    before: datetime | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.statuses or ()) - set(STATUSES))
+        if unknown:
+            raise CommandError(f"unknown status {', '.join(unknown)}: use {', '.join(STATUSES)}")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Filter:
+        given = ",".join(args.status or [])
+        statuses = [part.strip().lower() for part in given.split(",")]
+        return cls(
+            recipient=args.to, idempotency_key=args.key, ses_id=args.ses_id,
+            statuses=[s for s in statuses if s] or None, template=args.template,
+            queue=args.queue, since=args.since, before=args.before,
+        )  # fmt: skip
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FOUND = [
+    "id", "queue", "status", "template", "to", "attempts", "created_at", "next_attempt_at",
+    "sent_at", "ses_id", "reason",
+]  # fmt: skip
+
+
+def find(
+    conn: Connection, wanted: Filter, *, limit: int = 50, cursor: int | None = None,
+    reveal: bool = False,
+) -> tuple[list[dict[str, Any]], int | None]:  # fmt: skip
+    """A page of matching messages, newest first, and the cursor of the next page (None:
+    this was the last)."""
+    params = {**wanted.params(), "limit": limit + 1, "cursor": cursor}
+    rows = conn.execute(query("find_messages"), params).fetchall()
+    shown = masker(reveal)
+    now = datetime.now(UTC)
+    found = [dict(zip(_FOUND, row, strict=True)) for row in rows[:limit]]
+    for item in found:
+        item["to"] = shown(item["to"])
+        item["reason"] = shown(item["reason"])
+        item["scheduled"] = item["status"] == "pending" and item["next_attempt_at"] > now
+    more = found[-1]["id"] if len(rows) > limit else None
+    return found, more
+
+
+def cmd_find(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
+    admin_audit.require(conn, "find")
+    rows, more = find(
+        conn, Filter.from_args(args), limit=args.limit, cursor=args.cursor,
+        reveal=revealed(args, cfg),
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps({"messages": jsonable(rows), "next_cursor": more}, indent=2))
+        return 0
+    if not rows:
+        print("no messages match")
+        return 0
+    print(
+        table(
+            ["id", "created", "status", "tries", "queue", "template", "to", "SES id / reason"],
+            [
+                (
+                    r["id"],
+                    stamp(r["created_at"]),
+                    r["status"],
+                    r["attempts"],
+                    r["queue"],
+                    r["template"],
+                    recipients(r["to"]),
+                    r["ses_id"] or r["reason"],
+                )
+                for r in rows
+            ],
+            right="id tries",
+        )
+    )
+    if more is not None:
+        print(f"more match: add --cursor {more} for the next page (newest first)")
+    return 0
+
+
+# -- acting on messages ---------------------------------------------------------------------
+
+
+def refusals(conn: Connection, ids: Sequence[int], action: str) -> list[str]:
+    """Why each of ``ids`` cannot be cancelled / sent now (empty: all can)."""
+    rows = conn.execute(query("act_states"), {"ids": list(ids)}).fetchall()
+    found = {i: (s, token, secret, due) for i, s, token, secret, due in rows}
+    problems = []
+    for i in ids:
+        if i not in found:
+            problems.append(f"message {i} does not exist")
+            continue
+        state, token, secret, due = found[i]
+        if state not in CANCELLABLE:
+            hint = {
+                "sending": "a daemon is sending it now",
+                "dead": "use `mailroom dead retry` for dead letters"
+                if action == "send-now" else "it is already final",
+            }.get(state, "it is already final")  # fmt: skip
+            problems.append(f"message {i} is {state}: {hint}")
+        elif action == "send-now" and due:
+            problems.append(f"message {i} is already due: a daemon takes it next")
+        elif action == "send-now" and token and not secret:
+            problems.append(f"message {i} is a token email whose secret is gone: it cannot be "
+                            "signed again (the user must ask again)")  # fmt: skip
+    return problems
+
+
+def cancel(conn: Connection, ids: Sequence[int], actor: Actor) -> list[int]:
+    """Cancel the cancellable ones of ``ids``; returns those cancelled."""
+    rows = conn.execute(query("cancel"), {"ids": list(ids), **actor.params()}).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def send_now(conn: Connection, ids: Sequence[int], actor: Actor, *, channel: str) -> list[int]:
+    """Make the waiting ones of ``ids`` due now and wake their daemons; returns them."""
+    rows = conn.execute(query("send_now"), {"ids": list(ids), **actor.params()}).fetchall()
+    for queue in sorted({r[1] for r in rows}):
+        conn.execute(query("wake"), {"channel": channel, "queue": queue})
+    return [int(r[0]) for r in rows]
+
+
+def _reason(text: str | None, *, required: bool) -> str | None:
+    reason = (text or "").strip()
+    if required and not reason:
+        raise CommandError("say why with --reason (it is kept on the message and in the audit)")
+    if len(reason) > REASON_MAX:
+        raise CommandError(f"--reason is {len(reason)} characters: at most {REASON_MAX}")
+    return reason or None
+
+
+def cmd_cancel(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
+    admin_audit.require(conn, "cancel", admin_audit.ACTS)
+    reason = _reason(args.reason, required=True)
+    ids = list(dict.fromkeys(args.ids))
+    problems = refusals(conn, ids, "cancel")
+    if problems:
+        raise CommandError("\n  ".join(["nothing cancelled:", *problems]), 1)
+    if args.dry_run:
+        print(f"would cancel {len(ids)} message(s)")
+        return 0
+    done = cancel(conn, ids, Actor.from_cli(reason))
+    print(f"cancelled {len(done)} message(s): {', '.join(map(str, done))}")
+    if len(done) < len(ids):
+        left = sorted(set(ids) - set(done))
+        print(f"{len(left)} changed meanwhile (a daemon took them) and were left alone: "
+              f"{', '.join(map(str, left))}")  # fmt: skip
+        return 1
+    return 0
+
+
+def cmd_send_now(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
+    admin_audit.require(conn, "send-now", admin_audit.ACTS)
+    reason = _reason(args.reason, required=False)
+    ids = list(dict.fromkeys(args.ids))
+    problems = refusals(conn, ids, "send-now")
+    if problems:
+        raise CommandError("\n  ".join(["nothing changed:", *problems]), 1)
+    if args.dry_run:
+        print(f"would make {len(ids)} message(s) due now")
+        return 0
+    done = send_now(conn, ids, Actor.from_cli(reason), channel=cfg.channel_name)
+    print(f"due now, daemons woken: {', '.join(map(str, done))}")
+    if len(done) < len(ids):
+        print(f"{len(ids) - len(done)} changed meanwhile and were left alone")
+        return 1
+    return 0

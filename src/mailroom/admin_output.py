@@ -1,0 +1,133 @@
+"""What the operator commands share: their error, argument parsing in the operator's words,
+and output (ages, times, JSON, masked addresses, tables sized to their data, progress,
+confirmation). No database access here."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+from mailroom.config import Config
+from mailroom.logs import mask
+
+
+class CommandError(Exception):
+    """Print ``mailroom: <message>`` and exit with ``code`` (2: usage, 1: "no", 3: refused)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_AGE = re.compile(r"^(\d+)(s|m|h|d|w)$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def when(text: str) -> datetime:
+    """``--since`` / ``--before``: an age (``90s``, ``30m``, ``12h``, ``7d``, ``2w``: that long
+    ago) or an ISO 8601 time (local time unless it names a zone)."""
+    relative = _AGE.match(text.strip().lower())
+    if relative:
+        return datetime.now(UTC) - timedelta(seconds=int(relative[1]) * _SECONDS[relative[2]])
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an age (30m, 12h, 7d) nor an ISO time (2024-05-01T03:00)"
+        ) from None
+    return value if value.tzinfo else value.astimezone()
+
+
+def age(seconds: float) -> str:
+    """``4m 12s``-style duration."""
+    s = int(abs(seconds))
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+        if s >= size:
+            return f"{s // size}{unit} {s % size // sub_size}{sub}"
+    return f"{s // 60}m {s % 60}s" if s >= 60 else f"{s}s"
+
+
+def stamp(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def jsonable(value: Any) -> Any:
+    """Datetimes as ISO 8601 UTC strings, recursively."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def masker(reveal: bool) -> Callable[[Any], Any]:
+    """Masks addresses in a string or a list of strings (None passes)."""
+
+    def shown(value: Any) -> Any:
+        if reveal or value is None:
+            return value
+        return [mask(v) for v in value] if isinstance(value, list) else mask(value)
+
+    return shown
+
+
+def revealed(args: argparse.Namespace, cfg: Config) -> bool:
+    return bool(getattr(args, "reveal", False)) or cfg.reveal_addresses
+
+
+def recipients(addresses: Sequence[str]) -> str:
+    """The first address and how many more: ``a***@example.com +2``."""
+    if not addresses:
+        return "-"
+    return addresses[0] + (f" +{len(addresses) - 1}" if len(addresses) > 1 else "")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, right: str = "") -> str:
+    """Columns as wide as their widest cell; columns named in ``right`` (space separated)
+    are right-aligned (numbers). The last column is not padded."""
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    aligned = set(right.split())
+
+    def line(values: Sequence[str]) -> str:
+        out = [
+            v.rjust(w) if h in aligned else v.ljust(w)
+            for v, w, h in zip(values, widths, headers, strict=True)
+        ]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(list(headers)), *(line(r) for r in cells)])
+
+
+def confirm(question: str, *, yes: bool, what: str) -> bool:
+    """True to go ahead: ``--yes``, or "y" at the prompt on a terminal. Without a terminal
+    and without --yes this is a usage error (a script must say it on purpose)."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise CommandError(f"refusing to {what} without --yes (stdin is no terminal)")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+class Progress:
+    """``retried 1500/3000`` on stderr, rewritten in place, only on a terminal."""
+
+    def __init__(self, verb: str, total: int, stream: TextIO | None = None) -> None:
+        self.verb, self.total = verb, total
+        self.stream = stream or sys.stderr
+        self.shown = self.stream.isatty()
+
+    def update(self, done: int) -> None:
+        if self.shown:
+            self.stream.write(f"\r{self.verb} {done}/{self.total}")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\n")

@@ -1,0 +1,188 @@
+"""The operator commands added with the console (issue 14): ``find``, ``cancel``,
+``send-now``, ``queues``, ``stats`` and ``web``. cli.py builds the shared option groups
+and calls ``add_commands``; each handler runs in admin_find / admin_stats / mailroom.web,
+imported only when the command runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import textwrap
+from typing import Any
+
+EXIT_CODES = """
+exit codes: 0 ok; 1 the answer is "no"; 2 bad usage or configuration;
+3 database unreachable, not migrated (run `mailroom migrate`) or access refused
+(these commands need the mailroom_operator role)
+"""
+
+
+def _command(
+    sub: Any, name: str, summary: str, *, description: str, examples: str, parents: list[Any]
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=textwrap.fill(description, 88),
+        epilog="examples:\n" + examples + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=parents,
+    )
+    return parser
+
+
+def message_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a message id (a positive number)")
+    return value
+
+
+def _when(text: str) -> Any:
+    from mailroom.admin_output import when  # noqa: PLC0415 -- imported when a command needs it
+
+    return when(text)
+
+
+def _positive(text: str) -> int:
+    from mailroom.cli import _positive as positive  # noqa: PLC0415 -- one definition
+
+    return positive(text)
+
+
+def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_json: Any) -> None:
+    """``handler("module.function")`` makes the handler running that admin function."""
+    find = _command(
+        sub, "find", "search messages in any state: by recipient, key, SES id, status, ...",
+        description="Messages of every queue (or --queue), newest first, a page at a time. "
+        "Filters combine: --to matches a recipient (to, cc or bcc) exactly, ignoring case; "
+        "--status takes pending, scheduled (pending, not yet due), retrying, sending, sent, "
+        "dead, cancelled (repeat it or separate with commas); --since / --before bound the "
+        "time it was enqueued. Addresses are masked unless --reveal.",
+        examples="  mailroom find --to alice@example.com\n"
+        "  mailroom find --to alice@example.com --since 2h --reveal\n"
+        "  mailroom find --ses-id 0100018f-...-000000 --json\n"
+        "  mailroom find --status dead,retrying --template passwordrecoveryv1 --since 1d\n"
+        "  mailroom find --status pending --limit 20 --cursor 81234   (the next page)\n",
+        parents=[database, revealing, as_json],
+    )  # fmt: skip
+    find.add_argument("--to", metavar="ADDRESS", help="a recipient, exact, case-insensitive")
+    find.add_argument("--key", metavar="KEY", help="idempotency key")
+    find.add_argument("--ses-id", metavar="ID", help="SES message id (of a sent message)")
+    find.add_argument("--status", action="append", metavar="STATUS", help="see above")
+    find.add_argument("--template", help="template name (or simple / raw)")
+    find.add_argument("--since", type=_when, help="enqueued at or after: 30m, 12h, 7d, ISO time")
+    find.add_argument("--before", type=_when, help="enqueued before: 30m, 12h, 7d, ISO time")
+    find.add_argument("--limit", type=_positive, default=50, help="rows per page (50)")
+    find.add_argument("--cursor", type=message_id, help="the next page: ids below this one")
+    find.set_defaults(handler=handler("admin_find.cmd_find"), queue=None)
+
+    acting = argparse.ArgumentParser(add_help=False, parents=[database])
+    acting.add_argument("ids", nargs="+", type=message_id, metavar="ID", help="message ids")
+    acting.add_argument("--dry-run", action="store_true", help="check only, change nothing")
+
+    cancel = _command(
+        sub, "cancel", "cancel pending, scheduled or retrying messages, with a reason",
+        description="Ends messages that are still waiting (pending, scheduled or retrying) "
+        "in the final state `cancelled`, with the reason as their last error; a token "
+        "email's secret is discarded. Messages being sent, sent, dead or cancelled are "
+        "refused and then nothing is changed (exit 1). `dead retry` never revives a "
+        "cancelled message. Recorded in the audit trail (`mailroom show ID`).",
+        examples="  mailroom cancel 42 --reason 'customer asked us not to send it'\n"
+        "  mailroom cancel 42 43 44 --reason 'duplicate campaign' --dry-run\n",
+        parents=[acting],
+    )  # fmt: skip
+    cancel.add_argument("--reason", required=True, help="why (kept on the message and audit)")
+    cancel.set_defaults(handler=handler("admin_find.cmd_cancel"))
+
+    send_now = _command(
+        sub, "send-now", "send a message waiting out a backoff or a schedule now",
+        description="Makes waiting messages (retrying after a failure, or scheduled for "
+        "later) due now and wakes the daemons. A message already due, being sent or final "
+        "is refused and then nothing is changed (exit 1); so is a token email whose secret "
+        "is gone (the same rule as `dead retry`). Recorded in the audit trail.",
+        examples="  mailroom send-now 42\n"
+        "  mailroom send-now 42 43 --reason 'SES throttling is over'\n",
+        parents=[acting],
+    )  # fmt: skip
+    send_now.add_argument("--reason", help="why, for the audit trail")
+    send_now.set_defaults(handler=handler("admin_find.cmd_send_now"))
+
+    queues = _command(
+        sub, "queues", "every queue: depth by status, oldest due, sends in the last hour",
+        description="One line per queue that has messages: due, scheduled, retrying, "
+        "sending, dead and cancelled counts, how long the oldest due message has waited, "
+        "and messages sent and dead in the last hour.",
+        examples="  mailroom queues\n  mailroom queues --json | jq '.[] | select(.dead > 0)'\n",
+        parents=[database, as_json],
+    )  # fmt: skip
+    queues.set_defaults(handler=handler("admin_stats.cmd_queues"))
+
+    stats = _command(
+        sub, "stats", "tries per template and per failure reason over a time range",
+        description="Outcomes of the tries made since --since (default 24h) and before "
+        "--before (default now): sent, retried and dead per template, and the failure "
+        "reasons of retries and dead letters. Bounces and complaints join once delivery "
+        "events are recorded.",
+        examples="  mailroom stats\n  mailroom stats --since 1h --queue bulk\n"
+        "  mailroom stats --since 2024-05-01T00:00 --before 2024-05-02T00:00 --json\n",
+        parents=[database, revealing, as_json],
+    )  # fmt: skip
+    stats.add_argument("--since", type=_when, default="24h", help="from: 1h, 24h, 7d, ISO time")
+    stats.add_argument("--before", type=_when, help="until (now): 1h, 7d, ISO time")
+    stats.set_defaults(handler=handler("admin_stats.cmd_stats"))
+    add_web(sub)
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from mailroom.cli import _fail, _load  # noqa: PLC0415 -- cli imports this module
+
+    try:
+        from mailroom.web import app, settings  # noqa: PLC0415 -- the optional extra
+    except ImportError as exc:
+        return _fail(f"`mailroom web` needs the web extra: pip install 'mailroom[web]' ({exc})")
+    from mailroom.admin_output import CommandError  # noqa: PLC0415
+
+    cfg = _load()
+    env = dict(os.environ)
+    if args.host:
+        env["MAILROOM_WEB_HOST"] = args.host
+    if args.port is not None:
+        env["MAILROOM_WEB_PORT"] = str(args.port)
+    web_settings = settings.load(env)
+    try:
+        app.serve(cfg, web_settings)
+    except CommandError as exc:
+        return _fail(str(exc), exc.code)
+    return 0
+
+
+def add_web(sub: Any) -> None:
+    web = sub.add_parser(
+        "web",
+        help="the operators' web console (own port, loopback by default)",
+        description=textwrap.fill(
+            "Serves the console: overview, message search, a message's attempts and audit, "
+            "dead letters, and the actions (retry, purge, cancel, send now) behind a "
+            "confirmation, audited. Binds MAILROOM_WEB_HOST:MAILROOM_WEB_PORT "
+            "(127.0.0.1:8026); any other address needs authentication: MAILROOM_WEB_TOKEN "
+            "(a bearer token) or MAILROOM_WEB_USER and MAILROOM_WEB_PASSWORD (basic auth), "
+            "each also as a _FILE. Connect it as a member of mailroom_operator. Needs the "
+            "web extra: pip install 'mailroom[web]'.",
+            88,
+        ),
+        epilog="examples:\n  mailroom web                       http://127.0.0.1:8026/\n"
+        "  ssh -L 8026:127.0.0.1:8026 ops-host   then open it on your laptop\n"
+        "  MAILROOM_WEB_USER=oncall MAILROOM_WEB_PASSWORD_FILE=/run/secrets/web \\\n"
+        "      mailroom web --host 0.0.0.0\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    web.add_argument(
+        "--dsn", default=argparse.SUPPRESS, help="database URL (overrides MAILROOM_DATABASE_URL)"
+    )
+    web.add_argument("--host", help="address to bind (MAILROOM_WEB_HOST, 127.0.0.1)")
+    web.add_argument("--port", type=int, help="port (MAILROOM_WEB_PORT, 8026)")
+    web.set_defaults(handler=cmd_web)

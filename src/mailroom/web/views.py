@@ -1,0 +1,280 @@
+"""The console's pages and actions. Each handler gathers data with the CLI's functions
+(run in a worker thread by ``app.run_db``) and renders a template; actions are POSTs,
+first to a confirmation page, then (with ``confirm=yes``) done and audited."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from aiohttp import web
+
+from mailroom import admin, admin_audit, admin_dead, admin_find, admin_stats
+from mailroom.admin_audit import Actor
+from mailroom.admin_output import CommandError, age, stamp, when
+
+Connection = psycopg.Connection[Any]
+PAGE = 50
+CHART_MINUTES = 180
+CHART_W, CHART_H = 720, 160
+ACTIONS = {
+    "cancel": "Cancel",
+    "send-now": "Send now",
+    "retry": "Retry dead letters",
+    "purge": "Purge dead letters",
+}
+
+FILTERS = {"stamp": stamp, "age": age}
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", overview)
+    app.router.add_get("/messages", search)
+    app.router.add_get("/messages/{id}", message)
+    app.router.add_get("/dead", dead)
+    app.router.add_post("/actions/{action}", act)
+
+
+def _render(
+    request: web.Request, name: str, http_status: int = 200, **context: Any
+) -> web.Response:
+    from mailroom.web.app import CONFIG, TEMPLATES  # noqa: PLC0415 -- app imports this module
+
+    template = request.app[TEMPLATES].get_template(name)
+    html = template.render(
+        csrf=request["csrf"], operator=request["operator"], queue=request.app[CONFIG].queue_name,
+        now=datetime.now(UTC), path=request.path, **context,
+    )  # fmt: skip
+    return web.Response(text=html, content_type="text/html", status=http_status)
+
+
+async def _db(request: web.Request, work: Any) -> Any:
+    from mailroom.web.app import run_db  # noqa: PLC0415
+
+    return await run_db(request, work)
+
+
+def _reveal(request: web.Request) -> bool:
+    return request.query.get("reveal") == "1"
+
+
+# -- overview --------------------------------------------------------------------------------
+
+
+def chart(series: list[dict[str, Any]]) -> dict[str, Any]:
+    """Polyline points of sent / retried / dead per minute, scaled into the SVG box."""
+    top = max([1] + [max(p["sent"], p["retried"], p["dead"]) for p in series])
+    step = CHART_W / max(1, len(series) - 1)
+
+    def points(key: str) -> str:
+        return " ".join(
+            f"{i * step:.1f},{CHART_H - p[key] * (CHART_H - 10) / top:.1f}"
+            for i, p in enumerate(series)
+        )
+
+    return {
+        "width": CHART_W, "height": CHART_H, "top": top, "minutes": len(series),
+        "lines": [(k, points(k)) for k in ("sent", "retried", "dead")],
+        "totals": {k: sum(p[k] for p in series) for k in ("sent", "retried", "dead")},
+    }  # fmt: skip
+
+
+async def overview(request: web.Request) -> web.Response:
+    from mailroom.web.app import CONFIG  # noqa: PLC0415
+
+    queue = request.app[CONFIG].queue_name
+    reveal = _reveal(request)
+
+    def gather(conn: Connection) -> dict[str, Any]:
+        return {
+            "queues": admin_stats.queues(conn),
+            "status": admin.status(conn, queue, reveal=reveal),
+            "series": admin_stats.throughput(conn, minutes=CHART_MINUTES, queue=None),
+            "pauses": admin_stats.pauses(conn),
+            "recent": admin_audit.recent(conn, 10),
+        }
+
+    data = await _db(request, gather)
+    return _render(request, "overview.html.j2", chart=chart(data["series"]), **data)
+
+
+# -- search and message ----------------------------------------------------------------------
+
+
+def _filter(query: Any) -> admin_find.Filter:
+    def text(name: str) -> str | None:
+        value = str(query.get(name, "")).strip()
+        return value or None
+
+    def time(name: str) -> datetime | None:
+        value = text(name)
+        try:
+            return when(value) if value else None
+        except argparse.ArgumentTypeError as exc:
+            raise CommandError(f"{name}: {exc}") from None
+
+    statuses = [s for s in query.getall("status", []) if s]
+    return admin_find.Filter(
+        recipient=text("to"), idempotency_key=text("key"), ses_id=text("ses_id"),
+        statuses=statuses or None, template=text("template"), queue=text("queue"),
+        since=time("since"), before=time("before"),
+    )  # fmt: skip
+
+
+async def search(request: web.Request) -> web.Response:
+    cursor_text = request.query.get("cursor", "")
+    try:
+        wanted = _filter(request.query)
+        cursor = int(cursor_text) if cursor_text else None
+    except (CommandError, ValueError) as exc:
+        message = str(exc) if isinstance(exc, CommandError) else "cursor: not a message id"
+        return _render(request, "messages.html.j2", http_status=400, error=message, rows=[],
+                       more=None, form=request.query, statuses=admin_find.STATUSES)  # fmt: skip
+    rows, more = await _db(
+        request,
+        lambda conn: admin_find.find(
+            conn, wanted, limit=PAGE, cursor=cursor, reveal=_reveal(request)
+        ),
+    )
+    return _render(request, "messages.html.j2", error=None, rows=rows, more=more,
+                   form=request.query, statuses=admin_find.STATUSES)  # fmt: skip
+
+
+async def message(request: web.Request) -> web.Response:
+    text = request.match_info["id"]
+    if not text.isdigit():
+        return _render(
+            request, "error.html.j2", http_status=404, error=f"{text!r} is no message id"
+        )
+    found = await _db(request, lambda conn: admin.show(conn, int(text), reveal=_reveal(request)))
+    if found is None:
+        return _render(
+            request, "error.html.j2", http_status=404, error=f"no message with id {text}"
+        )
+    return _render(request, "message.html.j2", m=found, reveal=_reveal(request))
+
+
+# -- dead letters ----------------------------------------------------------------------------
+
+
+def _selection(form: Any, queue: str) -> admin_dead.Selection:
+    """Which dead letters a form names: ids, or filters (default: the console's queue)."""
+    ids = [int(i) for i in form.getall("id", []) if str(i).isdigit()] or None
+
+    def text(name: str) -> str | None:
+        return str(form.get(name, "")).strip() or None
+
+    def time(name: str) -> datetime | None:
+        value = text(name)
+        try:
+            return when(value) if value else None
+        except argparse.ArgumentTypeError as exc:
+            raise CommandError(f"{name}: {exc}") from None
+
+    return admin_dead.Selection(
+        ids=ids, queue=text("queue") or (None if ids else queue), template=text("template"),
+        reason=text("reason"), since=time("since"), before=time("before"),
+    )  # fmt: skip
+
+
+async def dead(request: web.Request) -> web.Response:
+    from mailroom.web.app import CONFIG  # noqa: PLC0415
+
+    try:
+        selection = _selection(request.query, request.app[CONFIG].queue_name)
+    except CommandError as exc:
+        return _render(request, "error.html.j2", http_status=400, error=str(exc))
+    reveal = _reveal(request)
+    rows, total = await _db(
+        request, lambda conn: admin_dead.dead_list(conn, selection, limit=PAGE, reveal=reveal)
+    )
+    return _render(request, "dead.html.j2", rows=rows, total=total, form=request.query)
+
+
+# -- actions ---------------------------------------------------------------------------------
+
+
+async def act(request: web.Request) -> web.Response:
+    from mailroom.web.app import CONFIG  # noqa: PLC0415
+
+    action = request.match_info["action"]
+    if action not in ACTIONS:
+        return _render(request, "error.html.j2", http_status=404, error=f"no action {action!r}")
+    form = await request.post()
+    note = str(form.get("note", "")).strip() or None
+    actor = Actor(operator=str(request["operator"]), via="web", reason=note)
+    step = _Step(request, action, form, actor, request.app[CONFIG])
+    try:
+        if action in ("cancel", "send-now"):
+            return await step.on_messages()
+        return await step.on_dead_letters()
+    except CommandError as exc:
+        return _render(request, "error.html.j2", http_status=400, error=str(exc))
+
+
+class _Step:
+    """One POST of an action: the confirmation page, or (confirm=yes) the action."""
+
+    def __init__(self, request: web.Request, action: str, form: Any, actor: Actor, cfg: Any):
+        self.request, self.action, self.form, self.actor, self.cfg = (
+            request, action, form, actor, cfg)  # fmt: skip
+        self.confirmed = form.get("confirm") == "yes"
+        self.title = ACTIONS[action]
+
+    def confirm(self, summary: str) -> web.Response:
+        hidden = [(k, str(v)) for k, v in self.form.items() if k not in ("csrf", "confirm")]
+        return _render(self.request, "confirm.html.j2", action=self.action, title=self.title,
+                       summary=summary, hidden=hidden)  # fmt: skip
+
+    async def on_messages(self) -> web.Response:
+        ids = [int(str(i)) for i in self.form.getall("id", []) if str(i).isdigit()]
+        if not ids:
+            raise CommandError("choose at least one message")
+        if self.action == "cancel" and not self.actor.reason:
+            raise CommandError("say why: the reason is kept on the message and audited")
+        problems = await _db(self.request, lambda c: admin_find.refusals(c, ids, self.action))
+        if problems:
+            raise CommandError("nothing changed: " + "; ".join(problems))
+        if not self.confirmed:
+            listed = ", ".join(map(str, ids))
+            return self.confirm(f"{self.title.lower()} {len(ids)} message(s): {listed}")
+        if self.action == "cancel":
+            done = await _db(self.request, lambda c: admin_find.cancel(c, ids, self.actor))
+        else:
+            channel = self.cfg.channel_name
+            done = await _db(
+                self.request, lambda c: admin_find.send_now(c, ids, self.actor, channel=channel)
+            )
+        result = f"{len(done)} of {len(ids)} message(s) done"
+        return _render(self.request, "done.html.j2", title=self.title, result=result, ids=done)
+
+    async def on_dead_letters(self) -> web.Response:
+        selection = _selection(self.form, self.cfg.queue_name)
+        chosen = [v for k, v in selection.params().items() if k != "queue" and v is not None]
+        if not (self.form.get("all") == "yes" or chosen):
+            raise CommandError("choose dead letters: tick some, filter, or choose all")
+        retry = self.action == "retry"
+        if retry and selection.ids:
+            ids = selection.ids
+            problems = await _db(self.request, lambda c: admin_dead.retry_refusals(c, ids))
+            if problems:
+                raise CommandError("nothing retried: " + "; ".join(problems))
+        total, tokens, _ = await _db(self.request, lambda c: admin_dead.dead_count(c, selection))
+        if not self.confirmed:
+            skipped = (
+                f" ({tokens} token email(s) skipped: secrets gone)" if retry and tokens else ""
+            )
+            count = total - tokens if retry else total
+            return self.confirm(f"{self.title.lower()}: {count} dead letter(s){skipped}")
+        channel = self.cfg.channel_name
+        if retry:
+            done = await _db(self.request, lambda c: admin_dead.dead_retry(
+                c, selection, channel=channel, actor=self.actor))  # fmt: skip
+        else:
+            done = await _db(
+                self.request, lambda c: admin_dead.dead_purge(c, selection, actor=self.actor)
+            )
+        result = f"{done} dead letter(s) done"
+        return _render(self.request, "done.html.j2", title=self.title, result=result, ids=[])

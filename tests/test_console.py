@@ -1,0 +1,373 @@
+"""The web console (``mailroom web``) as a real process, driven by a real browser (the
+system's headless Chromium through Selenium and chromedriver) against a seeded database,
+connected as a member of mailroom_operator; plus raw HTTP attacks on its access checks.
+
+Without chromium/chromedriver the browser tests skip (fail under CI=true), saying how to
+install them: ``bash .ci/tools.sh``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from conftest import wait_for
+from sesv2_standin import SesStandin
+from test_admin import _enqueue, _row, _set, seed
+
+USER, PASSWORD = "oncall", "correct horse battery"
+AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
+SECRET_HEX = "5ec2e7" * 10 + "abcd"  # a raw token secret in a "$sign" block: never shown
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(dsn: str, **extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MAILROOM_", "AWS_"))}
+    return {**base, "MAILROOM_DATABASE_URL": dsn, **extra}
+
+
+class Console:
+    def __init__(self, dsn: str, tmp: Path, **settings: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = _env(dsn, MAILROOM_WEB_PORT=str(self.port), **settings)
+        self.log = tmp / f"web-{self.port}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mailroom", "web"], env=env, stdout=out, stderr=out
+            )
+        wait_for(self._up, timeout=20)
+
+    def _up(self) -> bool:
+        assert self.proc.poll() is None, self.log.read_text()
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def operator(login_as: Callable[..., str]) -> str:
+    return login_as("mailroom_operator")
+
+
+@pytest.fixture
+def console(operator: str, tmp_path: Path) -> Iterator[Console]:
+    server = Console(operator, tmp_path, MAILROOM_WEB_USER=USER, MAILROOM_WEB_PASSWORD=PASSWORD)
+    yield server
+    server.stop()
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else "")
+    if found:
+        return found
+    message = f"{name} is not installed (bash .ci/tools.sh installs chromium and chromedriver)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (CI=true: the browser tests must run)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    chromium, chromedriver = _tool("chromium"), _tool("chromedriver")
+    from selenium import webdriver  # noqa: PLC0415
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+                 "--disable-dev-shm-usage"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    driver.set_page_load_timeout(30)
+    # the operator's credentials on every request, as a browser sends them once asked
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": AUTH}})
+    yield driver
+    driver.quit()
+
+
+def _shot(driver: Any, name: str) -> None:
+    """Screenshots for docs/img/ when MAILROOM_SCREENSHOTS=1 (a normal run leaves the
+    committed ones alone)."""
+    if os.environ.get("MAILROOM_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(SCREENSHOTS / name))
+
+
+def _el(driver: Any, element_id: str) -> Any:
+    """The element with this id, waiting for it (a form's POST navigates after click()
+    returns); failing, the page shown instead."""
+    from selenium.common.exceptions import TimeoutException  # noqa: PLC0415
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.support import expected_conditions  # noqa: PLC0415
+    from selenium.webdriver.support.wait import WebDriverWait  # noqa: PLC0415
+
+    try:
+        return WebDriverWait(driver, 15).until(
+            expected_conditions.presence_of_element_located((By.ID, element_id))
+        )
+    except TimeoutException:
+        pytest.fail(f"no #{element_id} on {driver.current_url}: {driver.page_source[:1500]}")
+
+
+def _text(driver: Any, element_id: str) -> str:
+    return str(_el(driver, element_id).text)
+
+
+def _seed_console(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    ids = seed(conn)
+    ids["token_pending"] = _enqueue(
+        conn, "reset.me@example.com", template="passwordrecoveryv1",
+        idempotency_key="mailroom-token:42",
+        data={"login": "reset", "$sign": {"secret": SECRET_HEX, "code": "01234"}},
+    )  # fmt: skip
+    _set(conn, ids["token_pending"], "status = 'retrying', attempts = 1, next_attempt_at = "
+         "now() + interval '3 minutes', last_error = 'Throttling: slow'")  # fmt: skip
+    conn.execute(
+        "INSERT INTO mailroom.attempts (message_id, attempt, outcome, error, worker, at) "
+        "SELECT %s, 1, CASE WHEN (i * 7919) %% 100 < 88 THEN 'sent' "
+        "WHEN (i * 7919) %% 100 < 97 THEN 'retry' ELSE 'dead' END, "
+        "'Throttling: x', 'alpha:1', now() - i * interval '4 seconds' "
+        "- (i / 900) * interval '20 minutes' FROM generate_series(1, 2400) AS i",
+        (ids["sent_old"],),
+    )
+    return ids
+
+
+def test_pages_search_and_message_in_a_browser(
+    browser: Any, console: Console, conn: psycopg.Connection[Any]
+) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    ids = _seed_console(conn)
+    browser.get(console.url + "/")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Overview"
+    queues = _text(browser, "queues")
+    assert "user_action_queue" in queues
+    assert "bulk" in queues
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart polyline")) == 3
+    assert "beta:202" in _text(browser, "leases")  # the expired lease
+    assert "lease expired" in _text(browser, "leases")
+    _shot(browser, "console-overview.png")
+
+    browser.get(console.url + "/messages")
+    browser.find_element(By.NAME, "to").send_keys("ALICE@example.com")
+    browser.find_element(By.CSS_SELECTOR, "#search button[type=submit]").click()
+    wait_for(lambda: "to=ALICE" in browser.current_url)
+    results = _text(browser, "results")
+    assert str(ids["sent"]) in results
+    assert "a***@example.com" in results
+    assert "alice@" not in results.lower()  # masked in the results
+    _shot(browser, "console-search.png")
+
+    browser.get(f"{console.url}/messages/{ids['token_pending']}")
+    page = browser.page_source
+    assert "r***@example.com" in page
+    assert "$sign" in _text(browser, "content")  # the key, named
+    assert SECRET_HEX not in page  # never its value
+    assert "01234" not in page
+    _el(browser, "reveal").click()
+    wait_for(lambda: "reset.me@example.com" in browser.page_source)
+    assert SECRET_HEX not in browser.page_source
+    _shot(browser, "console-message.png")
+
+    browser.get(console.url + "/messages?status=nonsense")
+    assert "unknown status nonsense" in browser.find_element(By.CLASS_NAME, "error").text
+
+
+def test_cancel_and_send_now_from_the_message_page(
+    browser: Any, console: Console, conn: psycopg.Connection[Any]
+) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    ids = seed(conn)
+    browser.get(f"{console.url}/messages/{ids['scheduled']}")
+    browser.find_element(By.NAME, "note").send_keys("customer asked")
+    _el(browser, "cancel").click()
+    assert "cancel 1 message(s)" in _text(browser, "summary")
+    assert _row(conn, ids["scheduled"], "status") == ("pending",)  # not before confirming
+    _el(browser, "confirm").click()
+    assert "1 of 1 message(s) done" in _text(browser, "result")
+    assert _row(conn, ids["scheduled"], "status") == ("cancelled",)
+    browser.get(f"{console.url}/messages/{ids['scheduled']}")
+    audit = _text(browser, "audit")
+    assert "cancel" in audit
+    assert "(oncall) via web" in audit
+    assert "customer asked" in audit
+
+    browser.get(f"{console.url}/messages/{ids['retrying']}")
+    _el(browser, "send-now").click()
+    _el(browser, "confirm").click()
+    assert "1 of 1 message(s) done" in _text(browser, "result")
+    row = conn.execute(
+        "SELECT next_attempt_at <= now() FROM mailroom.outbox WHERE id = %s", (ids["retrying"],)
+    ).fetchone()
+    assert row == (True,)
+
+
+def test_retry_a_dead_letter_in_the_browser_and_a_daemon_sends_it(
+    browser: Any, console: Console, conn: psycopg.Connection[Any],
+    spawn: Callable[..., Any], standin: SesStandin,
+) -> None:  # fmt: skip
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    dead = _enqueue(conn, "bob@example.com", subject="Receipt", text="thanks", template=None,
+                    data=None, not_before=None)  # fmt: skip
+    _set(conn, dead, "status = 'dead', attempts = 10, last_error = "
+         "'gave up after 10 attempts: TooManyRequestsException: slow'")  # fmt: skip
+    daemon = spawn()
+    daemon.wait_listening()
+    browser.get(console.url + "/dead")
+    assert "1 dead letter(s) match" in _text(browser, "total")
+    browser.find_element(By.CSS_SELECTOR, f"input[name=id][value='{dead}']").click()
+    browser.find_element(By.NAME, "note").send_keys("throttling is over")
+    _shot(browser, "console-dead-letters.png")
+    _el(browser, "retry-selected").click()
+    assert "1 dead letter(s)" in _text(browser, "summary")
+    _shot(browser, "console-confirm.png")
+    assert _row(conn, dead, "status") == ("dead",)
+    _el(browser, "confirm").click()
+    assert "1 dead letter(s) done" in _text(browser, "result")
+    wait_for(lambda: _row(conn, dead, "status") == ("sent",))
+    assert [m["to"] for m in standin.sent()] == [["bob@example.com"]]
+    audit = conn.execute("SELECT operator, via, action, message_ids, reason FROM mailroom.audit")
+    assert audit.fetchall() == [("oncall", "web", "dead_retry", [dead], "throttling is over")]
+
+
+def _request(url: str, *, method: str = "GET", data: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, str]:  # fmt: skip
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 -- http URL
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_unauthenticated_and_forged_requests_are_refused(
+    console: Console, conn: psycopg.Connection[Any]
+) -> None:
+    ids = seed(conn)
+    guess = "Basic " + base64.b64encode(b"oncall:guess").decode()
+    for headers in ({}, {"Authorization": guess}, {"Authorization": "Bearer " + PASSWORD},
+                    {"Authorization": "Basic !!"}):  # fmt: skip
+        status, body = _request(console.url + "/", headers=headers)
+        assert status == 401, headers
+        assert "user_action_queue" not in body
+    ok, page = _request(console.url + "/messages", headers={"Authorization": AUTH})
+    assert ok == 200
+    assert "Messages" in page
+
+    form = f"id={ids['pending']}&note=x&confirm=yes".encode()
+    post = {"Authorization": AUTH, "Content-Type": "application/x-www-form-urlencoded"}
+    refused = [
+        _request(console.url + "/actions/cancel", method="POST", data=form, headers=post),
+        _request(
+            console.url + "/actions/cancel",
+            method="POST",
+            data=form + b"&csrf=abc",
+            headers={**post, "Cookie": "mailroom_csrf=xyz"},
+        ),
+        _request(
+            console.url + "/actions/cancel",
+            method="POST",
+            data=form + b"&csrf=same",
+            headers={**post, "Cookie": "mailroom_csrf=same", "Origin": "https://evil.example"},
+        ),
+    ]
+    assert [status for status, _ in refused] == [403, 403, 403]
+    unauthenticated = _request(console.url + "/actions/cancel", method="POST",
+                               data=form + b"&csrf=same",
+                               headers={"Cookie": "mailroom_csrf=same"})  # fmt: skip
+    assert unauthenticated[0] == 401
+    assert _row(conn, ids["pending"], "status") == ("pending",)
+    assert conn.execute("SELECT count(*) FROM mailroom.audit").fetchone() == (0,)
+    # the matching pair (what the page's form carries) is accepted
+    same = {**post, "Cookie": "mailroom_csrf=same"}
+    accepted = _request(console.url + "/actions/cancel", method="POST", data=form + b"&csrf=same",
+                        headers=same)  # fmt: skip
+    assert accepted[0] == 200
+    assert _row(conn, ids["pending"], "status") == ("cancelled",)
+
+
+def test_the_console_refuses_an_open_address_without_authentication(
+    operator: str, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mailroom", "web", "--host", "0.0.0.0"],  # noqa: S104 -- the test
+        env=_env(operator), capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "0.0.0.0 is not a loopback address" in result.stderr
+    short = subprocess.run(
+        [sys.executable, "-m", "mailroom", "web"], env=_env(operator, MAILROOM_WEB_TOKEN="abc"),
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert short.returncode == 2
+    assert "MAILROOM_WEB_TOKEN: must be at least 16 characters" in short.stderr
+    assert "abc" not in short.stderr.replace("MAILROOM", "")
+
+
+@pytest.mark.parametrize("role", ["mailroom_app", "mailroom_daemon"])
+def test_the_console_refuses_to_start_as_another_role(
+    role: str, login_as: Callable[..., str]
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mailroom", "web", "--port", str(_free_port())],
+        env=_env(login_as(role)), capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "mailroom_operator" in result.stderr
+
+
+def test_the_daemon_does_not_import_the_console() -> None:
+    code = (
+        "import sys, mailroom.cli, mailroom.daemon, mailroom.admin; "
+        "mailroom.cli.parser(); "
+        "print(sorted(m for m in ('aiohttp', 'jinja2', 'selenium', 'mailroom.web') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)  # fmt: skip
+    assert result.stdout.strip() == "[]"
+
+
+def test_web_settings() -> None:
+    from mailroom.config import ConfigError  # noqa: PLC0415
+    from mailroom.web import security, settings  # noqa: PLC0415
+
+    assert settings.load({}).host == "127.0.0.1"
+    assert settings.load({"MAILROOM_WEB_HOST": "::1"}).authenticated is False
+    with pytest.raises(ConfigError) as problems:
+        settings.load({"MAILROOM_WEB_PORT": "http", "MAILROOM_WEB_USER": "a:b"})
+    assert len(problems.value.problems) == 3  # port; user without password; ':' in user
+    with_token = settings.load({"MAILROOM_WEB_HOST": "0.0.0.0", "MAILROOM_WEB_TOKEN": "t" * 20})  # noqa: S104
+    assert security.who("Bearer " + "t" * 20, with_token) == "token"
+    assert security.who("Bearer " + "t" * 19, with_token) is None
+    assert security.who(AUTH, with_token) is None  # basic auth is not configured
+    assert "t" * 20 not in repr(with_token)
