@@ -21,9 +21,10 @@ from typing import Any, TextIO
 
 import psycopg
 
+from mailroom.client import enqueue
 from mailroom.config import Config
 from mailroom.logs import mask
-from mailroom.outbox import enqueue, query
+from mailroom.outbox import query
 
 Connection = psycopg.Connection[Any]
 BATCH = 500  # rows per statement of `dead retry` and `dead purge`

@@ -467,3 +467,14 @@ deleted AS (
     RETURNING 1
 )
 SELECT count(*) FROM deleted
+
+-- ---------------------------------------------------------------- applications (issue 15)
+-- mailroom.client runs these through any driver (psycopg 3, psycopg2, SQLAlchemy, Django):
+-- plain %(name)s parameters, no {identifier} slots.
+
+-- name: app_status
+-- Every column message_status() returns, by name: later migrations may add some.
+SELECT * FROM mailroom.message_status(%(id)s::bigint)
+
+-- name: app_cancel
+SELECT mailroom.cancel(%(id)s::bigint)
