@@ -8,6 +8,8 @@ import base64
 import email.header
 import email.utils
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import errors, sql
 
-from mailroom import addresses
+from mailroom import addresses, config
 from mailroom.client import enqueue
 
 RULE = "outbox_addresses_must_be_ascii_user_at_domain"
@@ -165,6 +167,7 @@ def test_python_and_sql_convert_alike(
     python = addresses.ses_address(written)
     assert python == sql_form(shared, written), written
     assert addresses.ses_address(python) == python  # converting twice changes nothing
+    assert addresses.is_valid(python) == valid(shared, python), python
     if valid(shared, python):
         # what SES receives parses back to the same address
         assert email.utils.parseaddr(python)[1] == addresses.bare(python)
@@ -186,3 +189,39 @@ def test_python_helper_and_sql_store_the_same(conn: psycopg.Connection[Any]) -> 
         ).fetchall()
     )
     assert stored[via_python] == stored[row[0]] == [addresses.ses_address(a) for a in written]
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("ann@straße.de", "ann@stra"),
+        ("noreply", "noreply"),
+        ('"Shop\r\nBcc: x@example.org" <shop@example.com>', "Shop"),
+        ("Shop <shop@>", "Shop"),
+    ],
+)
+def test_a_bad_ses_source_stops_the_daemon_at_start(source: str, problem: str) -> None:
+    env = {"PATH": os.environ["PATH"], "MAILROOM_DATABASE_URL": "postgresql://x@localhost/x",
+           "MAILROOM_SES_SOURCE": source}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "mailroom", "config"], env=env, capture_output=True, text=True,
+        check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if "MAILROOM_SES_SOURCE" in line]
+    assert len(lines) == 1
+    assert "must be an address" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("source", "used"),
+    [
+        ("noreply@localhost", "noreply@localhost"),  # the default: fine for debug runs
+        ("Bücher Shop <shop@bücher.de>", "=?UTF-8?B?QsO8Y2hlciBTaG9w?= <shop@xn--bcher-kva.de>"),
+        ("Shop <shop@example.com>", '"Shop" <shop@example.com>'),
+    ],
+)
+def test_ses_source_is_converted_like_any_address(source: str, used: str) -> None:
+    cfg = config.load({"MAILROOM_DATABASE_URL": "x", "MAILROOM_SES_SOURCE": source})
+    assert cfg.ses_source == used
+    assert addresses.is_valid(used, dotless_domain=True)

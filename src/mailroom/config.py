@@ -170,6 +170,21 @@ def _secret_keys(text: str) -> tuple[bytes, ...]:
     return tuple(keys)
 
 
+def _source(text: str) -> str:
+    # lazy: only this setting needs it, and config is imported by every command
+    from mailroom.addresses import is_valid, ses_address  # noqa: PLC0415
+
+    converted = ses_address(text)
+    # a bare host ("localhost", the default) is fine for the debug transport
+    if not is_valid(converted, dotless_domain=True):
+        raise ValueError(
+            "must be an address such as noreply@example.com or Shop <shop@example.com>"
+            " (a display name without line breaks; an internationalised domain that"
+            " converts to punycode unchanged)"
+        )
+    return converted
+
+
 def _database_url(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
@@ -228,7 +243,9 @@ SETTINGS: tuple[_Setting, ...] = (
         str,
         "SES configuration set for messages that name none (empty: none).",
     ),
-    _Setting("MAILROOM_SES_SOURCE", "ses_source", str, "From address for messages that name none."),
+    _Setting(
+        "MAILROOM_SES_SOURCE", "ses_source", _source, "From address for messages that name none."
+    ),
     _Setting(
         "MAILROOM_SES_OUTPUT_PATH",
         "ses_output_path",
