@@ -538,3 +538,17 @@ def test_every_command_has_help_with_examples() -> None:
     top = mailroom_cli("--help")
     for command in ("status", "show", "dead", "send-test", "--dsn"):
         assert command in top.stdout
+
+
+def test_display_names_are_masked_like_addresses(db: str, conn: psycopg.Connection[Any]) -> None:
+    # a display name says as much about a person as the address: masked unless --reveal
+    message_id = mailroom.enqueue(
+        conn, ["Alice Liddell <alice@example.com>", "Jürgen Groß <j@example.com>"],
+        subject="S", text="t", reply_to='"Carol Q. Public" <carol@example.com>',
+    )  # fmt: skip
+    out = mailroom_cli("show", str(message_id), db=db).stdout
+    for secret in ("Alice", "Liddell", "alice@", "Carol", "Public", "=?UTF-8?"):
+        assert secret not in out, secret
+    assert '"***" <a***@example.com>' in out
+    revealed = mailroom_cli("show", str(message_id), "--reveal", db=db).stdout
+    assert '"Alice Liddell" <alice@example.com>' in revealed

@@ -156,10 +156,10 @@ def test_message_status_for_the_application_shows_delivery_of_its_own_messages_o
     )
     ingest(conn, events.parse(sns(fixture("bounce"))))
     with psycopg.connect(shop, autocommit=True) as app:
-        status = mailroom.delivery_status(app, mine)
+        status = mailroom.status(app, mine)
         assert status is not None
-        assert (status.status, status.state) == ("sent", "bounced")
-        assert "Permanent/General" in str(status.reason)
+        assert (status["status"], status["delivery_state"]) == ("sent", "bounced")
+        assert "Permanent/General" in str(status["delivery_reason"])
         assert app.execute("SELECT mailroom.is_suppressed('ann@example.com')").fetchone() == (True,)
         for statement in (
             "SELECT * FROM mailroom.events",
@@ -169,7 +169,7 @@ def test_message_status_for_the_application_shows_delivery_of_its_own_messages_o
             with pytest.raises(errors.InsufficientPrivilege):
                 app.execute(statement)
     with psycopg.connect(other, autocommit=True) as app:
-        assert mailroom.delivery_status(app, mine) is None
+        assert mailroom.status(app, mine) is None
 
 
 def test_a_message_whose_recipients_are_all_suppressed_is_dead_with_why(

@@ -82,8 +82,8 @@ def test_bounce_then_suppression_then_the_next_message_is_never_sent(
     }
 
     def state(message_id: int) -> str | None:
-        status = mailroom.delivery_status(conn, message_id)
-        return None if status is None else status.state
+        status = mailroom.status(conn, message_id)
+        return None if status is None else status["delivery_state"]
 
     # message_status() is the application's view; the test's owner role enqueued them
     expected = {"success": "delivered", "bounce": "bounced", "ooto": "delivered",
@@ -107,11 +107,11 @@ def test_bounce_then_suppression_then_the_next_message_is_never_sent(
     final = "SELECT count(*) FROM mailroom.outbox WHERE id IN (%s, %s)"
     final += " AND status IN ('sent', 'dead')"
     wait_for(lambda: count(conn, final, again, mixed) == 2)
-    status = mailroom.delivery_status(conn, again)
+    status = mailroom.status(conn, again)
     assert status is not None
-    assert status.state == "dead"
-    assert status.reason is not None
-    assert status.reason.startswith("suppressed: bounce since ")
+    assert status["delivery_state"] == "dead"
+    assert status["delivery_reason"] is not None
+    assert status["delivery_reason"].startswith("suppressed: bounce since ")
     new = standin.sent()[sent_before:]
     assert [r["to"] for r in new] == [[f"success@{SIMULATOR}"]]
     assert all(f"bounce@{SIMULATOR}" not in r["to"] for r in standin.sent()[sent_before:])
@@ -171,9 +171,9 @@ def test_redelivered_out_of_order_and_poison_events(
     assert count(conn, "SELECT count(*) FROM mailroom.events WHERE event_type = 'Bounce'") == 2
     assert count(conn, "SELECT count(*) FROM mailroom.suppressions") == 0
     assert count(conn, "SELECT count(*) FROM mailroom.events") == 2 + 2 + 2
-    status = mailroom.delivery_status(conn, message_id)
+    status = mailroom.status(conn, message_id)
     assert status is not None
-    assert status.state == "bounced"
+    assert status["delivery_state"] == "bounced"
     malformed = [e for e in daemon.events() if e["event"] == "event_malformed"]
     assert sorted(e["reason"] for e in malformed) == ["not_json", "unknown_type"]
     assert any(e["event"] == "event_ignored" for e in daemon.events())

@@ -49,6 +49,7 @@ def test_public_gets_nothing(conn: psycopg.Connection[Any], login_as: Any) -> No
         for statement in (
             "SELECT mailroom.enqueue(ARRAY['a@example.com'], subject => 's', body_text => 'b')",
             "SELECT * FROM mailroom.message_status(1)",
+            "SELECT mailroom.cancel(1)",
             "SELECT count(*) FROM mailroom.outbox",
         ):
             with pytest.raises(errors.InsufficientPrivilege):
@@ -62,7 +63,12 @@ def test_public_gets_nothing(conn: psycopg.Connection[Any], login_as: Any) -> No
         "SELECT proname, proconfig FROM pg_proc"
         " WHERE pronamespace = 'mailroom'::regnamespace AND prosecdef"
     ).fetchall()
-    assert {name for name, _ in definers} == {"enqueue", "message_status", "is_suppressed"}
+    assert {name for name, _ in definers} == {
+        "enqueue",
+        "message_status",
+        "is_suppressed",
+        "cancel",
+    }
     for _, config in definers:
         assert "search_path=pg_catalog, pg_temp" in config
 

@@ -139,6 +139,12 @@ DEFINER_CALLS: dict[str, tuple[str, ...]] = {
         "SELECT mailroom.is_suppressed('Ann <ann@example.com>')",
         "SELECT mailroom.is_suppressed(NULL)",
     ),
+    "cancel": (
+        "SELECT mailroom.cancel(1)",
+        # one of the caller's own, so that the UPDATE and the triggers it could fire run
+        "SELECT mailroom.cancel(mailroom.enqueue(ARRAY['Ann <ann@bücher.de>'],"
+        " subject => 's', body_text => 'b'))",
+    ),
 }
 
 # What the application may do directly that fires lifecycle triggers (they run as the

@@ -6,16 +6,17 @@ Enqueue in the same transaction as your business change::
         create_account(conn, ...)
         mailroom.enqueue(conn, "ann@example.com", template="activationv1", data={...})
 
-Commit and the email will be sent; roll back and it never existed.
+Commit and the email will be sent; roll back and it never existed. ``conn`` may be a psycopg
+3, psycopg2, SQLAlchemy or Django connection (see docs/applications.md).
 """
 
-from mailroom.delivery import DeliveryStatus, delivery_status, delivery_status_async
-from mailroom.outbox import enqueue, enqueue_async
+from mailroom.client import (
+    cancel,
+    cancel_async,
+    enqueue,
+    enqueue_async,
+    status,
+    status_async,
+)
 
-__all__ = [
-    "DeliveryStatus",
-    "delivery_status",
-    "delivery_status_async",
-    "enqueue",
-    "enqueue_async",
-]
+__all__ = ["cancel", "cancel_async", "enqueue", "enqueue_async", "status", "status_async"]

@@ -20,8 +20,9 @@ import psycopg
 
 from mailroom import admin_audit
 from mailroom.admin_output import CommandError, age, jsonable, masker, revealed, stamp
+from mailroom.client import enqueue
 from mailroom.config import Config
-from mailroom.outbox import enqueue, query
+from mailroom.outbox import query
 
 Connection = psycopg.Connection[Any]
 REASONS_SHOWN = 5

@@ -245,6 +245,21 @@ def _window(text: str) -> float:
     return seconds
 
 
+def _source(text: str) -> str:
+    # lazy: only this setting needs it, and config is imported by every command
+    from mailroom.addresses import is_valid, ses_address  # noqa: PLC0415
+
+    converted = ses_address(text)
+    # a bare host ("localhost", the default) is fine for the debug transport
+    if not is_valid(converted, dotless_domain=True):
+        raise ValueError(
+            "must be an address such as noreply@example.com or Shop <shop@example.com>"
+            " (a display name without line breaks; an internationalised domain that"
+            " converts to punycode unchanged)"
+        )
+    return converted
+
+
 def _database_url(text: str) -> str:
     """A libpq connection string, checked here so that a typo is one line at start-up.
 
@@ -338,7 +353,9 @@ SETTINGS: tuple[_Setting, ...] = (
         str,
         "SES configuration set for messages that name none (empty: none).",
     ),
-    _Setting("MAILROOM_SES_SOURCE", "ses_source", str, "From address for messages that name none."),
+    _Setting(
+        "MAILROOM_SES_SOURCE", "ses_source", _source, "From address for messages that name none."
+    ),
     _Setting(
         "MAILROOM_SES_OUTPUT_PATH",
         "ses_output_path",

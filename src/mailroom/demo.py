@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import psycopg
 
-from mailroom import config, logs, migrate, outbox, tokens
+from mailroom import client, config, logs, migrate, outbox, tokens
 from mailroom.daemon import Daemon, make_transport
 from mailroom.embedded import EmbeddedPostgres
 
@@ -35,14 +35,14 @@ def _samples(conn: psycopg.Connection[Any]) -> list[int]:
         )
         return [
             *(row[0] for row in conn.execute("SELECT id FROM mailroom.outbox")),
-            outbox.enqueue(
+            client.enqueue(
                 conn, "bob@example.com", template="welcomev1", data={"name": "Bob"},
             ),
-            outbox.enqueue(
+            client.enqueue(
                 conn, "dave@example.com", subject="Welcome", text="Hello Dave!",
                 html="<p>Hello <b>Dave</b>!</p>", priority=5,
             ),
-            outbox.enqueue(conn, "carol@example.com", raw=raw.as_bytes()),
+            client.enqueue(conn, "carol@example.com", raw=raw.as_bytes()),
         ]  # fmt: skip
 
 

@@ -17,9 +17,15 @@ import structlog
 _ADDRESS = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+)")
 
 
+# A display name before "<": quoted (the form the outbox stores) or RFC 2047 encoded words.
+_WORD = r"=\?[^?\s]+\?[BbQq]\?[^?\s]*\?="
+_NAME = re.compile(rf'(?:"(?:[^"\\]|\\.)*"|{_WORD}(?:\s+{_WORD})*)(\s*<)')
+
+
 def mask(text: str) -> str:
-    """``alice@example.com`` -> ``a***@example.com``."""
-    return _ADDRESS.sub(r"\1***@\2", text)
+    """``alice@example.com`` -> ``a***@example.com``; ``"Alice Smith" <alice@...>`` ->
+    ``"***" <a***@...>``: a display name says as much about a person as the address."""
+    return _ADDRESS.sub(r"\1***@\2", _NAME.sub(r'"***"\1', text))
 
 
 def _mask_addresses(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import re
-import unicodedata
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from importlib import resources
@@ -14,7 +12,6 @@ from typing import Any, NamedTuple
 import anyio
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from mailroom.retry import Disposition
@@ -216,112 +213,3 @@ async def is_listening(conn: psycopg.AsyncConnection[Any], channel: str) -> bool
     cur = await conn.execute(query("listening"), {"channel": channel})
     row = await cur.fetchone()
     return bool(row and row[0])
-
-
-# -- enqueue, inside the caller's own transaction -------------------------------------------
-
-
-def _ascii_domain(address: str) -> str:
-    """SES takes internationalised domains only in punycode; the local part stays as given.
-
-    Python's IDNA codec maps some characters away (zero-width spaces vanish, "ß" becomes
-    "ss"): such a domain is passed on unchanged, so that the CHECK constraint refuses it,
-    rather than silently sending to another domain than the one written.
-    """
-    local, at, domain = address.rpartition("@")
-    if not at or domain.isascii():
-        return address
-    try:
-        encoded = domain.encode("idna").decode("ascii")
-        faithful = encoded.encode("ascii").decode("idna") == unicodedata.normalize(
-            "NFC", domain
-        ).lower().rstrip(".")
-    except UnicodeError:
-        return address  # not a domain at all: the CHECK constraint names the problem
-    return f"{local}@{encoded}" if faithful else address
-
-
-def _addresses(value: str | Iterable[str] | None, field: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    elif not isinstance(value, Iterable) or isinstance(value, bytes | Mapping):
-        raise TypeError(f"{field} must be an address or a list of addresses, not {value!r}")
-    addresses = []
-    for address in value:
-        if not isinstance(address, str):
-            raise TypeError(f"{field}: an address must be a str, not {address!r}")
-        addresses.append(_ascii_domain(address.strip()))
-    return addresses
-
-
-def _from(address: object) -> str:
-    if not isinstance(address, str):
-        raise TypeError(f"from_address must be a str, not {address!r}")
-    return _ascii_domain(address)  # not stripped: a From with spaces is refused, by name
-
-
-def enqueue_params(
-    to: str | Iterable[str],
-    *,
-    template: str | None = None,
-    data: Mapping[str, Any] | None = None,
-    subject: str | None = None,
-    text: str | None = None,
-    html: str | None = None,
-    raw: bytes | None = None,
-    from_address: str | None = None,
-    cc: str | Iterable[str] | None = None,
-    bcc: str | Iterable[str] | None = None,
-    reply_to: str | Iterable[str] | None = None,
-    config_set: str | None = None,
-    priority: int = 0,
-    not_before: datetime | None = None,
-    idempotency_key: str | None = None,
-    max_attempts: int = 10,
-    queue: str = "user_action_queue",
-) -> dict[str, Any]:
-    if data is not None and not isinstance(data, Mapping):
-        raise TypeError("data must be a mapping (SES template data is a JSON object)")
-    return {
-        "to_addresses": _addresses(to, "to"),
-        "template": template,
-        "template_data": None if data is None else Jsonb(dict(data), dumps=json.dumps),
-        "subject": subject,
-        "body_text": text,
-        "body_html": html,
-        "raw_mime": raw,
-        "from_address": None if from_address is None else _from(from_address),
-        "cc_addresses": _addresses(cc, "cc"),
-        "bcc_addresses": _addresses(bcc, "bcc"),
-        "reply_to_addresses": _addresses(reply_to, "reply_to"),
-        "config_set": config_set,
-        "priority": priority,
-        "not_before": not_before,
-        "idempotency_key": idempotency_key,
-        "max_attempts": max_attempts,
-        "queue": queue,
-    }
-
-
-def enqueue(conn: psycopg.Connection[Any], to: str | Iterable[str], **fields: Any) -> int:
-    """Enqueue one email in ``conn``'s current transaction; returns the message id.
-
-    Commit and it will be sent; roll back and it never existed. Keyword arguments are
-    those of :func:`enqueue_params`. Invalid fields raise ``psycopg.errors.CheckViolation``
-    naming the rule broken, e.g. ``outbox_recipients_between_1_and_50``.
-    """
-    row = conn.execute(query("enqueue"), enqueue_params(to, **fields)).fetchone()
-    assert row is not None  # noqa: S101 -- a SELECT of a function always returns a row
-    return int(row[0])
-
-
-async def enqueue_async(
-    conn: psycopg.AsyncConnection[Any], to: str | Iterable[str], **fields: Any
-) -> int:
-    """:func:`enqueue` for an async connection."""
-    cur = await conn.execute(query("enqueue"), enqueue_params(to, **fields))
-    row = await cur.fetchone()
-    assert row is not None  # noqa: S101 -- a SELECT of a function always returns a row
-    return int(row[0])

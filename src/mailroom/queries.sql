@@ -693,11 +693,6 @@ CROSS JOIN LATERAL mailroom.delivery_summary(o.status, o.provider_message_id, o.
                                              o.updated_at, o.sent_at) AS d
 WHERE o.id = %(id)s
 
--- name: delivery_status
-SELECT status, attempts, created_at, sent_at, provider_message_id, delivery_state,
-       delivery_at, delivery_reason
-FROM mailroom.message_status(%(id)s)
-
 -- name: suppression_list
 -- Newest first; every filter optional (NULL: any).
 SELECT address, reason, detail, created_at, created_by, count(*) OVER ()
@@ -921,3 +916,13 @@ SELECT count(*), max(at),
        (array_agg(left(substring(error FROM '^[^:]*'), 200) ORDER BY at DESC))[1]
 FROM mailroom.attempts
 WHERE outcome = 'paused' AND at > now() - make_interval(mins => %(minutes)s)
+-- ---------------------------------------------------------------- applications (issue 15)
+-- mailroom.client runs these through any driver (psycopg 3, psycopg2, SQLAlchemy, Django):
+-- plain %(name)s parameters, no {identifier} slots.
+
+-- name: app_status
+-- Every column message_status() returns, by name: later migrations may add some.
+SELECT * FROM mailroom.message_status(%(id)s::bigint)
+
+-- name: app_cancel
+SELECT mailroom.cancel(%(id)s::bigint)

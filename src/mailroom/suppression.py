@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parseaddr
 
+from mailroom.addresses import bare
 from mailroom.outbox import Message
 
 
@@ -25,11 +25,7 @@ def normalize_address(address: str) -> str:
     mailbox provider does, and what SES's own suppression list does: a bounce for
     ``Ann@`` must stop mail to ``ann@``.
     """
-    text = address.strip()
-    if text.endswith(">") and "<" in text:
-        _, spec = parseaddr(text)
-        text = spec or text[text.rindex("<") + 1 : -1]
-    return text.strip().lower()
+    return bare(address).lower()
 
 
 def recipients(batch: Iterable[Message]) -> list[str]:
