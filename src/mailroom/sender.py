@@ -110,9 +110,21 @@ class Sender:
         # of leased messages (and tasks) queueing behind them.
         self.queued = 0
         self.on_room: Callable[[], None] | None = None
+        self._room_at = max(1, concurrency // 2)  # free calls that make a backlog claim worth it
 
     def paused(self) -> bool:
         return anyio.current_time() < self.paused_until
+
+    def free_calls(self) -> int:
+        """Calls this sender can take now: free slots, plus a queue as deep as the slots
+        (calls waiting there start the moment a slot frees: no gap while a batch records)."""
+        slots = int(self._slots.total_tokens)
+        return max(0, 2 * slots - int(self._slots.borrowed_tokens) - self.queued)
+
+    def room_for_claim(self) -> bool:
+        """Whether a backlog claim is worth its round trip: half the slots' worth of calls
+        can be taken (claiming for every freed slot would cost a claim per call)."""
+        return self.free_calls() >= self._room_at
 
     async def send(
         self, batch: Sequence[Message], deadline: float
@@ -196,6 +208,8 @@ class Sender:
             yield
         finally:
             self._slots.release()
+            if self.free_calls() == self._room_at and self.on_room is not None:
+                self.on_room()  # room for a backlog claim again
 
     async def _may_start(self, call: Call, deadline: float) -> bool:
         """Whether the call may go now: not draining nor paused, within the send-rate
