@@ -221,7 +221,7 @@ class Daemon:
                     size = claim_size(
                         cfg.batch_limit,
                         backlogged=self._growing,
-                        free_calls=self.sender.free_calls(),
+                        free_calls=self.sender.claim_calls(),
                         simple_share=self._simple_share,
                         room=self._lease_cap - self.leased,
                     )

@@ -121,6 +121,12 @@ class Sender:
         slots = int(self._slots.total_tokens)
         return max(0, 2 * slots - int(self._slots.borrowed_tokens) - self.queued)
 
+    def claim_calls(self) -> int:
+        """Calls a backlog claim is sized for: what is free, at most half the slots, so that
+        several batches are in flight and each is recorded (its leases ended) as soon as its
+        own calls are done, not after a whole round of slots."""
+        return min(self.free_calls(), self._room_at)
+
     def room_for_claim(self) -> bool:
         """Whether a backlog claim is worth its round trip: half the slots' worth of calls
         can be taken (claiming for every freed slot would cost a claim per call)."""
