@@ -27,25 +27,37 @@ DEFAULT_CONCURRENCY = Config(database_url="").ses_concurrency
 # -- pure logic -------------------------------------------------------------------------
 
 
+def _size(*, backlogged: bool = True, free: int = 32, share: float = 0.0, room: int = 10_000,
+           limit: int = 10, want: int = 8) -> int:  # fmt: skip
+    return claim_size(limit, backlogged=backlogged, free_calls=free, want_calls=want,
+                      simple_share=share, room=room)  # fmt: skip
+
+
 def test_a_claim_that_is_not_backlogged_is_the_seed_batch() -> None:
-    assert claim_size(10, backlogged=False, free_calls=32, simple_share=0.0, room=10_000) == 10
+    assert _size(backlogged=False, free=32) == 10
+    assert _size(backlogged=False, free=0) == 10  # a wake-up does not wait for free calls
+    assert _size(backlogged=False, room=4) == 4
 
 
-def test_a_backlogged_claim_fills_the_free_calls_with_full_bulk_calls() -> None:
-    assert claim_size(10, backlogged=True, free_calls=7, simple_share=0.0, room=10_000) == 350
+def test_a_backlogged_claim_fills_half_the_slots_with_full_bulk_calls() -> None:
+    assert _size(free=32, want=8) == 8 * 50
+    assert _size(free=8, want=8) == 8 * 50
 
 
-def test_simple_messages_are_one_call_each_so_the_claim_stays_small() -> None:
-    assert claim_size(10, backlogged=True, free_calls=7, simple_share=1.0, room=10_000) == 10
-    assert claim_size(10, backlogged=True, free_calls=30, simple_share=1.0, room=10_000) == 30
+def test_a_backlogged_bulk_claim_waits_for_half_the_slots_rather_than_claim_per_call() -> None:
+    assert _size(free=7, want=8) == 0
+    assert _size(free=0, want=8) == 0
+    # but when the lease cap allows no more than the free calls carry, take that
+    assert _size(free=2, want=8, room=60) == 60
+
+
+def test_simple_messages_are_one_call_each_so_the_claim_stays_the_seed_batch() -> None:
+    assert _size(free=7, share=1.0) == 10
+    assert _size(free=1, share=1.0) == 10  # no wait: the batch limit is the size anyway
+    assert _size(free=30, want=30, share=1.0) == 30
+    assert _size(free=30, want=30, share=1.0, limit=500) == 500
     # half simple: 0.5 + 0.5 / 50 calls per message
-    assert claim_size(10, backlogged=True, free_calls=51, simple_share=0.5, room=10_000) == 100
-
-
-def test_no_free_call_means_the_seed_batch_and_no_room_means_nothing() -> None:
-    assert claim_size(10, backlogged=True, free_calls=0, simple_share=0.0, room=10_000) == 10
-    assert claim_size(10, backlogged=True, free_calls=8, simple_share=0.0, room=0) == 0
-    assert claim_size(10, backlogged=True, free_calls=8, simple_share=0.0, room=-5) == 0
+    assert _size(free=51, want=51, share=0.5) == 100
 
 
 @given(
@@ -61,15 +73,18 @@ def test_a_claim_never_leases_past_the_cap_nor_below_the_batch_without_reason(  
 ) -> None:
     cap = lease_cap(limit, concurrency)
     free = max(0, 2 * concurrency - busy)
-    size = claim_size(limit, backlogged=backlogged, free_calls=free, simple_share=share,
-                      room=cap - leased)  # fmt: skip
+    want = max(1, concurrency // 2)
+    size = _size(backlogged=backlogged, free=free, want=want, share=share, room=cap - leased,
+                 limit=limit)  # fmt: skip
     assert 0 <= size <= max(0, cap - leased)
-    if leased + limit <= cap:
-        assert size >= limit  # MAILROOM_BATCH_LIMIT stays the floor
     if not backlogged:
-        assert size <= limit
-    # never more than the free calls can carry when every message rides a full bulk call
-    assert size <= max(limit, free * BULK_MAX_ENTRIES)
+        assert size == max(0, min(limit, cap - leased))
+    elif size:
+        assert size >= min(limit, cap - leased)  # MAILROOM_BATCH_LIMIT stays the floor
+        # never more than the wanted calls can carry when every message rides a full call
+        assert size <= max(limit, want * BULK_MAX_ENTRIES)
+    if backlogged and free >= want and leased < cap:
+        assert size > 0  # enough free calls: never waits
 
 
 def test_the_lease_cap_keeps_the_seed_bound_and_covers_full_bulk_calls() -> None:

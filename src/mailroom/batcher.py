@@ -46,23 +46,35 @@ class Batcher:
 
 
 def claim_size(
-    limit: int, *, backlogged: bool, free_calls: int, simple_share: float, room: int
+    limit: int,
+    *,
+    backlogged: bool,
+    free_calls: int,
+    want_calls: int,
+    simple_share: float,
+    room: int,
 ) -> int:
-    """How many messages the next claim asks for.
+    """How many messages the next claim asks for; 0: not now, wait for free calls.
 
     Not backlogged (a wake-up, the first claim after an idle spell): ``limit``
     (MAILROOM_BATCH_LIMIT), the seed's batch. Backlogged (the last claim came back full):
-    what ``free_calls`` SES calls can carry, given the share of simple messages (one
-    SendEmail each) in the last batch; templated ones ride SendBulkEmail, up to
-    BULK_MAX_ENTRIES per call. Never less than ``limit``, never more than ``room``
-    (messages the daemon may still lease: the bound on what one crash can duplicate).
+    what ``want_calls`` SES calls carry, given the share of simple messages (one SendEmail
+    each) in the last batch; templated ones ride SendBulkEmail, up to BULK_MAX_ENTRIES per
+    call. Never less than ``limit``, never more than ``room`` (messages the daemon may
+    still lease: the bound on what one crash can duplicate). While fewer than
+    ``want_calls`` are free and that would make the claim smaller, wait: a claim per
+    freed slot would cost a round trip (and a record) per call.
     """
-    size = limit
-    if backlogged and free_calls > 0:
-        share = min(max(simple_share, 0.0), 1.0)
-        calls_per_message = share + (1.0 - share) / BULK_MAX_ENTRIES
-        size = max(limit, int(free_calls / calls_per_message))
-    return max(0, min(size, room))
+    if not backlogged:
+        return max(0, min(limit, room))
+    share = min(max(simple_share, 0.0), 1.0)
+    calls_per_message = share + (1.0 - share) / BULK_MAX_ENTRIES
+
+    def carried(calls: int) -> int:
+        return max(0, min(max(limit, int(calls / calls_per_message)), room))
+
+    size = carried(min(free_calls, want_calls))
+    return size if size >= carried(want_calls) else 0
 
 
 def lease_cap(limit: int, concurrency: int) -> int:

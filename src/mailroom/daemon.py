@@ -214,17 +214,19 @@ class Daemon:
                     not self.sender.paused()
                     and self.in_flight < cfg.ses_concurrency
                     and self.sender.queued < cfg.ses_concurrency
-                    and (not self._growing or self.sender.room_for_claim())
                     and self.leased < self._lease_cap
                 )
+                size = 0
                 if self._backlog and can_claim:
                     size = claim_size(
                         cfg.batch_limit,
                         backlogged=self._growing,
-                        free_calls=self.sender.claim_calls(),
+                        free_calls=self.sender.free_calls(),
+                        want_calls=self.sender.batch_calls,
                         simple_share=self._simple_share,
                         room=self._lease_cap - self.leased,
                     )
+                if size:
                     batch = await self._db(functools.partial(outbox.claim, size, cfg.lease))
                     if batch is None:  # database unreachable; _db has backed off
                         continue

@@ -110,7 +110,9 @@ class Sender:
         # of leased messages (and tasks) queueing behind them.
         self.queued = 0
         self.on_room: Callable[[], None] | None = None
-        self._room_at = max(1, concurrency // 2)  # free calls that make a backlog claim worth it
+        # Calls a backlog claim is sized for: half the slots, so that several batches are in
+        # flight and each is recorded (its leases ended) as soon as its own calls are done.
+        self.batch_calls = max(1, concurrency // 2)
 
     def paused(self) -> bool:
         return anyio.current_time() < self.paused_until
@@ -120,17 +122,6 @@ class Sender:
         (calls waiting there start the moment a slot frees: no gap while a batch records)."""
         slots = int(self._slots.total_tokens)
         return max(0, 2 * slots - int(self._slots.borrowed_tokens) - self.queued)
-
-    def claim_calls(self) -> int:
-        """Calls a backlog claim is sized for: what is free, at most half the slots, so that
-        several batches are in flight and each is recorded (its leases ended) as soon as its
-        own calls are done, not after a whole round of slots."""
-        return min(self.free_calls(), self._room_at)
-
-    def room_for_claim(self) -> bool:
-        """Whether a backlog claim is worth its round trip: half the slots' worth of calls
-        can be taken (claiming for every freed slot would cost a claim per call)."""
-        return self.free_calls() >= self._room_at
 
     async def send(
         self, batch: Sequence[Message], deadline: float
@@ -214,7 +205,7 @@ class Sender:
             yield
         finally:
             self._slots.release()
-            if self.free_calls() == self._room_at and self.on_room is not None:
+            if self.free_calls() == self.batch_calls and self.on_room is not None:
                 self.on_room()  # room for a backlog claim again
 
     async def _may_start(self, call: Call, deadline: float) -> bool:
