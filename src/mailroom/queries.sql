@@ -34,8 +34,8 @@ RETURNING m.id, m.attempts, m.max_attempts, m.from_address, m.to_addresses,
           m.body_html, m.raw_mime, extract(epoch FROM m.created_at)::float8 AS created,
           m.priority, m.next_attempt_at
 )
--- RETURNING comes in the table's order: a batch bigger than one call slot's share (claims
--- grow under a backlog) goes out in claim order, highest priority then oldest due first
+-- RETURNING comes in the table's order: sorted here, a batch's calls start in claim order
+-- (highest priority, then oldest due), however big the batch (claims grow under a backlog)
 SELECT id, attempts, max_attempts, from_address, to_addresses, cc_addresses, bcc_addresses,
        reply_to_addresses, config_set, template, template_data, subject, body_text,
        body_html, raw_mime, created
