@@ -20,11 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import peer, profile, report
-from bench.harness import BASE, THROUGHPUT, Postgres, Standin, snapshot
+from bench import compare, peer, profile, report
+from bench.harness import BASE, THROUGHPUT, Code, Postgres, Standin, snapshot
 from bench.scenarios import Bench, Result, drain, steady
+from bench.transport import OPS as TRANSPORT_OPS
+from bench.transport import VARIANTS as TRANSPORTS
+from mailroom.config import Config
 
-SCENARIOS = ("bulk", "simple", "peer", "raw", "whatif", "latency", "sweep", "profile")
+SCENARIOS = (
+    "bulk", "defaults", "simple", "oldcode", "transport", "peer", "raw", "whatif", "latency",
+    "sweep", "profile",
+)  # fmt: skip
 FULL = {
     "bulk": 50_000,
     "simple": 20_000,
@@ -35,8 +41,11 @@ FULL = {
     "high": (1000.0, 10.0),
     "sweep": 50_000,
     "profile": (50_000, 5_000),  # bulk, simple
+    "defaults": 50_000,
+    "transport": 3_000,  # calls per variant and operation
 }
 PEER_THREADS_AT_50MS = 64
+DEFAULTS = Config(database_url="")  # the daemon's defaults, as the code under test has them
 SMOKE = {
     "bulk": 2_000,
     "simple": 300,
@@ -47,6 +56,8 @@ SMOKE = {
     "high": (200.0, 0.5),
     "sweep": 1_000,
     "profile": (0, 0),
+    "defaults": 2_000,
+    "transport": 50,
 }
 
 
@@ -98,6 +109,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--write", type=Path, help="update this markdown file (docs/BENCHMARKS.md)")
     parser.add_argument("--json", type=Path, help="also save raw results as JSON here")
     parser.add_argument(
+        "--old",
+        type=Path,
+        help="a checkout of the code before aiohttp (git worktree add /tmp/old 9fb73c5) with"
+        " its own .venv: scenario oldcode (simple drain) and transport ours_old",
+    )
+    parser.add_argument(
         "--source",
         default="HEAD",
         help="code under test: a git commit (default HEAD), or 'worktree' for uncommitted src/",
@@ -109,6 +126,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     if args.smoke:
         args.runs, args.sweep_runs, args.write = 1, 1, None
+    if "oldcode" in args.only and args.old is None:
+        args.only.discard("oldcode")  # needs --old
     return args
 
 
@@ -134,12 +153,33 @@ def round_plan(
             bench, sizes["peer"], latency_ms=latency, batch_size=batch, threads=width
         )
 
+    def defaults(latency: int) -> Callable[[], Result]:
+        # every daemon setting at its default (BASE only: HTTP off, logs at warning)
+        return lambda: drain(bench, sizes["defaults"], latency_ms=latency, settings={})
+
+    def simple(code: Code | None = None) -> Callable[[], Result]:
+        return lambda: drain(bench, sizes["simple"], latency_ms=0, simple=True, code=code)
+
+    def transport(variant: str, op: str) -> Callable[[], Result]:
+        calls = sizes["transport"]
+        return lambda: compare.transport_cpu(bench, variant, op, calls, args.old)
+
+    transports = [
+        ("transport", f"transport_{v}_{op}", transport(v, op))
+        for v in TRANSPORTS
+        if v != "ours_old" or args.old is not None
+        for op in TRANSPORT_OPS
+    ]
     plan: list[tuple[str, str, Callable[[], Result]] | None] = [
         ("bulk", "bulk0", bulk(0)),
+        ("defaults", "defaults0", defaults(0)),
         ("peer", "peer0", pgqueuer(0)),
         ("bulk", "bulk50", bulk(50)) if full else None,
+        ("defaults", "defaults50", defaults(50)) if full else None,
         ("peer", "peer50", pgqueuer(50)) if full else None,
-        ("simple", "simple", lambda: drain(bench, sizes["simple"], latency_ms=0, simple=True)),
+        ("simple", "simple", simple()),
+        ("oldcode", "simple_old", simple(bench.old)) if bench.old else None,
+        *transports,
         ("raw", "raw", lambda: peer.raw_ceiling(bench, sizes["raw"], batch=batch)),
         (
             "whatif",
@@ -294,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         standin = Standin()
         try:
             bench = Bench(pg, standin, Path(workdir))
+            if args.old is not None and "oldcode" in args.only:
+                bench.old = compare.old_code(bench, args.old)
             begun = time.strftime("%Y-%m-%d %H:%M")
             results = run_all(args, bench)
             postgres = pg.version()
@@ -303,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])
     settings = (
         f"throughput daemons: {_env(BASE | THROUGHPUT)}, other variables at their defaults;"
-        f" idle-latency daemon: {_env(BASE)} and defaults (batch limit 10, concurrency 8)."
+        f" idle-latency and defaults daemons: {_env(BASE)} and the defaults (batch limit"
+        f" {DEFAULTS.batch_limit}, concurrency {DEFAULTS.ses_concurrency})."
         " PostgreSQL: embedded server (mailroom.embedded), fsync=off, full_page_writes=off,"
         " synchronous_commit on, otherwise defaults; a fresh database per run. SES stand-in:"
         " tests/sesv2_standin.py in its own process. pgqueuer: one worker process, asyncpg"
@@ -319,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "runs": args.runs,
         "machine": report.machine(),
-        "versions": {**report.versions(postgres, commit), "code digest": digest},
+        "versions": {**report.versions(postgres, commit), "code digest": digest}
+        | ({"old code": f"{args.old} at {_head(args.old)}"} if args.old else {}),
         "noise": f"before: {noise_before}; after: {others_busy()} (the load average at the"
         " end counts the benchmark's own threads).",
         "settings": settings,
@@ -332,6 +376,16 @@ def main(argv: list[str] | None = None) -> int:
         log(f"wrote {args.write}")
     log(f"done in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _head(checkout: Path) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short=12", "HEAD"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or "?"
 
 
 def _env(settings: dict[str, str]) -> str:

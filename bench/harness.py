@@ -116,12 +116,7 @@ class Postgres:
 
     def start(self) -> None:
         self.admin_dsn = self.server.start()
-        with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE_DB)))
-        env = {**aws_env(""), "MAILROOM_DATABASE_URL": self.dsn(TEMPLATE_DB)}
-        subprocess.run(
-            [sys.executable, "-m", "mailroom", "migrate"], env=env, capture_output=True, check=True
-        )
+        self.add_template(TEMPLATE_DB, Code())
         with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
             create = sql.SQL("CREATE DATABASE {} TEMPLATE {}")
             admin.execute(create.format(sql.Identifier(NO_CHECKS_DB), sql.Identifier(TEMPLATE_DB)))
@@ -129,6 +124,15 @@ class Postgres:
             for (name,) in conn.execute(CONTENT_CHECKS).fetchall():
                 drop = sql.SQL("ALTER TABLE mailroom.outbox DROP CONSTRAINT {}")
                 conn.execute(drop.format(sql.Identifier(name)))
+
+    def add_template(self, name: str, code: Code) -> None:
+        """A database migrated by ``code``'s own ``mailroom migrate``."""
+        with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        env = {**aws_env("", code.pythonpath), "MAILROOM_DATABASE_URL": self.dsn(name)}
+        subprocess.run(
+            [code.python, "-m", "mailroom", "migrate"], env=env, capture_output=True, check=True
+        )
 
     def stop(self) -> None:
         self.server.stop(cleanup=True)
@@ -142,12 +146,14 @@ class Postgres:
         return str(row[0]) if row else "?"
 
     @contextmanager
-    def database(self, *, migrated: bool = True, checks: bool = True) -> Iterator[str]:
+    def database(
+        self, *, migrated: bool = True, checks: bool = True, template: str | None = None
+    ) -> Iterator[str]:
         """A fresh database (a copy of the migrated template, or empty); dropped after."""
         name = f"b_{uuid.uuid4().hex[:10]}"
         create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if migrated:
-            template = TEMPLATE_DB if checks else NO_CHECKS_DB
+            template = template or (TEMPLATE_DB if checks else NO_CHECKS_DB)
             create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
             admin.execute(create)
@@ -330,9 +336,20 @@ def _no_caches(directory: str, names: list[str]) -> list[str]:
     return [n for n in names if n == "__pycache__"]
 
 
-def aws_env(endpoint: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class Code:
+    """Which mailroom a process runs: the frozen snapshot in this venv (the default), or
+    another checkout with its own venv (``pythonpath=[]``: its editable install)."""
+
+    python: str = sys.executable
+    pythonpath: list[str] | None = None  # None: the snapshot (SNAPSHOT_PATH)
+    template: str | None = None  # the database template its migrations made
+
+
+def aws_env(endpoint: str, pythonpath: list[str] | None = None) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    pythonpath = [*SNAPSHOT_PATH, *filter(None, [os.environ.get("PYTHONPATH")])]
+    first = SNAPSHOT_PATH if pythonpath is None else pythonpath
+    pythonpath = [*first, *filter(None, [os.environ.get("PYTHONPATH")])]
     if pythonpath:
         keep["PYTHONPATH"] = os.pathsep.join(pythonpath)
     return {
@@ -356,11 +373,12 @@ class Daemon:
     endpoint: str
     settings: Mapping[str, str]
     log_path: Path
+    code: Code = field(default_factory=Code)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> Daemon:
         env = {
-            **aws_env(self.endpoint),
+            **aws_env(self.endpoint, self.code.pythonpath),
             **BASE,
             "MAILROOM_DATABASE_URL": self.dsn,
             "MAILROOM_LOG_FORMAT": "json",
@@ -368,7 +386,7 @@ class Daemon:
         }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailroom", "run"], env=env, stdout=log, stderr=log
+                [self.code.python, "-m", "mailroom", "run"], env=env, stdout=log, stderr=log
             )
         return self
 
@@ -399,11 +417,19 @@ class Daemon:
 
 @contextmanager
 def daemons(
-    dsn: str, endpoint: str, settings: Mapping[str, str], workdir: Path, count: int = 1
+    dsn: str,
+    endpoint: str,
+    settings: Mapping[str, str],
+    workdir: Path,
+    count: int = 1,
+    *,
+    code: Code | None = None,
 ) -> Iterator[list[Daemon]]:
     """``count`` daemons on one database, listening and idle when the block starts."""
     started = [
-        Daemon(dsn, endpoint, settings, workdir / f"daemon-{uuid.uuid4().hex[:6]}.log").start()
+        Daemon(
+            dsn, endpoint, settings, workdir / f"daemon-{uuid.uuid4().hex[:6]}.log", code or Code()
+        ).start()
         for _ in range(count)
     ]
     try:

@@ -18,6 +18,10 @@ COMPONENTS = (
     ("mailroom/", "mailroom"),
     ("botocore/", "botocore (request build, signing, parsing)"),
     ("boto3/", "botocore (request build, signing, parsing)"),
+    # before "http/client", which "aiohttp/client.py" also contains
+    ("aiohttp/", "aiohttp + yarl + multidict (HTTP exchange)"),
+    ("yarl/", "aiohttp + yarl + multidict (HTTP exchange)"),
+    ("multidict/", "aiohttp + yarl + multidict (HTTP exchange)"),
     ("urllib3/", "urllib3 + http.client"),
     ("http/client", "urllib3 + http.client"),
     ("psycopg_pool/", "psycopg / psycopg_pool"),

@@ -183,16 +183,21 @@ def _ceiling_rows(runs: dict[str, Runs]) -> list[str]:
 
 
 def results_table(runs: dict[str, Runs]) -> list[str]:
+    from bench import compare  # noqa: PLC0415 -- compare uses this module's formatters
+
     return [
         _row("scenario", "mailroom, median (range)", "peer, median", "ratio", "target", "met?"),
         _row(*["---"] * 6),
         *_throughput_rows(runs),
+        *compare.defaults_rows(runs),
         *_latency_rows(runs),
         *_ceiling_rows(runs),
     ]
 
 
 def details_table(runs: dict[str, Runs]) -> list[str]:
+    from bench import compare  # noqa: PLC0415 -- compare uses this module's formatters
+
     lines = [
         _row(
             "scenario",
@@ -215,6 +220,7 @@ def details_table(runs: dict[str, Runs]) -> list[str]:
         ("bulk0_no_checks", "what-if: bulk 0 ms, no content CHECKs"),
         ("peer0", "pgqueuer 0 ms"),
         ("peer50", "pgqueuer 50 ms"),
+        *compare.details_keys(),
     ):
         rs = runs.get(key)
         if not rs:
@@ -371,6 +377,11 @@ def render(results: dict[str, Any]) -> str:
         *latency_table(runs),
         "",
     ]
+    from bench import compare  # noqa: PLC0415 -- compare uses this module's formatters
+
+    transports = compare.transport_table(runs)
+    if transports:
+        lines += ["### SES transports, CPU per call", "", *transports]
     if results.get("sweeps"):
         lines += ["### Scale sweeps (bulk drain, templated)", ""]
         for sweep in results["sweeps"]:

@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from bench.harness import (
     BASE,
     THROUGHPUT,
+    Code,
     Daemon,
     Postgres,
     Standin,
@@ -40,6 +41,7 @@ class Bench:
     pg: Postgres
     standin: Standin
     workdir: Path
+    old: Code | None = None  # the code before aiohttp (--old), for the oldcode scenario
 
 
 def wait_drained(bench: Bench, dsn: str, n: int, procs: Sequence[Daemon], timeout: float) -> float:
@@ -79,13 +81,15 @@ def drain(
     replicas: int = 1,
     checks: bool = True,
     during: Callable[[list[int]], Callable[[], None]] | None = None,
+    code: Code | None = None,
 ) -> Result:
     """Daemons idle and listening; n messages committed in one INSERT; time until the
     last one is recorded as sent. ``during(pids)`` may start a profiler (returns its stop)."""
     bench.standin.reset(latency_ms)
+    template = code.template if code else None
     with (
-        bench.pg.database(checks=checks) as dsn,
-        daemons(dsn, bench.standin.url, settings, bench.workdir, replicas) as procs,
+        bench.pg.database(checks=checks, template=template) as dsn,
+        daemons(dsn, bench.standin.url, settings, bench.workdir, replicas, code=code) as procs,
     ):
         pids = [p.pid for p in procs]
         stop = during(pids) if during else None

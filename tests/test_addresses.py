@@ -222,6 +222,7 @@ def test_a_bad_ses_source_stops_the_daemon_at_start(source: str, problem: str) -
     ],
 )
 def test_ses_source_is_converted_like_any_address(source: str, used: str) -> None:
-    cfg = config.load({"MAILROOM_DATABASE_URL": "postgresql://db/app", "MAILROOM_SES_SOURCE": source})
+    env = {"MAILROOM_DATABASE_URL": "postgresql://db/app", "MAILROOM_SES_SOURCE": source}
+    cfg = config.load(env)
     assert cfg.ses_source == used
     assert addresses.is_valid(used, dotless_domain=True)

@@ -6,6 +6,7 @@ Signals only set a flag; the loop sees it, stops claiming, lets calls in flight 
 
 from __future__ import annotations
 
+import functools
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,7 +17,7 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from mailroom import events_reader, health, metrics, retention, suppression
-from mailroom.batcher import Batcher
+from mailroom.batcher import Batcher, claim_size, lease_cap
 from mailroom.capstep import CapStep
 from mailroom.config import Config, record_margin
 from mailroom.listener import HEARTBEAT_TIMEOUT, KEEPALIVE, Listener
@@ -84,6 +85,10 @@ class Daemon:
         self.in_flight = 0  # batches being sent or recorded
         self._batches = 0  # batches claimed so far, for the batch id in logs
         self._backlog = True  # more due work may be waiting: claim again
+        self._growing = False  # the last claim came back full: size claims to the free calls
+        self._simple_share = 1.0  # of the last batch: one call per message until seen
+        self.leased = 0  # messages claimed and not yet recorded
+        self._lease_cap = lease_cap(config.batch_limit, config.ses_concurrency)
         self._next_poll = 0.0  # backstop poll, moved earlier by scheduled work
         self._wake = anyio.Event()
         self.sender.on_room = self._room
@@ -281,16 +286,30 @@ class Daemon:
                     not self.sender.paused()
                     and self.in_flight < cfg.ses_concurrency
                     and self.sender.queued < cfg.ses_concurrency
+                    and self.leased < self._lease_cap
                 )
+                size = 0
                 if self._backlog and can_claim:
-                    batch = await self._db(lambda: outbox.claim(cfg.batch_limit, cfg.lease))
+                    size = claim_size(
+                        cfg.batch_limit,
+                        backlogged=self._growing,
+                        free_calls=self.sender.free_calls(),
+                        want_calls=self.sender.batch_calls,
+                        simple_share=self._simple_share,
+                        room=self._lease_cap - self.leased,
+                    )
+                if size:
+                    batch = await self._db(functools.partial(outbox.claim, size, cfg.lease))
                     if batch is None:  # database unreachable; _db has backed off
                         continue
-                    self._backlog = len(batch) == cfg.batch_limit
+                    self._backlog = self._growing = len(batch) == size
                     if batch:
+                        simple = sum(1 for m in batch if m.template is None)
+                        self._simple_share = simple / len(batch)
                         metrics.BATCH_SIZE.observe(len(batch))
                         metrics.IN_FLIGHT.inc(len(batch))
                         self.in_flight += 1
+                        self.leased += len(batch)
                         look_ahead = not self._backlog  # after the batch: off the latency path
                         batches.start_soon(
                             self._process, outbox, batch, now + cfg.lease, look_ahead
@@ -345,6 +364,7 @@ class Daemon:
             structlog.contextvars.reset_contextvars(**context)
             metrics.IN_FLIGHT.dec(unrecorded)
             self.in_flight -= 1
+            self.leased -= len(batch)
             self._wake.set()
 
     async def _record(self, outbox: Outbox, outcomes: Sequence[tuple[int, Disposition]]) -> None:

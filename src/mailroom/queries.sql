@@ -18,7 +18,7 @@ WITH due AS MATERIALIZED (
     ORDER BY priority DESC, next_attempt_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-)
+), claimed AS (
 UPDATE mailroom.outbox AS m
 SET status = 'sending',
     attempts = m.attempts + 1,
@@ -30,8 +30,17 @@ SET status = 'sending',
 WHERE m.id = ANY (ARRAY(SELECT id FROM due))
 RETURNING m.id, m.attempts, m.max_attempts, m.from_address, m.to_addresses,
           m.cc_addresses, m.bcc_addresses, m.reply_to_addresses, m.config_set,
-          m.template, m.template_data::text, m.subject, m.body_text, m.body_html, m.raw_mime,
-          extract(epoch FROM m.created_at)::float8
+          m.template, m.template_data::text AS template_data, m.subject, m.body_text,
+          m.body_html, m.raw_mime, extract(epoch FROM m.created_at)::float8 AS created,
+          m.priority, m.next_attempt_at
+)
+-- RETURNING comes in the table's order: sorted here, a batch's calls start in claim order
+-- (highest priority, then oldest due), however big the batch (claims grow under a backlog)
+SELECT id, attempts, max_attempts, from_address, to_addresses, cc_addresses, bcc_addresses,
+       reply_to_addresses, config_set, template, template_data, subject, body_text,
+       body_html, raw_mime, created
+FROM claimed
+ORDER BY priority DESC, next_attempt_at, id
 
 -- name: record
 -- Apply a whole batch's outcomes in one round trip and append one attempt row per try.

@@ -124,9 +124,18 @@ class Sender:
         # the suppression list: normalized recipients -> those suppressed (one query)
         self.suppressed: Callable[[list[str]], Awaitable[Mapping[str, suppression.Entry]]]
         self.suppressed = _nothing_suppressed
+        # Calls a backlog claim is sized for: half the slots, so that several batches are in
+        # flight and each is recorded (its leases ended) as soon as its own calls are done.
+        self.batch_calls = max(1, concurrency // 2)
 
     def paused(self) -> bool:
         return anyio.current_time() < self.paused_until
+
+    def free_calls(self) -> int:
+        """Calls this sender can take now: free slots, plus a queue as deep as the slots
+        (calls waiting there start the moment a slot frees: no gap while a batch records)."""
+        slots = int(self._slots.total_tokens)
+        return max(0, 2 * slots - int(self._slots.borrowed_tokens) - self.queued)
 
     async def send(
         self, batch: Sequence[Message], deadline: float
@@ -297,6 +306,8 @@ class Sender:
             yield
         finally:
             self._slots.release()
+            if self.free_calls() == self.batch_calls and self.on_room is not None:
+                self.on_room()  # room for a backlog claim again
 
     async def _may_start(self, call: Call, deadline: float) -> bool:
         """Whether the call may go now: not draining nor paused, within the send-rate
