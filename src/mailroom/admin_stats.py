@@ -85,13 +85,6 @@ def throughput(conn: Connection, *, minutes: int, queue: str | None) -> list[dic
     return series
 
 
-def pauses(conn: Connection, minutes: int = 15) -> dict[str, Any]:
-    """Tries recorded as "paused" (an account-level stop) lately: how many, the last, why."""
-    row = conn.execute(query("recent_pauses"), {"minutes": minutes}).fetchone()
-    assert row is not None  # noqa: S101 -- an aggregate returns one row
-    return {"minutes": minutes, "tries": int(row[0]), "last_at": row[1], "reason": row[2]}
-
-
 def stats(
     conn: Connection, *, since: datetime, until: datetime, queue: str | None,
     reveal: bool = False,
