@@ -36,6 +36,45 @@ CREATE INDEX daemons_by_queue ON mailroom.daemons (queue, worker);
 -- first with CREATE INDEX CONCURRENTLY (docs/cli.md, "Retention"); this then does nothing.
 CREATE INDEX IF NOT EXISTS events_occurred_at ON mailroom.events (occurred_at);
 
+-- The daemon may delete old events only: it has no DELETE on the table (history is not
+-- its to rewrite), and this function refuses to delete anything younger than a day, so a
+-- daemon's role cannot wipe the recent bounces that suppression counts. One batch of at
+-- most `batch` rows, oldest first, rows another session holds skipped; returns how many.
+-- MATERIALIZED: the LIMIT ... SKIP LOCKED subquery runs once (see prune_sent).
+CREATE FUNCTION mailroom.prune_events(keep_seconds double precision, batch integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pruned bigint;
+BEGIN
+    IF keep_seconds IS NULL OR keep_seconds < 86400 OR batch IS NULL
+       OR batch NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'mailroom.prune_events: keep_seconds must be at least 86400 (one day)'
+            ' and batch 1 to 10000, got % and %', keep_seconds, batch
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH doomed AS MATERIALIZED (
+        SELECT e.id
+        FROM mailroom.events AS e
+        WHERE e.occurred_at < pg_catalog.now() - pg_catalog.make_interval(secs => keep_seconds)
+        ORDER BY e.occurred_at
+        LIMIT batch
+        FOR UPDATE SKIP LOCKED
+    ),
+    deleted AS (
+        DELETE FROM mailroom.events AS e
+        USING doomed
+        WHERE e.id = doomed.id
+        RETURNING 1
+    )
+    SELECT pg_catalog.count(*) INTO pruned FROM deleted;
+    RETURN pruned;
+END
+$$;
+
 -- ---------------------------------------------------------------- grants
 CREATE FUNCTION mailroom.grants_0013() RETURNS void
 LANGUAGE plpgsql
@@ -43,10 +82,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'mailroom_daemon') THEN
-        -- its own row (upsert, delete on shutdown; stale rows of dead daemons pruned), and
-        -- events retention; status may run as the daemon role too
+        -- its own row (upsert, delete on shutdown; stale rows of dead daemons pruned;
+        -- status may run as the daemon role too), and events retention
         GRANT SELECT, INSERT, UPDATE, DELETE ON mailroom.daemons TO mailroom_daemon;
-        GRANT DELETE ON mailroom.events TO mailroom_daemon;
+        GRANT EXECUTE ON FUNCTION mailroom.prune_events(double precision, integer)
+            TO mailroom_daemon;
     END IF;
     IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'mailroom_operator') THEN
         -- `mailroom status` and the console's overview: read only

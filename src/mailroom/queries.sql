@@ -506,7 +506,8 @@ FROM (VALUES
     ('INSERT on mailroom.recipient_sends',
      has_table_privilege('mailroom.recipient_sends', 'INSERT')),
     ('INSERT on mailroom.events', has_table_privilege('mailroom.events', 'INSERT')),
-    ('DELETE on mailroom.events', has_table_privilege('mailroom.events', 'DELETE')),
+    ('EXECUTE on mailroom.prune_events()', has_function_privilege(
+        'mailroom.prune_events(double precision, integer)', 'EXECUTE')),
     ('INSERT on mailroom.daemons', has_table_privilege('mailroom.daemons', 'INSERT')),
     ('UPDATE on mailroom.daemons', has_table_privilege('mailroom.daemons', 'UPDATE')),
     ('DELETE on mailroom.daemons', has_table_privilege('mailroom.daemons', 'DELETE')),
@@ -990,21 +991,7 @@ GROUP BY 1, 2, 3
 ORDER BY 4 DESC, 1, 2, 3
 
 -- name: prune_events
--- Retention: delete one batch of SES events that occurred longer ago than keep_seconds,
--- oldest first (events_occurred_at index). Rows another session holds are skipped.
--- MATERIALIZED: the LIMIT ... SKIP LOCKED subquery runs once (see prune_sent).
-WITH doomed AS MATERIALIZED (
-    SELECT id
-    FROM mailroom.events
-    WHERE occurred_at < now() - make_interval(secs => %(keep_seconds)s)
-    ORDER BY occurred_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-),
-deleted AS (
-    DELETE FROM mailroom.events AS e
-    USING doomed
-    WHERE e.id = doomed.id
-    RETURNING 1
-)
-SELECT count(*) FROM deleted
+-- Retention: delete one batch of SES events that occurred longer ago than keep_seconds
+-- (at least a day), oldest first (events_occurred_at index), through the definer function
+-- of 0013: the daemon has no DELETE on the events themselves.
+SELECT mailroom.prune_events(%(keep_seconds)s::float8, %(limit)s::int)
