@@ -125,7 +125,7 @@ def test_status_json_has_stable_keys_and_counts_every_state(
     report = json.loads(result.stdout)
     assert set(report) == {
         "queue", "generated_at", "depth", "due", "oldest_due_age_seconds", "sent_last_minute",
-        "sent_last_hour", "dead_reasons", "leases",
+        "sent_last_hour", "dead_reasons", "leases", "daemons",
     }  # fmt: skip
     assert report["queue"] == "user_action_queue"
     assert report["depth"] == {"pending": 2, "retrying": 1, "sending": 2, "sent": 2, "dead": 4}

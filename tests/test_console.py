@@ -200,6 +200,53 @@ def test_pages_search_and_message_in_a_browser(
     assert "unknown status nonsense" in browser.find_element(By.CLASS_NAME, "error").text
 
 
+def test_the_overview_shows_debug_mode_pauses_and_stale_daemons(  # noqa: PLR0917 -- fixtures
+    browser: Any, console: Console, conn: psycopg.Connection[Any],
+    spawn: Callable[..., Any], standin: SesStandin, tmp_path: Path,
+) -> None:  # fmt: skip
+    """From mailroom.daemons (sql/0013), as real daemons write it: one in debug mode on
+    the bulk queue, one paused by SES (the reason shown, its address masked), one dead."""
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    browser.get(console.url + "/")
+    assert "nothing is being sent" in _text(browser, "no-daemons")
+    assert not browser.find_elements(By.ID, "paused")
+
+    standin.inject("sending_paused", 1)
+    debug = spawn(MAILROOM_DEBUG="true", MAILROOM_QUEUE_NAME="bulk", MAILROOM_WORKER_NAME="dbg:7",
+                  MAILROOM_SES_OUTPUT_PATH=str(tmp_path / "out"))  # fmt: skip
+    paused = spawn(MAILROOM_PAUSE_DURATION="120000", MAILROOM_WORKER_NAME="ses:8")
+    debug.wait_listening()
+    paused.wait_listening()
+    _enqueue(conn, "carol@example.com", subject="S", text="t", template=None, data=None)
+    paused_rows = "SELECT count(*) FROM mailroom.daemons WHERE paused_until > now()"
+    wait_for(lambda: conn.execute(paused_rows).fetchone() == (1,))
+    conn.execute(
+        "INSERT INTO mailroom.daemons (worker, queue, version, mode, transport, started_at,"
+        " seen_at, send_rate) VALUES ('old:9', 'user_action_queue', '0.1', 'ses', 'x',"
+        " now() - interval '2 days', now() - interval '10 minutes', 'unlimited')"
+    )
+
+    browser.get(console.url + "/")
+    banner = browser.find_element(By.CLASS_NAME, "debug-mode").text
+    assert "DEBUG MODE: daemon dbg:7 (queue bulk) sends nothing" in banner
+    assert str(tmp_path / "out") in banner
+    pause = _text(browser, "paused")
+    assert "Sending paused" in pause
+    assert "ses:8" in pause
+    assert "SendingPausedException" in pause
+    assert not browser.find_elements(By.ID, "no-daemons")
+    table = {
+        row.find_element(By.TAG_NAME, "code").text: row.text
+        for row in browser.find_elements(By.CSS_SELECTOR, "#daemons tbody tr")
+    }
+    assert set(table) == {"dbg:7", "ses:8", "old:9"}
+    assert "DEBUG MODE: sends nothing" in table["dbg:7"]
+    assert "paused" in table["ses:8"]
+    assert "stale" in table["old:9"]
+    assert "carol@" not in browser.page_source
+
+
 def test_cancel_and_send_now_from_the_message_page(
     browser: Any, console: Console, conn: psycopg.Connection[Any]
 ) -> None:

@@ -307,7 +307,8 @@ def test_queues_and_stats(operator: str, conn: psycopg.Connection[Any]) -> None:
 
     stats = json.loads(mailroom_cli("stats", "--since", "1h", "--json", db=operator).stdout)
     by_template = {t["template"]: t for t in stats["templates"]}
-    assert by_template["welcome"] == {"template": "welcome", "sent": 0, "retried": 1, "dead": 1}
+    assert by_template["welcome"] == {"template": "welcome", "sent": 0, "retried": 1, "dead": 1,
+                                      "bounced": 0, "complained": 0}  # fmt: skip
     assert by_template["activationv1"]["sent"] == 1  # the "sent" message's second try
     reasons = {(r["outcome"], r["reason"]) for r in stats["reasons"]}
     assert ("retry", "TooManyRequestsException") in reasons
@@ -316,7 +317,8 @@ def test_queues_and_stats(operator: str, conn: psycopg.Connection[Any]) -> None:
                                       db=operator).stdout)  # fmt: skip
     # only the rejected one's try, 3 hours ago
     assert earlier["templates"] == [
-        {"template": "activationv1", "sent": 0, "retried": 0, "dead": 1}]  # fmt: skip
+        {"template": "activationv1", "sent": 0, "retried": 0, "dead": 1, "bounced": 0,
+         "complained": 0}]  # fmt: skip
 
 
 def test_status_watch_prints_plain_reports_when_piped(operator: str) -> None:

@@ -89,10 +89,10 @@ def test_prunes_old_sent_and_dead_in_batches_and_nothing_else(
         if not any(pruned.values()):
             break
     assert passes == [
-        {"sent": 2, "dead": 2, "cancelled": 1},
-        {"sent": 2, "dead": 1, "cancelled": 0},
-        {"sent": 1, "dead": 0, "cancelled": 0},
-        {"sent": 0, "dead": 0, "cancelled": 0},
+        {"sent": 2, "dead": 2, "cancelled": 1, "events": 0},
+        {"sent": 2, "dead": 1, "cancelled": 0, "events": 0},
+        {"sent": 1, "dead": 0, "cancelled": 0, "events": 0},
+        {"sent": 0, "dead": 0, "cancelled": 0, "events": 0},
     ]
     assert counts(conn) == {
         ("user_action_queue", "sent"): 2,  # 6 days old: kept for 7
@@ -149,7 +149,7 @@ def test_locked_rows_are_skipped_not_waited_for(db: str, conn: psycopg.Connectio
 
         threading.Thread(target=prune, daemon=True).start()
         assert done.wait(10), "pruning waited for a locked row"
-    assert result == {"sent": 1, "dead": 0, "cancelled": 1}
+    assert result == {"sent": 1, "dead": 0, "cancelled": 1, "events": 0}
     remaining = conn.execute("SELECT id FROM mailroom.outbox WHERE id = %s", held).fetchone()
     assert remaining == held
 
@@ -171,7 +171,7 @@ def test_disabled_retention_prunes_nothing(db: str, conn: psycopg.Connection[Any
     anyio.run(run_returns_at_once)
     assert counts(conn) == before
     keep_sent = dataclasses.replace(BASE, retention_sent=0.0)
-    assert prune_once(db, keep_sent) == {"dead": 3, "cancelled": 1}
+    assert prune_once(db, keep_sent) == {"dead": 3, "cancelled": 1, "events": 0}
     assert counts(conn)[("user_action_queue", "sent")] == before[("user_action_queue", "sent")]
 
 

@@ -50,6 +50,7 @@ def test_public_gets_nothing(conn: psycopg.Connection[Any], login_as: Any) -> No
             "SELECT mailroom.enqueue(ARRAY['a@example.com'], subject => 's', body_text => 'b')",
             "SELECT * FROM mailroom.message_status(1)",
             "SELECT mailroom.cancel(1)",
+            "SELECT mailroom.prune_events(86400, 10)",
             "SELECT count(*) FROM mailroom.outbox",
         ):
             with pytest.raises(errors.InsufficientPrivilege):
@@ -68,6 +69,7 @@ def test_public_gets_nothing(conn: psycopg.Connection[Any], login_as: Any) -> No
         "message_status",
         "is_suppressed",
         "cancel",
+        "prune_events",  # 0013: the daemon prunes old events without DELETE on them
     }
     for _, config in definers:
         assert "search_path=pg_catalog, pg_temp" in config

@@ -139,6 +139,10 @@ DEFINER_CALLS: dict[str, tuple[str, ...]] = {
         "SELECT mailroom.is_suppressed('Ann <ann@example.com>')",
         "SELECT mailroom.is_suppressed(NULL)",
     ),
+    "prune_events": (
+        "SELECT mailroom.prune_events(86400, 10)",
+        "SELECT mailroom.prune_events(0, 10)",  # refused, after its checks ran
+    ),
     "cancel": (
         "SELECT mailroom.cancel(1)",
         # one of the caller's own, so that the UPDATE and the triggers it could fire run
@@ -218,6 +222,24 @@ def test_a_fresh_install_with_every_module_gives_the_owner_nothing(
     counts = conn.execute("SELECT count(*) FROM mailroom.outbox").fetchone()
     assert counts is not None
     assert counts[0] >= 4
+
+
+def test_the_daemon_role_gets_nothing_from_the_owner_either(
+    conn: psycopg.Connection[Any], login_as: Callable[..., str], owner: str
+) -> None:
+    # mailroom.prune_events (0013) is the daemon's definer function: the same traps,
+    # armed by a member of mailroom_daemon, which may call it
+    from conftest import wait_for  # noqa: PLC0415
+
+    migrate.migrate(conn, channel="token_insert", modules=("lifecycle",))
+    daemon_dsn = login_as("mailroom_daemon")
+    rows = _attack(daemon_dsn)
+    assert [row for row in rows if row[0] == owner] == []
+    # its session's temporary objects go when its backend exits: wait for that, or dropping
+    # the login role at teardown can race with it
+    user = psycopg.conninfo.conninfo_to_dict(daemon_dsn)["user"]
+    gone = "SELECT count(*) = 0 FROM pg_stat_activity WHERE usename = %s"
+    wait_for(lambda: conn.execute(gone, [user]).fetchone() == (True,), timeout=10)
 
 
 def test_every_function_in_the_mailroom_schema_has_a_fixed_search_path(

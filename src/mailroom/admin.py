@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from mailroom import admin_audit
+from mailroom import admin_audit, presence
 from mailroom.admin_output import CommandError, age, jsonable, masker, revealed, stamp
 from mailroom.client import enqueue
 from mailroom.config import Config
@@ -52,6 +52,9 @@ def status(conn: Connection, queue: str, *, reveal: bool = False) -> dict[str, A
             {"worker": w, "messages": n, "expires_in_seconds": round(float(e), 3)}
             for w, n, e in leases
         ],
+        "daemons": jsonable(
+            [{**d, "pause_reason": shown(d["pause_reason"])} for d in presence.listing(conn, queue)]
+        ),
     }
 
 
@@ -70,6 +73,7 @@ def format_status(report: dict[str, Any]) -> str:
     if report["dead_reasons"]:
         lines.append(f"dead-letter reasons (top {REASONS_SHOWN}):")
         lines += [f"  {r['messages']:>7}  {r['reason']}" for r in report["dead_reasons"]]
+    lines += presence.summary(report["daemons"], report["queue"])
     lines.append("leases:" if report["leases"] else "leases: none (no daemon is sending now)")
     for lease in report["leases"]:
         left = lease["expires_in_seconds"]

@@ -85,13 +85,6 @@ def throughput(conn: Connection, *, minutes: int, queue: str | None) -> list[dic
     return series
 
 
-def pauses(conn: Connection, minutes: int = 15) -> dict[str, Any]:
-    """Tries recorded as "paused" (an account-level stop) lately: how many, the last, why."""
-    row = conn.execute(query("recent_pauses"), {"minutes": minutes}).fetchone()
-    assert row is not None  # noqa: S101 -- an aggregate returns one row
-    return {"minutes": minutes, "tries": int(row[0]), "last_at": row[1], "reason": row[2]}
-
-
 def stats(
     conn: Connection, *, since: datetime, until: datetime, queue: str | None,
     reveal: bool = False,
@@ -100,18 +93,27 @@ def stats(
     params = {"since": since, "until": until, "queue": queue}
     templates = conn.execute(query("stats_by_template"), params).fetchall()
     reasons = conn.execute(query("stats_by_reason"), {**params, "limit": REASONS_SHOWN}).fetchall()
+    events = conn.execute(query("stats_events_by_template"), params).fetchall()
     shown = masker(reveal)
+    per_template = {
+        t: {"template": t, "sent": s, "retried": r, "dead": d, "bounced": 0, "complained": 0}
+        for t, s, r, d in templates
+    }
+    for template, kind, _, count in events:
+        zero = {"sent": 0, "retried": 0, "dead": 0, "bounced": 0, "complained": 0}
+        row = per_template.setdefault(template, {"template": template, **zero})
+        row["bounced" if kind == "Bounce" else "complained"] += count
     return {
         "since": since,
         "until": until,
         "queue": queue,
-        "templates": [
-            # HOOK (issue 13, delivery events): add "bounced" and "complained" per template
-            # from the events table once it exists.
-            {"template": t, "sent": s, "retried": r, "dead": d}
-            for t, s, r, d in templates
-        ],
+        "templates": list(per_template.values()),
         "reasons": [{"outcome": o, "reason": shown(r), "tries": n} for o, r, n in reasons],
+        # bounces by type/subtype ("Permanent/General"), complaints by feedback type
+        "deliverability": [
+            {"template": t, "event": kind.lower(), "reason": subtype or "(none)", "recipients": n}
+            for t, kind, subtype, n in events[:REASONS_SHOWN]
+        ],
     }
 
 
@@ -129,12 +131,19 @@ def cmd_stats(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     if not report["templates"]:
         print("no tries in this time range")
         return 0
-    rows = [(t["template"], t["sent"], t["retried"], t["dead"]) for t in report["templates"]]
-    print(table(["template", "sent", "retried", "dead"], rows, right="sent retried dead"))
+    counted = ("sent", "retried", "dead", "bounced", "complained")
+    rows = [(t["template"], *(t[k] for k in counted)) for t in report["templates"]]
+    print(table(["template", *counted], rows, right=" ".join(counted)))
     if report["reasons"]:
         print()
         failures = [(r["tries"], r["outcome"], r["reason"]) for r in report["reasons"]]
         print(table(["tries", "outcome", "reason"], failures, right="tries"))
+    if report["deliverability"]:
+        print()
+        heads = ["recipients", "event", "reason", "template"]
+        found = [(d["recipients"], d["event"], d["reason"], d["template"])
+                 for d in report["deliverability"]]  # fmt: skip
+        print(table(heads, found, right="recipients"))
     return 0
 
 

@@ -87,6 +87,11 @@ def _check_privileges(conn: Any, query_name: str, role: str) -> None:
 
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = _load(require_database=False)
+    if args.json:
+        import json  # noqa: PLC0415
+
+        print(json.dumps(dict(configuration.describe(cfg)), indent=2))
+        return 0
     width = max(len(name) for name, _ in configuration.describe(cfg))
     for name, value in configuration.describe(cfg):
         print(f"{name:<{width}}  {value}")
@@ -223,11 +228,15 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--dsn", help="database URL (overrides MAILROOM_DATABASE_URL)")
     top.add_argument("--version", action="version", version=f"mailroom {_version()}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, handler, summary in (
-        ("run", cmd_run, "run the daemon (stops gracefully on SIGTERM/SIGINT)"),
-        ("config", cmd_config, "print the effective configuration, secrets redacted"),
-    ):
-        sub.add_parser(name, help=summary, description=summary).set_defaults(handler=handler)
+    summary = "run the daemon (stops gracefully on SIGTERM/SIGINT)"
+    sub.add_parser("run", help=summary, description=summary).set_defaults(handler=cmd_run)
+    summary = "print the effective configuration, secrets redacted"
+    config = sub.add_parser("config", help=summary, description=summary)
+    config.add_argument(
+        "--json", action="store_true",
+        help="one JSON object: each variable with its effective value as `config` prints it",
+    )  # fmt: skip
+    config.set_defaults(handler=cmd_config)
     summary = "apply pending schema migrations (safe to repeat, from every replica at once)"
     migrate = sub.add_parser("migrate", help=summary, description=summary)
     migrate.add_argument(
@@ -267,7 +276,7 @@ def parser() -> argparse.ArgumentParser:
     sign = token_sub.add_parser("sign", help="print a token for a secret (random if omitted)")
     sign.add_argument("--secret", help="32-byte secret as 64 hex characters")
     sign.add_argument("--v1", action="store_true", help="versioned format binding an expiry")
-    sign.add_argument("--ttl", type=int, default=900, help="v1 lifetime in seconds (900)")
+    sign.add_argument("--ttl", type=_positive, default=900, help="v1 lifetime in seconds (900)")
     for p in (verify, sign):
         p.add_argument("--action", choices=actions, required=True)
         p.add_argument("--code", help="5-digit code (password_recovery)")
@@ -309,6 +318,16 @@ def _positive(text: str) -> int:
         value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
     return value
 
 
@@ -449,7 +468,7 @@ def _operator_commands(sub: Any) -> None:
     send_test.add_argument("--subject", default="mailroom test message", help="simple message")
     send_test.add_argument("--from", dest="from_address", help="From (MAILROOM_SES_SOURCE)")
     send_test.add_argument("--wait", action="store_true", help="follow it to sent or dead")
-    send_test.add_argument("--timeout", type=float, default=60.0, help="--wait limit, s (60)")
+    send_test.add_argument("--timeout", type=_seconds, default=60.0, help="--wait limit, s (60)")
     send_test.set_defaults(handler=_admin("cmd_send_test"))
 
     from mailroom import cli_ops, suppressions  # noqa: PLC0415 -- light; `run` stays lean

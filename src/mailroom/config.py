@@ -82,6 +82,7 @@ class Config:
     events_pollers: int = 2
     suppress_transient_count: int = 3
     suppress_transient_window: float = 7 * 86400.0  # seconds
+    retention_events: float = 30 * 86400.0  # seconds; 0 keeps SES events for ever
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +243,13 @@ def _window(text: str) -> float:
     seconds = _period(text)
     if seconds <= 0:
         raise ValueError("must be a positive period: milliseconds, or 90s, 30m, 12h, 7d")
+    return seconds
+
+
+def _events_period(text: str) -> float:
+    seconds = _period(text)
+    if 0 < seconds < 86400:
+        raise ValueError("must be 0 (keep for ever) or at least a day: 86400000, 24h, 1d, 30d")
     return seconds
 
 
@@ -539,6 +547,13 @@ SETTINGS: tuple[_Setting, ...] = (
         _window,
         "The window transient bounces are counted in, milliseconds or 7d-style.",
     ),
+    _Setting(
+        "MAILROOM_RETENTION_EVENTS",
+        "retention_events",
+        _events_period,
+        "Keep SES events this long after they occurred, milliseconds or 30d-style (0: for "
+        "ever; at least 1d).",
+    ),
 )
 
 
@@ -593,6 +608,11 @@ def load(environ: Mapping[str, str] | None = None, *, require_database: bool = T
         config = dataclasses.replace(config, send_burst=max(config.send_rate, 1.0))
     if config.retry_cap < config.retry_base:
         problems.append("MAILROOM_RETRY_CAP: must be at least MAILROOM_RETRY_BASE")
+    if 0 < config.retention_events < config.suppress_transient_window:
+        problems.append(
+            "MAILROOM_RETENTION_EVENTS: must be at least MAILROOM_SUPPRESS_TRANSIENT_WINDOW "
+            "(transient bounces are counted from the events kept), or 0"
+        )
     if problems:
         raise ConfigError(problems)
     if not config.worker_name:
@@ -645,6 +665,7 @@ def describe(config: Config) -> list[tuple[str, str]]:
             _period,
             _interval,
             _window,
+            _events_period,
         ):
             shown = str(round(value * 1000))
         else:

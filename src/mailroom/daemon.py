@@ -6,17 +6,19 @@ Signals only set a flag; the loop sees it, stops claiming, lets calls in flight 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from mailroom import events_reader, health, metrics, retention, suppression
+from mailroom import events_reader, health, metrics, presence, retention, suppression
 from mailroom.batcher import Batcher, claim_size, lease_cap
 from mailroom.capstep import CapStep
 from mailroom.config import Config, record_margin
@@ -92,6 +94,15 @@ class Daemon:
         self._next_poll = 0.0  # backstop poll, moved earlier by scheduled work
         self._wake = anyio.Event()
         self.sender.on_room = self._room
+        # mailroom.daemons (presence.py): this daemon's row, written with the gauges and at
+        # once when a pause starts or ends
+        self._me = presence.Identity.of(
+            config, endpoint=getattr(self.sender.transport, "url", ""),
+            version=metrics.version(), started_at=datetime.now(UTC),
+        )  # fmt: skip
+        self._rate_control: RateControl | None = None
+        self._refresh_now = anyio.Event()
+        self._shown_paused = False
 
     # -- wake-ups ----------------------------------------------------------------------
 
@@ -159,13 +170,13 @@ class Daemon:
             name="mailroom",
         )
         await pool.open(wait=False)
+        outbox = Outbox(
+            pool,
+            queue=self.config.queue_name,
+            owner=self.config.worker_name,
+            timeout=self.config.db_timeout,
+        )
         try:
-            outbox = Outbox(
-                pool,
-                queue=self.config.queue_name,
-                owner=self.config.worker_name,
-                timeout=self.config.db_timeout,
-            )
             rate_control = self._account_health(outbox)
             if rate_control is not None and rate_control.auto:
                 # the quota before the first send: a day's quota nearly used up is not
@@ -194,6 +205,8 @@ class Daemon:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(presence.LEAVE_TIMEOUT), contextlib.suppress(*UNAVAILABLE):
+                    await presence.leave(outbox, self._me)
                 await pool.close()
                 await self.sender.transport.aclose()
         log.info("stopped")
@@ -205,7 +218,7 @@ class Daemon:
             return None  # no limit; with the debug transport there is no SES account
         from mailroom.ratecontrol import RateControl  # noqa: PLC0415 -- only with a rate
 
-        control = RateControl(cfg, outbox)
+        control = self._rate_control = RateControl(cfg, outbox)
         self.sender.reserve = control.reserve
         self.sender.on_throttle = control.throttled
         return control
@@ -247,6 +260,9 @@ class Daemon:
             if not self.sender.paused():
                 metrics.SENDING_PAUSED.set(0)
                 metrics.SENDING_PAUSE_REASON.clear()
+            if self.sender.paused() != self._shown_paused:
+                self._shown_paused = self.sender.paused()
+                self._refresh_now.set()  # operators see a pause within a second
             if watchdog is not None:
                 health.sd_notify("WATCHDOG=1")
             await anyio.sleep(min(1.0, watchdog or 1.0))
@@ -260,10 +276,23 @@ class Daemon:
                 for status, count in counts.items():
                     metrics.OUTBOX_MESSAGES.labels(status).set(count)
                 metrics.OLDEST_DUE_AGE.set(oldest)
+            await self._db(lambda: presence.heartbeat(outbox, self._presence()))
             if self.config.debug and anyio.current_time() - reminded >= DEBUG_REMINDER:
                 reminded = anyio.current_time()
                 log.warning("debug_mode", detail="MAILROOM_DEBUG is on: no email is sent to SES")
-            await anyio.sleep(GAUGE_INTERVAL)
+            with anyio.move_on_after(GAUGE_INTERVAL):
+                await self._refresh_now.wait()
+            self._refresh_now = anyio.Event()
+
+    def _presence(self) -> dict[str, Any]:
+        control = self._rate_control
+        return presence.heartbeat_params(
+            self._me,
+            pause_seconds=self.sender.paused_until - anyio.current_time(),
+            pause_reason=self.sender.pause_reason,
+            rate_in_force=control.in_force if control is not None else None,
+            reveal=self.config.reveal_addresses,
+        )
 
     # -- the worker loop ---------------------------------------------------------------
 

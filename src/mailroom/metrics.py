@@ -109,6 +109,10 @@ PRUNED = Counter(
     "mailroom_pruned_messages", "Sent and dead messages deleted by retention.", ["status"],
     registry=REGISTRY,
 )  # fmt: skip
+PRUNED_EVENTS = Counter(
+    "mailroom_pruned_events", "SES events deleted by retention (MAILROOM_RETENTION_EVENTS).",
+    registry=REGISTRY,
+)  # fmt: skip
 
 # -- account health and per-recipient caps (issue 13) --------------------------------------
 CAPPED = Counter(

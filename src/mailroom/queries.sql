@@ -515,6 +515,11 @@ FROM (VALUES
     ('INSERT on mailroom.recipient_sends',
      has_table_privilege('mailroom.recipient_sends', 'INSERT')),
     ('INSERT on mailroom.events', has_table_privilege('mailroom.events', 'INSERT')),
+    ('EXECUTE on mailroom.prune_events()', has_function_privilege(
+        'mailroom.prune_events(double precision, integer)', 'EXECUTE')),
+    ('INSERT on mailroom.daemons', has_table_privilege('mailroom.daemons', 'INSERT')),
+    ('UPDATE on mailroom.daemons', has_table_privilege('mailroom.daemons', 'UPDATE')),
+    ('DELETE on mailroom.daemons', has_table_privilege('mailroom.daemons', 'DELETE')),
     ('SELECT on mailroom.suppressions', has_table_privilege('mailroom.suppressions', 'SELECT')),
     ('INSERT on mailroom.suppressions', has_table_privilege('mailroom.suppressions', 'INSERT')),
     ('EXECUTE on mailroom.reserve_send()', has_function_privilege(
@@ -918,13 +923,6 @@ GROUP BY 1, 2
 ORDER BY 3 DESC, 1, 2
 LIMIT %(limit)s
 
--- name: recent_pauses
--- Account-level stops (SES paused or suspended the account, daily quota): tries recorded
--- as "paused" in the last %(minutes)s minutes, the latest first.
-SELECT count(*), max(at),
-       (array_agg(left(substring(error FROM '^[^:]*'), 200) ORDER BY at DESC))[1]
-FROM mailroom.attempts
-WHERE outcome = 'paused' AND at > now() - make_interval(mins => %(minutes)s)
 -- ---------------------------------------------------------------- applications (issue 15)
 -- mailroom.client runs these through any driver (psycopg 3, psycopg2, SQLAlchemy, Django):
 -- plain %(name)s parameters, no {identifier} slots.
@@ -935,3 +933,74 @@ SELECT * FROM mailroom.message_status(%(id)s::bigint)
 
 -- name: app_cancel
 SELECT mailroom.cancel(%(id)s::bigint)
+
+-- ------------------------------------------------ daemons, deliverability stats, events
+-- retention (issue 14b; migration 0013). presence.py (the daemons' rows), admin_stats.py
+-- (`stats`) and retention.py run these.
+
+-- name: daemon_heartbeat
+-- A daemon's row about itself, written at start and at every gauge refresh: one
+-- statement, which also forgets rows of daemons not seen for %(forget_seconds)s (they
+-- died without a clean shutdown). paused_until is computed here from the seconds left,
+-- on the database's clock like every other time operators see.
+WITH forgotten AS (
+    DELETE FROM mailroom.daemons
+    WHERE seen_at < now() - make_interval(secs => %(forget_seconds)s)
+      AND worker <> %(worker)s
+)
+INSERT INTO mailroom.daemons AS d
+    (worker, queue, version, mode, transport, started_at, seen_at, paused_until,
+     pause_reason, send_rate, send_rate_in_force)
+VALUES (
+    %(worker)s, %(queue)s, %(version)s, %(mode)s, %(transport)s, %(started_at)s, now(),
+    CASE WHEN %(pause_seconds)s::float8 > 0
+         THEN now() + make_interval(secs => %(pause_seconds)s::float8) END,
+    CASE WHEN %(pause_seconds)s::float8 > 0 THEN %(pause_reason)s::text END,
+    %(send_rate)s, %(send_rate_in_force)s
+)
+ON CONFLICT (worker) DO UPDATE
+SET queue = excluded.queue, version = excluded.version, mode = excluded.mode,
+    transport = excluded.transport, started_at = excluded.started_at,
+    seen_at = excluded.seen_at, paused_until = excluded.paused_until,
+    pause_reason = excluded.pause_reason, send_rate = excluded.send_rate,
+    send_rate_in_force = excluded.send_rate_in_force
+
+-- name: daemon_leave
+-- A clean shutdown: the daemon's row goes (only its own run's: a successor that took
+-- the same worker name in the meantime keeps its row).
+DELETE FROM mailroom.daemons WHERE worker = %(worker)s AND started_at = %(started_at)s
+
+-- name: status_daemons
+-- The daemons of a queue (NULL: every queue) as they last reported, with the seconds
+-- since then and the pause still to run, on the database's clock.
+SELECT worker, queue, version, mode, transport, started_at, seen_at,
+       extract(epoch FROM now() - seen_at)::float8,
+       CASE WHEN paused_until > now() THEN extract(epoch FROM paused_until - now())::float8 END,
+       CASE WHEN paused_until > now() THEN paused_until END,
+       CASE WHEN paused_until > now() THEN pause_reason END,
+       send_rate, send_rate_in_force
+FROM mailroom.daemons
+WHERE %(queue)s::text IS NULL OR queue = %(queue)s::text
+ORDER BY queue, worker
+
+-- name: stats_events_by_template
+-- Bounces and complaints that occurred in [since, until), per template of the message
+-- they belong to (joined by the SES message id); events of mail mailroom no longer has
+-- (pruned) or never sent count under "(not in the outbox)" when no queue is asked for.
+-- events_occurred_at gives the range, the provider_message_id indexes the join.
+SELECT coalesce(o.template, CASE WHEN o.id IS NULL THEN '(not in the outbox)'
+                                 WHEN o.raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
+       e.event_type, e.subtype, count(*)
+FROM mailroom.events AS e
+LEFT JOIN mailroom.outbox AS o ON o.provider_message_id = e.provider_message_id
+WHERE e.event_type IN ('Bounce', 'Complaint')
+  AND e.occurred_at >= %(since)s::timestamptz AND e.occurred_at < %(until)s::timestamptz
+  AND (%(queue)s::text IS NULL OR o.queue = %(queue)s::text)
+GROUP BY 1, 2, 3
+ORDER BY 4 DESC, 1, 2, 3
+
+-- name: prune_events
+-- Retention: delete one batch of SES events that occurred longer ago than keep_seconds
+-- (at least a day), oldest first (events_occurred_at index), through the definer function
+-- of 0013: the daemon has no DELETE on the events themselves.
+SELECT mailroom.prune_events(%(keep_seconds)s::float8, %(limit)s::int)

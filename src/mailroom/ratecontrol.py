@@ -36,6 +36,7 @@ class RateControl:
         self._reserve = query("reserve_send")
         self._client: Any = None
         self.next_read = 0.0  # event-loop time of the next GetAccount read (auto)
+        self.in_force: float | None = None  # the shared rate last read, for mailroom.daemons
 
     async def reserve(self, recipients: int) -> float:
         """Seconds to wait before ``recipients`` fit the shared budget; infinity when the
@@ -85,6 +86,7 @@ class RateControl:
         )
         metrics.SEND_RATE_FACTOR.set(float(factor))
         metrics.SEND_RATE_LIMIT.set(rate)
+        self.in_force = rate
 
     def _get_account(self) -> dict[str, Any]:
         """GetAccount (blocking: runs in a worker thread)."""

@@ -1,11 +1,14 @@
-"""Retention: the daemon deletes old sent and dead messages (their attempts cascade), a
-small batch at a time and at a low rate, so that the outbox stays small without pg_cron.
+"""Retention: the daemon deletes old sent and dead messages (their attempts cascade) and
+old SES events, a small batch at a time and at a low rate, so that the outbox and the
+events stay small without pg_cron.
 
 Each daemon prunes its own queue. While there is backlog it deletes one batch per status
 every ``BATCH_PAUSE`` seconds; when a pass deletes less than a full batch it sleeps
 ``IDLE_INTERVAL``. Batches take their rows ``FOR UPDATE SKIP LOCKED`` in index order
 (``outbox_sent_at``, ``outbox_dead``), so replicas pruning at once neither block each other
-nor anything else. See docs/cli.md, "Retention".
+nor anything else. Events are not per queue: every daemon prunes them, through
+``mailroom.prune_events`` (oldest first by ``events_occurred_at``, SKIP LOCKED as well).
+See docs/cli.md, "Retention".
 """
 
 from __future__ import annotations
@@ -52,9 +55,28 @@ async def prune_batch(
     return pruned
 
 
+def events_period(config: Config) -> float:
+    """Seconds to keep SES events; 0: they are not pruned."""
+    return config.retention_events if config.retention_enabled else 0.0
+
+
+async def prune_events_batch(
+    conn: psycopg.AsyncConnection[Any], *, keep_seconds: float, limit: int
+) -> int:
+    """Delete up to ``limit`` SES events that occurred longer ago than ``keep_seconds``."""
+    params = {"keep_seconds": keep_seconds, "limit": limit}
+    cur = await conn.execute(query("prune_events"), params)
+    row = await cur.fetchone()
+    pruned = int(row[0]) if row else 0
+    if pruned:
+        metrics.PRUNED_EVENTS.inc(pruned)
+    return pruned
+
+
 async def prune_once(conn: psycopg.AsyncConnection[Any], config: Config) -> dict[str, int]:
-    """One batch for each pruned status; the count deleted of each ({} when disabled)."""
-    return {
+    """One batch for each pruned status (and "events"); the count deleted of each ({}
+    when disabled)."""
+    pruned = {
         status: await prune_batch(
             conn,
             status,
@@ -64,6 +86,11 @@ async def prune_once(conn: psycopg.AsyncConnection[Any], config: Config) -> dict
         )
         for status, seconds in periods(config).items()
     }
+    if events_period(config):
+        pruned["events"] = await prune_events_batch(
+            conn, keep_seconds=events_period(config), limit=config.retention_batch
+        )
+    return pruned
 
 
 async def run(
@@ -74,7 +101,7 @@ async def run(
     idle: float = IDLE_INTERVAL,
 ) -> None:
     """The daemon's background task: prune for ever (returns at once when disabled)."""
-    if not periods(config):
+    if not periods(config) and not events_period(config):
         log.info("retention_disabled")
         return
     totals: dict[str, int] = {}

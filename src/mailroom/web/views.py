@@ -11,9 +11,9 @@ from typing import Any
 import psycopg
 from aiohttp import web
 
-from mailroom import admin, admin_audit, admin_dead, admin_find, admin_stats
+from mailroom import admin, admin_audit, admin_dead, admin_find, admin_stats, presence
 from mailroom.admin_audit import Actor
-from mailroom.admin_output import CommandError, age, stamp, when
+from mailroom.admin_output import CommandError, age, masker, stamp, when
 
 Connection = psycopg.Connection[Any]
 PAGE = 50
@@ -92,12 +92,20 @@ async def overview(request: web.Request) -> web.Response:
             "queues": admin_stats.queues(conn),
             "status": admin.status(conn, queue, reveal=reveal),
             "series": admin_stats.throughput(conn, minutes=CHART_MINUTES, queue=None),
-            "pauses": admin_stats.pauses(conn),
+            "daemons": [
+                {**d, "pause_reason": masker(reveal)(d["pause_reason"])}
+                for d in presence.listing(conn, None)
+            ],
             "recent": admin_audit.recent(conn, 10),
         }
 
     data = await _db(request, gather)
-    return _render(request, "overview.html.j2", chart=chart(data["series"]), **data)
+    live = [d for d in data["daemons"] if not d["stale"]]
+    return _render(
+        request, "overview.html.j2", chart=chart(data["series"]),
+        debug=[d for d in live if d["mode"] == "debug"], paused=[d for d in live if d["paused"]],
+        live=live, **data,
+    )  # fmt: skip
 
 
 # -- search and message ----------------------------------------------------------------------
