@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import textwrap
 from collections.abc import Sequence
 from typing import Any
 
 from mailroom import config as configuration
+from mailroom.cli_args import EXIT_CODES, command, message_id, positive, seconds, when
 
 EPILOG = """\
 Configuration comes from MAILROOM_* environment variables (see `mailroom config`);
@@ -276,7 +276,7 @@ def parser() -> argparse.ArgumentParser:
     sign = token_sub.add_parser("sign", help="print a token for a secret (random if omitted)")
     sign.add_argument("--secret", help="32-byte secret as 64 hex characters")
     sign.add_argument("--v1", action="store_true", help="versioned format binding an expiry")
-    sign.add_argument("--ttl", type=_positive, default=900, help="v1 lifetime in seconds (900)")
+    sign.add_argument("--ttl", type=positive, default=900, help="v1 lifetime in seconds (900)")
     for p in (verify, sign):
         p.add_argument("--action", choices=actions, required=True)
         p.add_argument("--code", help="5-digit code (password_recovery)")
@@ -294,59 +294,7 @@ def _version() -> str:
         return "unknown"
 
 
-def _command(
-    sub: Any, name: str, summary: str, *, description: str, examples: str, parents: list[Any]
-) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(
-        name,
-        help=summary,
-        description=textwrap.fill(description, 88),
-        epilog="examples:\n" + examples + EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=parents,
-    )
-    return parser
-
-
 DEAD_BATCH = 500  # rows per statement of `dead retry` and `dead purge`
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):  # NaN fails this too
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
-
-
-def _message_id(text: str) -> int:
-    from mailroom.cli_ops import message_id  # noqa: PLC0415
-
-    return message_id(text)
-
-
-def _when(text: str) -> Any:
-    from mailroom.admin_output import when  # noqa: PLC0415 -- imported when a command needs it
-
-    return when(text)
-
-
-EXIT_CODES = """
-exit codes: 0 ok; 1 the answer is "no"; 2 bad usage or configuration;
-3 database unreachable, not migrated (run `mailroom migrate`) or access refused
-"""
 
 
 def _operator_commands(sub: Any) -> None:
@@ -360,7 +308,7 @@ def _operator_commands(sub: Any) -> None:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
 
-    status = _command(
+    status = command(
         sub, "status", "what is waiting, failing and sending: depth, age, rate, dead reasons",
         description="Depth of the queue by status, how long the oldest due message has "
         "waited, sends in the last minute and hour, the commonest dead-letter reasons and "
@@ -376,7 +324,7 @@ def _operator_commands(sub: Any) -> None:
     )  # fmt: skip
     status.set_defaults(handler=_admin("admin_stats.cmd_status"))
 
-    show = _command(
+    show = command(
         sub, "show", "one message with its attempts (times, outcomes, errors, SES ids)",
         description="One message: state, recipients (masked unless --reveal), template and "
         "data keys (never values: they may hold a token secret), schedule, lease, SES message "
@@ -384,7 +332,7 @@ def _operator_commands(sub: Any) -> None:
         examples="  mailroom show 42\n  mailroom show 42 --reveal\n  mailroom show 42 --json\n",
         parents=[database, revealing, as_json],
     )  # fmt: skip
-    show.add_argument("id", type=_message_id, help="message id (mailroom.outbox.id)")
+    show.add_argument("id", type=message_id, help="message id (mailroom.outbox.id)")
     show.set_defaults(handler=_admin("cmd_show"))
 
     dead = sub.add_parser(
@@ -398,19 +346,22 @@ def _operator_commands(sub: Any) -> None:
     )  # fmt: skip
     dead_sub = dead.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
     selecting = argparse.ArgumentParser(add_help=False, parents=[database])
-    selecting.add_argument("ids", nargs="*", type=_message_id, metavar="ID", help="message ids")
+    selecting.add_argument("ids", nargs="*", type=message_id, metavar="ID", help="message ids")
     selecting.add_argument("--template", help="template name (or simple / raw)")
     selecting.add_argument("--reason", help="text in the last error, e.g. MESSAGE_REJECTED")
-    selecting.add_argument("--since", type=_when, help="died at or after: 30m, 12h, 7d, ISO time")
-    selecting.add_argument("--before", type=_when, help="died before: 30m, 12h, 7d, ISO time")
+    selecting.add_argument("--since", type=when, help="died at or after: 30m, 12h, 7d, ISO time")
+    selecting.add_argument("--before", type=when, help="died before: 30m, 12h, 7d, ISO time")
     bulk = argparse.ArgumentParser(add_help=False, parents=[selecting])
     bulk.add_argument("--all", action="store_true", help="every dead letter of the queue")
     bulk.add_argument(
-        "--batch", type=_positive, default=DEAD_BATCH, help=f"rows per statement ({DEAD_BATCH})"
+        "--batch",
+        type=positive,
+        default=DEAD_BATCH,
+        help=f"rows per statement ({DEAD_BATCH})",
     )
     bulk.add_argument("--note", metavar="TEXT", help="why, for the audit trail")
 
-    listing = _command(
+    listing = command(
         dead_sub, "list", "dead letters, newest first, with their reasons",
         description="Dead letters of the queue (or the given ids), newest first, with the "
         "total matching. Filters combine; --reason matches any part of the last error, "
@@ -419,10 +370,10 @@ def _operator_commands(sub: Any) -> None:
         "  mailroom dead list --reason MESSAGE_REJECTED --limit 200 --json\n",
         parents=[selecting, revealing, as_json],
     )  # fmt: skip
-    listing.add_argument("--limit", type=_positive, default=50, help="rows shown (50)")
+    listing.add_argument("--limit", type=positive, default=50, help="rows shown (50)")
     listing.set_defaults(handler=_admin("admin_dead.cmd_dead_list"))
 
-    retry = _command(
+    retry = command(
         dead_sub, "retry", "send dead letters again: pending, attempts reset, daemons woken",
         description="Re-arms dead letters (by id, by filter, or --all): status pending, "
         "attempts 0, due now; last_error keeps why it died until a new try replaces it, and "
@@ -439,7 +390,7 @@ def _operator_commands(sub: Any) -> None:
     retry.add_argument("--yes", action="store_true", help="--all without confirmation")
     retry.set_defaults(handler=_admin("admin_dead.cmd_dead_retry"))
 
-    purge = _command(
+    purge = command(
         dead_sub, "purge", "delete dead letters (and their attempts)",
         description="Deletes dead letters by id, filter or --all, in batches. Asks for "
         "confirmation on a terminal; without a terminal it needs --yes (exit 2 otherwise). "
@@ -452,7 +403,7 @@ def _operator_commands(sub: Any) -> None:
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     purge.set_defaults(handler=_admin("admin_dead.cmd_dead_purge"))
 
-    send_test = _command(
+    send_test = command(
         sub, "send-test", "enqueue one test message; --wait follows it to its outcome",
         description="Enqueues one message (a simple text message, or a stored template with "
         "--template and --data). With --wait, polls it until it is sent (exit 0), dead "
@@ -468,13 +419,18 @@ def _operator_commands(sub: Any) -> None:
     send_test.add_argument("--subject", default="mailroom test message", help="simple message")
     send_test.add_argument("--from", dest="from_address", help="From (MAILROOM_SES_SOURCE)")
     send_test.add_argument("--wait", action="store_true", help="follow it to sent or dead")
-    send_test.add_argument("--timeout", type=_seconds, default=60.0, help="--wait limit, s (60)")
+    send_test.add_argument("--timeout", type=seconds, default=60.0, help="--wait limit, s (60)")
     send_test.set_defaults(handler=_admin("cmd_send_test"))
 
     from mailroom import cli_ops, suppressions  # noqa: PLC0415 -- light; `run` stays lean
 
     cli_ops.add_commands(sub, _admin, database=database, revealing=revealing, as_json=as_json)
-    parents = {"database": database, "revealing": revealing, "as_json": as_json, "when": _when}
+    parents = {
+        "database": database,
+        "revealing": revealing,
+        "as_json": as_json,
+        "when": when,
+    }
     suppressions.add_commands(sub, parents, lambda name: _admin(f"suppressions.{name}"))
 
 

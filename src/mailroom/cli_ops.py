@@ -6,51 +6,15 @@ imported only when the command runs."""
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import textwrap
 from typing import Any
 
-EXIT_CODES = """
-exit codes: 0 ok; 1 the answer is "no"; 2 bad usage or configuration;
-3 database unreachable, not migrated (run `mailroom migrate`) or access refused
-(these commands need the mailroom_operator role)
-"""
+from mailroom.cli_args import OPERATOR_EXIT_CODES, command, message_id, positive, when
 
-
-def _command(
-    sub: Any, name: str, summary: str, *, description: str, examples: str, parents: list[Any]
-) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(
-        name,
-        help=summary,
-        description=textwrap.fill(description, 88),
-        epilog="examples:\n" + examples + EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=parents,
-    )
-    return parser
-
-
-def message_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a message id (a positive number)")
-    return value
-
-
-def _when(text: str) -> Any:
-    from mailroom.admin_output import when  # noqa: PLC0415 -- imported when a command needs it
-
-    return when(text)
-
-
-def _positive(text: str) -> int:
-    from mailroom.cli import _positive as positive  # noqa: PLC0415 -- one definition
-
-    return positive(text)
+# every command here is the operator's: its --help says so beside the exit codes
+_command = functools.partial(command, exit_codes=OPERATOR_EXIT_CODES)
 
 
 def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_json: Any) -> None:
@@ -74,9 +38,9 @@ def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_js
     find.add_argument("--ses-id", metavar="ID", help="SES message id (of a sent message)")
     find.add_argument("--status", action="append", metavar="STATUS", help="see above")
     find.add_argument("--template", help="template name (or simple / raw)")
-    find.add_argument("--since", type=_when, help="enqueued at or after: 30m, 12h, 7d, ISO time")
-    find.add_argument("--before", type=_when, help="enqueued before: 30m, 12h, 7d, ISO time")
-    find.add_argument("--limit", type=_positive, default=50, help="rows per page (50)")
+    find.add_argument("--since", type=when, help="enqueued at or after: 30m, 12h, 7d, ISO time")
+    find.add_argument("--before", type=when, help="enqueued before: 30m, 12h, 7d, ISO time")
+    find.add_argument("--limit", type=positive, default=50, help="rows per page (50)")
     find.add_argument("--cursor", type=message_id, help="the next page: ids below this one")
     find.set_defaults(handler=handler("admin_find.cmd_find"), queue=None)
 
@@ -131,8 +95,8 @@ def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_js
         "  mailroom stats --since 2024-05-01T00:00 --before 2024-05-02T00:00 --json\n",
         parents=[database, revealing, as_json],
     )  # fmt: skip
-    stats.add_argument("--since", type=_when, default="24h", help="from: 1h, 24h, 7d, ISO time")
-    stats.add_argument("--before", type=_when, help="until (now): 1h, 7d, ISO time")
+    stats.add_argument("--since", type=when, default="24h", help="from: 1h, 24h, 7d, ISO time")
+    stats.add_argument("--before", type=when, help="until (now): 1h, 7d, ISO time")
     stats.set_defaults(handler=handler("admin_stats.cmd_stats"))
     add_web(sub)
 
@@ -177,7 +141,7 @@ def add_web(sub: Any) -> None:
         epilog="examples:\n  mailroom web                       http://127.0.0.1:8026/\n"
         "  ssh -L 8026:127.0.0.1:8026 ops-host   then open it on your laptop\n"
         "  MAILROOM_WEB_USER=oncall MAILROOM_WEB_PASSWORD_FILE=/run/secrets/web \\\n"
-        "      mailroom web --host 0.0.0.0\n" + EXIT_CODES,
+        "      mailroom web --host 0.0.0.0\n" + OPERATOR_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     web.add_argument(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailroom import config_values as values
 from mailroom.caps import Cap, Caps, parse_cap, parse_template_caps
 
 PREFIX = "MAILROOM_"
@@ -72,7 +73,7 @@ class Config:
     @property
     def send_rate_auto(self) -> bool:
         """MAILROOM_SEND_RATE=auto: the rate follows the SES account's quota."""
-        return self.send_rate == AUTO_RATE
+        return self.send_rate == values.AUTO_RATE
 
     @property
     def caps(self) -> Caps:
@@ -93,267 +94,54 @@ class _Setting:
     doc: str
 
 
-def _milliseconds(text: str) -> float:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be a positive number of milliseconds")
-    return value / 1000.0
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be a positive integer")
-    return value
-
-
-AUTO_RATE = -1.0  # MAILROOM_SEND_RATE=auto
-
-
-def _send_rate(text: str) -> float:
-    if text.strip().lower() == "auto":
-        return AUTO_RATE
-    try:
-        return _rate(text)
-    except ValueError:
-        raise ValueError(
-            "must be auto (follow the SES account's quota) or a number of recipients per "
-            "second, 0 for no limit"
-        ) from None
-
-
-def _percent(text: str) -> float:
-    value = float(text.strip().removesuffix("%"))
-    if not 0 <= value <= 50:
-        raise ValueError("must be a percentage from 0 to 50")
-    return value / 100
-
-
-def _interval(text: str) -> float:
-    value = _period(text)
-    if value < 10:
-        raise ValueError("must be at least 10 s (10000 ms or 10s)")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise ValueError("must be a number of recipients per second, 0 for no limit")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a TCP port, 0 to 65535 (0 turns the HTTP endpoints off)")
-    return value
-
-
-def _batch_limit(text: str) -> int:
-    value = _positive_int(text)
-    if value > 10_000:
-        raise ValueError("must be at most 10000")
-    return value
-
-
-_PERIOD = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
-_PERIOD_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def _period(text: str) -> float:
-    """Milliseconds like every interval, or for long periods a number with a unit
-    (``90s``, ``12h``, ``7d``); 0 means for ever. Returns seconds."""
-    match = _PERIOD.match(text.strip().lower())
-    if not match:
-        raise ValueError(
-            "must be milliseconds, or a whole number with a unit: 90s, 30m, 12h, 7d "
-            "(0: keep for ever)"
-        )
-    return int(match[1]) * _PERIOD_UNITS[match[2] or "ms"]
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError("must be true or false")
-
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-
-
-def _identifier(text: str) -> str:
-    if not _IDENTIFIER.match(text):
-        raise ValueError("must be a PostgreSQL identifier: letters, digits, _ and $, 1-63 chars")
-    return text
-
-
-def _name(text: str) -> str:
-    if not 1 <= len(text) <= 63:
-        raise ValueError("must be 1 to 63 characters")
-    return text
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text.lower() not in choices:
-            raise ValueError("must be one of " + ", ".join(choices))
-        return text.lower()
-
-    return parse
-
-
-def _secret_keys(text: str) -> tuple[bytes, ...]:
-    # Key rotation: a comma-separated list; the first key signs, every key verifies.
-    keys = []
-    for position, entry in enumerate(text.split(","), start=1):
-        part = entry.strip()
-        if len(part) != 64 or not re.fullmatch(r"[0-9a-fA-F]{64}", part):
-            raise ValueError(
-                f"key {position} must be 64 hexadecimal characters (32 bytes), "
-                f"got {len(part)} characters"
-            )
-        keys.append(bytes.fromhex(part))
-    return tuple(keys)
-
-
-SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-
-
-def _queue_url(text: str) -> str:
-    text = text.strip()
-    if text and not re.fullmatch(r"https?://[^\s/]+/\S+", text):
-        raise ValueError(
-            "must be an SQS queue URL: https://sqs.<region>.amazonaws.com/<account>/<name>"
-        )
-    return text
-
-
-def _pollers(text: str) -> int:
-    value = _positive_int(text)
-    if value > 16:
-        raise ValueError("must be at most 16")
-    return value
-
-
-def _window(text: str) -> float:
-    seconds = _period(text)
-    if seconds <= 0:
-        raise ValueError("must be a positive period: milliseconds, or 90s, 30m, 12h, 7d")
-    return seconds
-
-
-def _events_period(text: str) -> float:
-    seconds = _period(text)
-    if 0 < seconds < 86400:
-        raise ValueError("must be 0 (keep for ever) or at least a day: 86400000, 24h, 1d, 30d")
-    return seconds
-
-
-def _source(text: str) -> str:
-    # lazy: only this setting needs it, and config is imported by every command
-    from mailroom.addresses import is_valid, ses_address  # noqa: PLC0415
-
-    converted = ses_address(text)
-    # a bare host ("localhost", the default) is fine for the debug transport
-    if not is_valid(converted, dotless_domain=True):
-        raise ValueError(
-            "must be an address such as noreply@example.com or Shop <shop@example.com>"
-            " (a display name without line breaks; an internationalised domain that"
-            " converts to punycode unchanged)"
-        )
-    return converted
-
-
-def _database_url(text: str) -> str:
-    """A libpq connection string, checked here so that a typo is one line at start-up.
-
-    libpq's own parse errors quote the string around the fault, password included, so
-    none of their text is shown: each problem is described in our words instead.
-    """
-    import psycopg  # noqa: PLC0415 -- config loads without the driver until a DSN is read
-    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 -- as above
-
-    text = text.strip()
-    if not text:
-        raise ValueError("must not be empty")
-    scheme, sep, _ = text.partition("://")
-    if sep and scheme not in ("postgresql", "postgres"):
-        raise ValueError(f"unknown scheme {scheme[:20]!r}: use postgresql://user@host/dbname")
-    if not sep and "=" not in text:
-        raise ValueError(
-            "neither a URL (postgresql://user@host:5432/dbname) nor key=value pairs "
-            "(host=... dbname=...)"
-        )
-    try:
-        params = conninfo_to_dict(text)
-    except psycopg.ProgrammingError:  # its text quotes the string, password included
-        what = "URL" if sep else "key=value string"
-        hint = (
-            "brackets around an IPv6 host, percent-encoding of @ : / in the password"
-            if sep
-            else "quoting of values with spaces, unknown keywords"
-        )
-        raise ValueError(f"malformed {what}: check {hint}") from None
-    sslmode = params.get("sslmode")
-    if sslmode is not None and sslmode not in SSLMODES:
-        raise ValueError(f"sslmode {str(sslmode)[:20]!r} is not one of {', '.join(SSLMODES)}")
-    port = params.get("port")
-    if port is not None and not all(
-        p.isdigit() and 0 < int(p) < 65536 for p in str(port).split(",")
-    ):
-        raise ValueError(f"port {str(port)[:20]!r} is not a number from 1 to 65535")
-    return text
-
-
 SETTINGS: tuple[_Setting, ...] = (
     _Setting(
         "MAILROOM_DATABASE_URL",
         "database_url",
-        _database_url,
+        values.database_url,
         "PostgreSQL connection string (URL or key=value). Required.",
     ),
     _Setting(
         "MAILROOM_SECRET_KEY",
         "secret_keys",
-        _secret_keys,
+        values.secret_keys,
         "64 hex characters; a comma-separated list rotates keys (first signs).",
     ),
     _Setting(
         "MAILROOM_CHANNEL_NAME",
         "channel_name",
-        _identifier,
+        values.identifier,
         "NOTIFY channel the outbox trigger signals and the daemon LISTENs on.",
     ),
     _Setting(
-        "MAILROOM_QUEUE_NAME", "queue_name", _name, "Queue (outbox.queue value) this daemon serves."
+        "MAILROOM_QUEUE_NAME",
+        "queue_name",
+        values.name,
+        "Queue (outbox.queue value) this daemon serves.",
     ),
     _Setting(
         "MAILROOM_HEALTHCHECK_INTERVAL",
         "healthcheck_interval",
-        _milliseconds,
+        values.milliseconds,
         "LISTEN connection heartbeat, milliseconds.",
     ),
     _Setting(
         "MAILROOM_BATCH_TIMEOUT",
         "batch_timeout",
-        _milliseconds,
+        values.milliseconds,
         "Longest wait to fill a batch while others are in flight, milliseconds.",
     ),
     _Setting(
         "MAILROOM_BATCH_LIMIT",
         "batch_limit",
-        _batch_limit,
+        values.batch_limit,
         "Notifications that flush a batch; its size unless backlogged (then claims grow "
         "to what free SES call slots carry).",
     ),
     _Setting(
         "MAILROOM_DEBUG",
         "debug",
-        _boolean,
+        values.boolean,
         "Send nothing: write what would be sent to MAILROOM_SES_OUTPUT_PATH.",
     ),
     _Setting(
@@ -363,7 +151,10 @@ SETTINGS: tuple[_Setting, ...] = (
         "SES configuration set for messages that name none (empty: none).",
     ),
     _Setting(
-        "MAILROOM_SES_SOURCE", "ses_source", _source, "From address for messages that name none."
+        "MAILROOM_SES_SOURCE",
+        "ses_source",
+        values.source,
+        "From address for messages that name none.",
     ),
     _Setting(
         "MAILROOM_SES_OUTPUT_PATH",
@@ -374,92 +165,98 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting(
         "MAILROOM_LEASE_DURATION",
         "lease",
-        _milliseconds,
+        values.milliseconds,
         "How long a claimed batch is reserved, milliseconds.",
     ),
     _Setting(
         "MAILROOM_POLL_INTERVAL",
         "poll_interval",
-        _milliseconds,
+        values.milliseconds,
         "Backstop poll when no notification arrives, milliseconds.",
     ),
     _Setting(
         "MAILROOM_SHUTDOWN_TIMEOUT",
         "shutdown_timeout",
-        _milliseconds,
+        values.milliseconds,
         "Deadline to finish in-flight sends on SIGTERM, milliseconds.",
     ),
     _Setting(
-        "MAILROOM_SES_CONCURRENCY", "ses_concurrency", _positive_int, "SES calls in flight at once."
+        "MAILROOM_SES_CONCURRENCY",
+        "ses_concurrency",
+        values.positive_int,
+        "SES calls in flight at once.",
     ),
     _Setting(
         "MAILROOM_SES_CONNECT_TIMEOUT",
         "ses_connect_timeout",
-        _milliseconds,
+        values.milliseconds,
         "SES connect timeout, milliseconds.",
     ),
     _Setting(
         "MAILROOM_SES_READ_TIMEOUT",
         "ses_read_timeout",
-        _milliseconds,
+        values.milliseconds,
         "SES timeout for sending a request and reading its answer, milliseconds.",
     ),
     _Setting(
         "MAILROOM_RETRY_BASE",
         "retry_base",
-        _milliseconds,
+        values.milliseconds,
         "First retry backoff ceiling, milliseconds (doubles per attempt).",
     ),
     _Setting(
-        "MAILROOM_RETRY_CAP", "retry_cap", _milliseconds, "Largest retry backoff, milliseconds."
+        "MAILROOM_RETRY_CAP",
+        "retry_cap",
+        values.milliseconds,
+        "Largest retry backoff, milliseconds.",
     ),
     _Setting(
         "MAILROOM_PAUSE_DURATION",
         "pause_duration",
-        _milliseconds,
+        values.milliseconds,
         "How long sending pauses after an account-level stop, milliseconds.",
     ),
     _Setting(
         "MAILROOM_LOG_FORMAT",
         "log_format",
-        _choice("auto", "json", "console"),
+        values.choice("auto", "json", "console"),
         "auto: readable on a terminal, JSON lines otherwise.",
     ),
     _Setting(
         "MAILROOM_LOG_LEVEL",
         "log_level",
-        _choice("debug", "info", "warning", "error"),
+        values.choice("debug", "info", "warning", "error"),
         "Least severe level logged.",
     ),
     _Setting(
         "MAILROOM_LOG_REVEAL_ADDRESSES",
         "reveal_addresses",
-        _boolean,
+        values.boolean,
         "Log recipient addresses unmasked.",
     ),
     _Setting(
         "MAILROOM_WORKER_NAME",
         "worker_name",
-        _name,
+        values.name,
         "Name recorded as lease owner (default: host:pid).",
     ),
     _Setting(
         "MAILROOM_DB_TIMEOUT",
         "db_timeout",
-        _milliseconds,
+        values.milliseconds,
         "Longest a database round trip may take before its connection counts as dead, ms.",
     ),
     _Setting(
         "MAILROOM_SEND_RATE",
         "send_rate",
-        _send_rate,
+        values.send_rate,
         "Recipients per second for all replicas together; auto: SES GetAccount's "
         "MaxSendRate, pausing before Max24HourSend; 0: no limit.",
     ),
     _Setting(
         "MAILROOM_SEND_BURST",
         "send_burst",
-        _rate,
+        values.rate,
         "Recipients that may go at once after a quiet spell (default: one second's worth).",
     ),
     _Setting(
@@ -471,44 +268,44 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting(
         "MAILROOM_HTTP_PORT",
         "http_port",
-        _port,
+        values.port,
         "Port of the /metrics, /healthz and /readyz endpoints (0: off).",
     ),
     _Setting(
         "MAILROOM_RETENTION_ENABLED",
         "retention_enabled",
-        _boolean,
+        values.boolean,
         "The daemon prunes old sent and dead messages (false: keep everything).",
     ),
     _Setting(
         "MAILROOM_RETENTION_SENT",
         "retention_sent",
-        _period,
+        values.period,
         "Keep sent messages this long after sending, milliseconds or 7d-style (0: for ever).",
     ),
     _Setting(
         "MAILROOM_RETENTION_DEAD",
         "retention_dead",
-        _period,
+        values.period,
         "Keep dead letters this long after dying, milliseconds or 30d-style (0: for ever).",
     ),
     _Setting(
         "MAILROOM_RETENTION_BATCH",
         "retention_batch",
-        _batch_limit,
+        values.batch_limit,
         "Messages deleted per pruning statement (one every 2 s while there is backlog).",
     ),
     _Setting(
         "MAILROOM_SEND_QUOTA_MARGIN",
         "send_quota_margin",
-        _percent,
+        values.percent,
         "With MAILROOM_SEND_RATE=auto: percent of Max24HourSend left unused; sending pauses "
         "at the rest.",
     ),
     _Setting(
         "MAILROOM_ACCOUNT_POLL_INTERVAL",
         "account_poll_interval",
-        _interval,
+        values.interval,
         "With MAILROOM_SEND_RATE=auto: how often SES GetAccount is read, ms or 5m-style.",
     ),
     _Setting(
@@ -526,31 +323,31 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting(
         "MAILROOM_EVENTS_QUEUE_URL",
         "events_queue_url",
-        _queue_url,
+        values.queue_url,
         "SQS queue URL the SES events arrive in (via SNS or EventBridge); empty: off.",
     ),
     _Setting(
         "MAILROOM_EVENTS_POLLERS",
         "events_pollers",
-        _pollers,
+        values.pollers,
         "SQS long polls in flight at once (each takes up to 10 messages).",
     ),
     _Setting(
         "MAILROOM_SUPPRESS_TRANSIENT_COUNT",
         "suppress_transient_count",
-        _positive_int,
+        values.positive_int,
         "Transient bounces of one address within the window that suppress it.",
     ),
     _Setting(
         "MAILROOM_SUPPRESS_TRANSIENT_WINDOW",
         "suppress_transient_window",
-        _window,
+        values.window,
         "The window transient bounces are counted in, milliseconds or 7d-style.",
     ),
     _Setting(
         "MAILROOM_RETENTION_EVENTS",
         "retention_events",
-        _events_period,
+        values.events_period,
         "Keep SES events this long after they occurred, milliseconds or 30d-style (0: for "
         "ever; at least 1d).",
     ),
@@ -652,7 +449,7 @@ def describe(config: Config) -> list[tuple[str, str]]:
             shown = f"(set: {len(value)} key(s))" if value else "(unset)"
         elif isinstance(value, bool):
             shown = "true" if value else "false"
-        elif setting.attribute == "send_rate" and value == AUTO_RATE:
+        elif setting.attribute == "send_rate" and value == values.AUTO_RATE:
             shown = "auto"
         elif setting.attribute == "recipient_cap":
             shown = value.text if value else "(unset)"
@@ -661,11 +458,11 @@ def describe(config: Config) -> list[tuple[str, str]]:
         elif setting.attribute == "send_quota_margin":
             shown = f"{value * 100:g}%"
         elif isinstance(value, float) and setting.parse in (
-            _milliseconds,
-            _period,
-            _interval,
-            _window,
-            _events_period,
+            values.milliseconds,
+            values.period,
+            values.interval,
+            values.window,
+            values.events_period,
         ):
             shown = str(round(value * 1000))
         else:

@@ -1,0 +1,225 @@
+"""How each MAILROOM_* variable's text becomes a value: the parsers that config.py's
+table of settings names. Pure functions, no I/O; a ValueError's message says, in the
+operator's words, what is wrong (config.py prefixes the variable's name).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+
+def milliseconds(text: str) -> float:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive number of milliseconds")
+    return value / 1000.0
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+AUTO_RATE = -1.0  # MAILROOM_SEND_RATE=auto
+
+
+def send_rate(text: str) -> float:
+    if text.strip().lower() == "auto":
+        return AUTO_RATE
+    try:
+        return rate(text)
+    except ValueError:
+        raise ValueError(
+            "must be auto (follow the SES account's quota) or a number of recipients per "
+            "second, 0 for no limit"
+        ) from None
+
+
+def percent(text: str) -> float:
+    value = float(text.strip().removesuffix("%"))
+    if not 0 <= value <= 50:
+        raise ValueError("must be a percentage from 0 to 50")
+    return value / 100
+
+
+def interval(text: str) -> float:
+    value = period(text)
+    if value < 10:
+        raise ValueError("must be at least 10 s (10000 ms or 10s)")
+    return value
+
+
+def rate(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be a number of recipients per second, 0 for no limit")
+    return value
+
+
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port, 0 to 65535 (0 turns the HTTP endpoints off)")
+    return value
+
+
+def batch_limit(text: str) -> int:
+    value = positive_int(text)
+    if value > 10_000:
+        raise ValueError("must be at most 10000")
+    return value
+
+
+_PERIOD = re.compile(r"^(\d+)(ms|s|m|h|d)?$")
+_PERIOD_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def period(text: str) -> float:
+    """Milliseconds like every interval, or for long periods a number with a unit
+    (``90s``, ``12h``, ``7d``); 0 means for ever. Returns seconds."""
+    match = _PERIOD.match(text.strip().lower())
+    if not match:
+        raise ValueError(
+            "must be milliseconds, or a whole number with a unit: 90s, 30m, 12h, 7d "
+            "(0: keep for ever)"
+        )
+    return int(match[1]) * _PERIOD_UNITS[match[2] or "ms"]
+
+
+def boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+
+
+def identifier(text: str) -> str:
+    if not _IDENTIFIER.match(text):
+        raise ValueError("must be a PostgreSQL identifier: letters, digits, _ and $, 1-63 chars")
+    return text
+
+
+def name(text: str) -> str:
+    if not 1 <= len(text) <= 63:
+        raise ValueError("must be 1 to 63 characters")
+    return text
+
+
+def choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return text.lower()
+
+    return parse
+
+
+def secret_keys(text: str) -> tuple[bytes, ...]:
+    # Key rotation: a comma-separated list; the first key signs, every key verifies.
+    keys = []
+    for position, entry in enumerate(text.split(","), start=1):
+        part = entry.strip()
+        if len(part) != 64 or not re.fullmatch(r"[0-9a-fA-F]{64}", part):
+            raise ValueError(
+                f"key {position} must be 64 hexadecimal characters (32 bytes), "
+                f"got {len(part)} characters"
+            )
+        keys.append(bytes.fromhex(part))
+    return tuple(keys)
+
+
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def queue_url(text: str) -> str:
+    text = text.strip()
+    if text and not re.fullmatch(r"https?://[^\s/]+/\S+", text):
+        raise ValueError(
+            "must be an SQS queue URL: https://sqs.<region>.amazonaws.com/<account>/<name>"
+        )
+    return text
+
+
+def pollers(text: str) -> int:
+    value = positive_int(text)
+    if value > 16:
+        raise ValueError("must be at most 16")
+    return value
+
+
+def window(text: str) -> float:
+    seconds = period(text)
+    if seconds <= 0:
+        raise ValueError("must be a positive period: milliseconds, or 90s, 30m, 12h, 7d")
+    return seconds
+
+
+def events_period(text: str) -> float:
+    seconds = period(text)
+    if 0 < seconds < 86400:
+        raise ValueError("must be 0 (keep for ever) or at least a day: 86400000, 24h, 1d, 30d")
+    return seconds
+
+
+def source(text: str) -> str:
+    # lazy: only this setting needs it, and config is imported by every command
+    from mailroom.addresses import is_valid, ses_address  # noqa: PLC0415
+
+    converted = ses_address(text)
+    # a bare host ("localhost", the default) is fine for the debug transport
+    if not is_valid(converted, dotless_domain=True):
+        raise ValueError(
+            "must be an address such as noreply@example.com or Shop <shop@example.com>"
+            " (a display name without line breaks; an internationalised domain that"
+            " converts to punycode unchanged)"
+        )
+    return converted
+
+
+def database_url(text: str) -> str:
+    """A libpq connection string, checked here so that a typo is one line at start-up.
+
+    libpq's own parse errors quote the string around the fault, password included, so
+    none of their text is shown: each problem is described in our words instead.
+    """
+    import psycopg  # noqa: PLC0415 -- config loads without the driver until a DSN is read
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 -- as above
+
+    text = text.strip()
+    if not text:
+        raise ValueError("must not be empty")
+    scheme, sep, _ = text.partition("://")
+    if sep and scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"unknown scheme {scheme[:20]!r}: use postgresql://user@host/dbname")
+    if not sep and "=" not in text:
+        raise ValueError(
+            "neither a URL (postgresql://user@host:5432/dbname) nor key=value pairs "
+            "(host=... dbname=...)"
+        )
+    try:
+        params = conninfo_to_dict(text)
+    except psycopg.ProgrammingError:  # its text quotes the string, password included
+        what = "URL" if sep else "key=value string"
+        hint = (
+            "brackets around an IPv6 host, percent-encoding of @ : / in the password"
+            if sep
+            else "quoting of values with spaces, unknown keywords"
+        )
+        raise ValueError(f"malformed {what}: check {hint}") from None
+    sslmode = params.get("sslmode")
+    if sslmode is not None and sslmode not in SSLMODES:
+        raise ValueError(f"sslmode {str(sslmode)[:20]!r} is not one of {', '.join(SSLMODES)}")
+    port = params.get("port")
+    if port is not None and not all(
+        p.isdigit() and 0 < int(p) < 65536 for p in str(port).split(",")
+    ):
+        raise ValueError(f"port {str(port)[:20]!r} is not a number from 1 to 65535")
+    return text
