@@ -79,7 +79,9 @@ class Config:
         return Caps(self.recipient_cap, self.recipient_cap_templates)
 
     events_queue_url: str = ""  # SQS queue of SES events; empty: no event ingestion
-    events_pollers: int = 2
+    # 4: two long polls storing while two wait on SQS; 2 stayed under 2,000 events/s
+    # (docs/BENCHMARKS.md, "SES event ingestion")
+    events_pollers: int = 4
     suppress_transient_count: int = 3
     suppress_transient_window: float = 7 * 86400.0  # seconds
 
