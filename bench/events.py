@@ -154,8 +154,11 @@ class SqsServer:
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        try:  # the child inherits the blocked mask: moto's sigwait() then receives them
+        # moto's process waits for SIGTERM with sigwait(), which needs the signal blocked
+        # from its start: the child inherits the mask (the stand-in keeps the default)
+        blocked = {signal.SIGTERM, signal.SIGINT} if kind == "moto" else set()
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
             self.proc = subprocess.Popen(
                 SERVERS[kind],
                 stdout=subprocess.PIPE,
@@ -163,7 +166,7 @@ class SqsServer:
                 text=True,
             )
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("listening "):
@@ -336,6 +339,16 @@ def sqs_ceiling(server: SqsServer, n: int, threads: int) -> Result:
         "sqs_cores": sqs_cpu / seconds,
         "received_twice": len(ids) - len(set(ids)),
     }
+
+
+def smoke(bench: Bench, n: int = 500) -> Result:
+    """``python -m bench --smoke``: a daemon with the default pollers stores n events
+    read from the SQS stand-in."""
+    server = SqsServer("standin")
+    try:
+        return ingest(bench, server, n, None)
+    finally:
+        server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,23 +70,23 @@ BATCHES = (10, 50, 500)
 ROUND_TRIPS = 200
 
 
-def build_lists(pg: Postgres, n: int) -> dict[str, str]:
+def build_lists(pg: Postgres, n: int, size: int = LIST_SIZE) -> dict[str, str]:
     """The template database of each variant (made once, copied for every drain)."""
     templates = {"empty": TEMPLATE_DB}
     for variant in ("1m", "1m_hits"):
-        name = f"bench_suppressed_{variant}"
+        name = f"bench_suppressed_{size}_{variant}"
         with psycopg.connect(pg.admin_dsn, autocommit=True) as admin:
             create = sql.SQL("CREATE DATABASE {} TEMPLATE {}")
             admin.execute(create.format(sql.Identifier(name), sql.Identifier(TEMPLATE_DB)))
         with psycopg.connect(pg.dsn(name), autocommit=True) as conn:
-            conn.execute(FILL_LIST, {"count": LIST_SIZE})
+            conn.execute(FILL_LIST, {"count": size})
             if variant == "1m_hits":
                 params = {"hits": n // HIT_EVERY, "every": HIT_EVERY, "n": n}
                 conn.execute(SWAP_IN_HITS, params)
             conn.execute("VACUUM ANALYZE mailroom.suppressions")
             row = conn.execute("SELECT count(*) FROM mailroom.suppressions").fetchone()
             assert row is not None
-            assert row[0] == LIST_SIZE, row
+            assert row[0] == size, row
         templates[variant] = name
     return templates
 
@@ -135,6 +135,16 @@ def probe(pg: Postgres, template: str, n: int) -> dict[str, Any]:
                 "found_per_batch": found / len(batches),
             }
     return out
+
+
+def smoke(bench: Bench, n: int = 2_000, size: int = 10_000) -> Result:
+    """``python -m bench --smoke``: a small list with 1 % of the recipients on it; every
+    one of those messages dies suppressed, every other one is sent."""
+    templates = build_lists(bench.pg, n, size)
+    hits = n // HIT_EVERY
+    result = drain(bench, n, latency_ms=0, template=templates["1m_hits"], sends=n - hits)
+    assert result["dead"] == hits, (result["dead"], hits)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
