@@ -152,15 +152,16 @@ class SqsServer:
     """An SQS server as its own process (its CPU is measured apart from the daemon's):
     moto's (``kind="moto"``) or bench/sqs_standin.py (``kind="standin"``)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, latency_ms: float = 0.0) -> None:
         self.kind = kind
+        command = SERVERS[kind] + (["--latency-ms", str(latency_ms)] if latency_ms else [])
         # moto's process waits for SIGTERM with sigwait(), which needs the signal blocked
         # from its start: the child inherits the mask (the stand-in keeps the default)
         blocked = {signal.SIGTERM, signal.SIGINT} if kind == "moto" else set()
         signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:
             self.proc = subprocess.Popen(
-                SERVERS[kind],
+                command,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,  # werkzeug logs every request
                 text=True,
@@ -362,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each, in turn")
     parser.add_argument("--pollers", default="default,8", help="MAILROOM_EVENTS_POLLERS values")
     parser.add_argument("--sqs", default="moto,standin", help="SQS servers: moto, standin")
+    parser.add_argument(
+        "--sqs-latency-ms", type=float, default=0.0, help="the stand-in's delay per answer"
+    )
     parser.add_argument("--source", default="HEAD", help="git commit, or 'worktree'")
     parser.add_argument("--json", type=Path, help="also save raw results as JSON here")
     args = parser.parse_args(argv)
@@ -379,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         standin = Standin()
         try:
             for kind in kinds:
-                servers[kind] = SqsServer(kind)
+                servers[kind] = SqsServer(kind, args.sqs_latency_ms if kind == "standin" else 0)
             bench = Bench(pg, standin, Path(workdir))
             plan: list[tuple[str, Callable[[], Result]]] = []
             for kind, server in servers.items():
@@ -409,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             pg.stop()
     print(
         f"\ncode {commit}, {args.n:,} events per run ({args.n_moto:,} with moto),"
-        f" {args.runs} run(s) each, medians (range); default pollers: {DEFAULT_POLLERS}"
+        f" {args.runs} run(s) each, medians (range); default pollers: {DEFAULT_POLLERS};"
+        f" stand-in latency {args.sqs_latency_ms:g} ms"
     )
     print("\n| what | events/s | daemon CPU s / 1,000 | daemon cores | SQS server cores |")
     print("| --- | ---: | ---: | ---: | ---: |")

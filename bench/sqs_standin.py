@@ -144,6 +144,7 @@ ACTIONS = {
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: boto3 reuses its connections
     sqs: Sqs
+    latency = 0.0  # seconds added to every answer: a network and service's round trip
 
     def setup(self) -> None:
         super().setup()
@@ -170,6 +171,8 @@ class Handler(BaseHTTPRequestHandler):
             status = 400
             answer = {"__type": "InvalidParameterValue", "message": f"bad request: {exc!r}"[:200]}
         data = json.dumps(answer).encode()
+        if self.latency:
+            time.sleep(self.latency)
         self.send_response(status)
         self.send_header("Content-Type", "application/x-amz-json-1.0")
         self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
@@ -184,9 +187,11 @@ class Handler(BaseHTTPRequestHandler):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sqs_standin", description=__doc__)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
     args = parser.parse_args(argv)
     sqs = Sqs()
     Handler.sqs = sqs
+    Handler.latency = args.latency_ms / 1000
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     sqs.base = f"http://127.0.0.1:{server.server_address[1]}"

@@ -8,8 +8,9 @@ counted (``mailroom_events_malformed_total{reason}``), logged without its conten
 deleted: a poison message is never retried for ever, and never blocks the queue.
 
 boto3 is blocking: each poller's SQS calls run in a daemon thread of the poller's own,
-off the event loop (a long poll that is still waiting when the daemon stops must not hold up its exit;
-what it may have received becomes visible again after the visibility timeout).
+off the event loop (a long poll that is still waiting when the daemon stops must not
+hold up its exit; what it may have received becomes visible again after the visibility
+timeout).
 """
 
 from __future__ import annotations
