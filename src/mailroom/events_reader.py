@@ -58,13 +58,16 @@ class _Worker:
     machine, a scheduler quantum per call. A daemon thread, so that a long poll still
     waiting when the daemon stops does not hold up its exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, once: bool = False) -> None:
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._once = once  # the thread ends after one call (no thread left waiting)
 
     def _serve(self) -> None:
         while True:
             self._jobs.get()()
+            if self._once:
+                return
 
     async def call(self, func: Callable[[], T]) -> T:
         """Run ``func`` in this worker's thread and await its result."""
@@ -96,7 +99,7 @@ class _Worker:
 
 async def _in_thread(func: Callable[[], T]) -> T:
     """Run one blocking call in a daemon thread of its own and await its result."""
-    return await _Worker().call(func)
+    return await _Worker(once=True).call(func)
 
 
 def ingest_params(events: Sequence[Event], config: Config) -> dict[str, Any]:
@@ -208,7 +211,7 @@ class EventsReader:
         """Store the events of received SQS messages, then delete the messages (in
         ``worker``'s thread, else one of their own); False when the database could not
         take them (they stay in SQS and come back)."""
-        worker = worker or _Worker()
+        worker = worker or _Worker(once=True)  # deletes at most once below
         good: list[tuple[dict[str, Any], list[Event]]] = []
         done: list[dict[str, Any]] = []  # malformed or ignored: delete without storing
         for message in received:
