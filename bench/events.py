@@ -1,21 +1,25 @@
 """``python -m bench.events``: how fast one daemon stores SES events it reads from SQS.
 
-moto's server (``ThreadedMotoServer``, its own process: ``python -m bench.events moto``)
-serves SQS over real HTTP. Each run: a fresh queue is filled with N SES events, one per
-SQS message, each in an SNS envelope (94 % Delivery, 3 % permanent Bounce, 1 % transient
-Bounce, 1 % Complaint, 1 % DeliveryDelay; every one a recipient and a message of its
-own); then a real daemon (``python -m mailroom run`` with ``MAILROOM_EVENTS_QUEUE_URL``
-and ``AWS_ENDPOINT_URL_SQS`` pointing at moto) is started on a fresh database, and the
+Two SQS servers over real HTTP, each its own process: moto's (``ThreadedMotoServer``,
+``python -m bench.events moto``) and bench/sqs_standin.py (``--sqs-latency-ms`` delays
+its answers as a network would). moto costs O(queue depth) per message received, so it
+measures moto (see bench/sqs_standin.py); the stand-in measures the daemon.
+
+Each run: a fresh queue is filled with N SES events, one per SQS message, each in an SNS
+envelope (94 % Delivery, 3 % permanent Bounce, 1 % transient Bounce, 1 % Complaint, 1 %
+DeliveryDelay; every one a recipient and a message of its own); then a real daemon
+(``python -m mailroom run`` with ``MAILROOM_EVENTS_QUEUE_URL`` and
+``AWS_ENDPOINT_URL_SQS`` pointing at the server) is started on a fresh database, and the
 rows of ``mailroom.events`` are counted every 50 ms. The rate runs from the first sample
 that sees a stored event to the one that sees all N (the daemon's start-up is not in it);
-CPU (daemon, moto) over the same window.
+CPU (daemon, SQS server) over the same window.
 
 Two ceilings, measured in the same run, tell whose limit it is:
 
-- ``database``: one psycopg connection running the ``events_ingest`` query (from the code
-  under test) for batches of 10 parsed events, as one poller does, with no SQS at all;
-- ``moto``: threads as many as the daemon's pollers, each looping ReceiveMessage (10) and
-  DeleteMessageBatch over a filled queue with boto3, storing nothing.
+- ``SQS alone``: threads as many as the daemon's pollers, each looping ReceiveMessage
+  (10) and DeleteMessageBatch over a filled queue with boto3, storing nothing;
+- ``database alone``: one psycopg connection running the ``events_ingest`` query (from
+  the code under test) for batches of 10 parsed events, as one poller does, no SQS.
 
 Prints markdown tables.
 """
