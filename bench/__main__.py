@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import compare, peer, profile, report
+from bench import events as bench_events
+from bench import suppression as bench_suppression
 from bench.harness import BASE, THROUGHPUT, Code, Postgres, Standin, snapshot
 from bench.scenarios import Bench, Result, drain, steady
 from bench.transport import OPS as TRANSPORT_OPS
@@ -29,7 +31,7 @@ from mailroom.config import Config
 
 SCENARIOS = (
     "bulk", "defaults", "simple", "oldcode", "transport", "peer", "raw", "whatif", "latency",
-    "sweep", "profile",
+    "sweep", "profile", "suppression", "events",
 )  # fmt: skip
 FULL = {
     "bulk": 50_000,
@@ -206,6 +208,13 @@ def round_plan(
         )
         if full
         else None,
+        # suppression and events are measured by their own commands (python -m
+        # bench.suppression, python -m bench.events); --smoke runs a tiny version of each
+        # here, so that CI keeps them working
+        ("suppression", "suppression", lambda: bench_suppression.smoke(bench))
+        if not full
+        else None,
+        ("events", "events", lambda: bench_events.smoke(bench)) if not full else None,
     ]
     return [step for step in plan if step is not None and step[0] in args.only]
 

@@ -6,7 +6,9 @@ guide's event-publishing examples.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailroom import events, suppression
+from mailroom.events_reader import _in_thread, _Worker
 from mailroom.outbox import Message
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ses_events"
@@ -249,3 +252,41 @@ def test_strip_removes_suppressed_recipients_and_kills_empty_messages() -> None:
 def test_strip_with_nothing_suppressed_is_the_batch() -> None:
     batch = [message(1, ["a@example.com"])]
     assert suppression.strip(batch, {}) == (batch, [], 0)
+
+
+# -- the reader's worker threads (events_reader._Worker) ----------------------------------
+
+
+def test_a_pollers_calls_share_one_thread_and_errors_reach_the_caller() -> None:
+    async def scenario() -> set[int]:
+        worker = _Worker()
+        names = {await worker.call(threading.get_ident) for _ in range(5)}
+
+        def fail() -> None:
+            raise ValueError("boom")
+
+        with pytest.raises(ValueError, match="boom"):
+            await worker.call(fail)
+        after = await worker.call(threading.get_ident)  # still serving after an error
+        names.add(after)
+        return names
+
+    idents = asyncio.run(scenario())
+    assert len(idents) == 1  # one thread for every call
+    assert threading.get_ident() not in idents  # and not the event loop's
+
+
+def test_a_one_shot_worker_leaves_no_thread_behind() -> None:
+    before = {t.ident for t in threading.enumerate()}
+
+    async def scenario() -> None:
+        for _ in range(20):
+            await _in_thread(lambda: None)
+
+    asyncio.run(scenario())
+    leftover = [
+        t for t in threading.enumerate() if t.ident not in before and t.name == "mailroom-sqs"
+    ]
+    for thread in leftover:
+        thread.join(5)
+    assert not any(t.is_alive() for t in leftover)

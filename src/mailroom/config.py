@@ -80,7 +80,9 @@ class Config:
         return Caps(self.recipient_cap, self.recipient_cap_templates)
 
     events_queue_url: str = ""  # SQS queue of SES events; empty: no event ingestion
-    events_pollers: int = 2
+    # Each poller waits for two SQS round trips per 10 events: at 10 ms a call, 4 pollers
+    # stored 1,400 events/s and 8 stored 2,200 (docs/BENCHMARKS.md, "SES event ingestion")
+    events_pollers: int = 8
     suppress_transient_count: int = 3
     suppress_transient_window: float = 7 * 86400.0  # seconds
     retention_events: float = 30 * 86400.0  # seconds; 0 keeps SES events for ever
