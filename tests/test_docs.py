@@ -3,7 +3,10 @@ against a real database, as an application role: a snippet that does not run fai
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,17 @@ import sqlalchemy
 from test_client import sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parent.parent
-BLOCK = re.compile(r"^<!-- runnable -->\n```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+BLOCK = re.compile(r"^<!-- runnable -->\n```([\w-]+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+# Django examples run in a process of their own with the test project's settings
+# (tests/djangoapp: Django's settings are per process), connected as the same role.
+DJANGO_PRELUDE = """
+import sys
+sys.path.insert(0, {tests!r})
+import os
+os.environ["DJANGO_SETTINGS_MODULE"] = "djangoapp.settings"
+import django
+django.setup()
+"""
 
 
 def blocks() -> list[Any]:
@@ -28,7 +41,7 @@ def blocks() -> list[Any]:
 
 def test_the_docs_have_runnable_examples_of_every_kind() -> None:
     kinds = {p.values[0] for p in blocks()}
-    assert kinds == {"python", "sql"}
+    assert kinds == {"python", "python-django", "sql"}
     assert len(blocks()) >= 6
 
 
@@ -39,8 +52,17 @@ def test_snippet_runs(language: str, code: str, login_as: Callable[..., str], db
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(code)  # type: ignore[arg-type]  # the docs' own text
         return
-    url: sqlalchemy.URL = sqlalchemy_url(dsn, "psycopg2")
-    exec(compile(code, "<snippet>", "exec"), {"dsn": dsn, "sqlalchemy_url": url})  # noqa: S102
+    if language == "python-django":
+        prelude = DJANGO_PRELUDE.format(tests=str(ROOT / "tests"))
+        done = subprocess.run(
+            [sys.executable, "-c", prelude + code],
+            env={**os.environ, "DJANGOAPP_DSN": dsn}, capture_output=True, text=True,
+            timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    else:
+        url: sqlalchemy.URL = sqlalchemy_url(dsn, "psycopg2")
+        exec(compile(code, "<snippet>", "exec"), {"dsn": dsn, "sqlalchemy_url": url})  # noqa: S102
     role = psycopg.conninfo.conninfo_to_dict(dsn)["user"]
     with psycopg.connect(db) as conn:  # every Python example enqueues, and commits
         row = conn.execute(
