@@ -91,6 +91,7 @@ ERROR_CODE: dict[str, Verdict] = {
     "SendingPausedException": Verdict.PAUSE,
     "AccountSendingPausedException": Verdict.PAUSE,
     "AccountSuspendedException": Verdict.PAUSE,
+    "DailyQuotaMargin": Verdict.PAUSE,  # the daemon stops short of Max24HourSend itself
     # the daemon's credentials, permissions, proxy or CA bundle: an operator must act;
     # the messages are fine
     **{code: Verdict.PAUSE for codes in CAUSES.values() for code in codes},

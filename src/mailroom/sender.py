@@ -231,13 +231,7 @@ class Sender:
     def _pause(self, result: Result) -> None:
         """Stop sending for the pause duration: the account, or the daemon's credentials,
         permissions, proxy or CA bundle, refused the call; no message is at fault."""
-        cause, code = pause_cause(result.code), reason_class(result.code)
-        self.paused_until = max(self.paused_until, anyio.current_time() + self.policy.pause)
-        self.pause_reason = f"{code} ({cause}): {result.detail}"[:300]
-        metrics.SENDING_PAUSED.set(1)
-        metrics.SENDING_PAUSE_REASON.clear()
-        metrics.SENDING_PAUSE_REASON.labels(cause, code).set(1)
-        log.warning("sending_paused", code=result.code, cause=cause, seconds=self.policy.pause)
+        self.pause(self.policy.pause, result.code, detail=result.detail)
 
     async def _cap(
         self, ready: list[Message], results: list[tuple[Message, Result | None]]
@@ -280,15 +274,17 @@ class Sender:
                 await self.on_throttle()
         return outcome
 
-    def pause(self, seconds: float, code: str) -> None:
-        """Stop starting calls for ``seconds`` (an account-level stop found before a call,
-        such as the daily quota's margin)."""
+    def pause(self, seconds: float, code: str, *, detail: str = "") -> None:
+        """Stop starting calls for ``seconds``: after a refused call, or for a stop found
+        before one (the daily quota's margin). The reason goes to /readyz and a metric."""
+        cause, label = pause_cause(code), reason_class(code)
         self.paused_until = max(self.paused_until, anyio.current_time() + seconds)
-        self.pause_reason = f"{code} (account)"
+        reason = f"{label} ({cause})" + (f": {detail}" if detail else "")
+        self.pause_reason = reason[:300]
         metrics.SENDING_PAUSED.set(1)
         metrics.SENDING_PAUSE_REASON.clear()
-        metrics.SENDING_PAUSE_REASON.labels("account", code).set(1)
-        log.warning("sending_paused", code=code, cause="account", seconds=seconds)
+        metrics.SENDING_PAUSE_REASON.labels(cause, label).set(1)
+        log.warning("sending_paused", code=code, cause=cause, seconds=seconds)
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
