@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import queue
 import re
 import threading
@@ -153,9 +152,11 @@ class EventsReader:
         return boto3.session.Session().client("sqs", config=boto, region_name=self._region())
 
     def _region(self) -> str | None:
-        """The queue's region, as the SES transport reads it (AWS_REGION first), else the
-        one in a standard queue URL; None: botocore's own chain (profile, ...)."""
-        named = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        """The region as the SES transport reads it, else the one in a standard queue
+        URL; None: botocore's own chain."""
+        from mailroom.transports.awsconfig import configured_region  # noqa: PLC0415
+
+        named = configured_region()
         match = re.match(
             r"https://sqs[.-]([a-z0-9-]+)\.amazonaws\.com", self.config.events_queue_url
         )

@@ -7,7 +7,6 @@ runs them directly, the daemon in a worker thread.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,10 +45,9 @@ def client(config: Config) -> Any:
         read_timeout=config.ses_read_timeout,
         retries={"mode": "standard", "max_attempts": 2},
     )
-    session = boto3.session.Session()
-    # as the transport does: the SDKs' AWS_REGION too, which boto3 alone does not read
-    region = session.region_name or os.environ.get("AWS_REGION") or None
-    return session.client("sesv2", region_name=region, config=boto)
+    from mailroom.transports.awsconfig import configured_region  # noqa: PLC0415
+
+    return boto3.session.Session().client("sesv2", region_name=configured_region(), config=boto)
 
 
 def _error(exc: Exception) -> tuple[str, str]:

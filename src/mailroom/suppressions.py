@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -98,11 +97,12 @@ def cmd_import(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     import boto3  # noqa: PLC0415 -- only this command needs the SES v2 model
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
+    from mailroom.transports.awsconfig import configured_region  # noqa: PLC0415
+
     seen = added = 0
     progress = Progress("imported", 0, sys.stderr)
     try:
-        # AWS_REGION first, as the daemon's SES transport reads it
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        region = configured_region()  # as the daemon's SES transport reads it
         client = boto3.session.Session().client("sesv2", region_name=region)
         for page in _pages(client, args.page_size):
             rows = {

@@ -44,10 +44,20 @@ def _catch(request: Any, **_: Any) -> None:
     raise _Caught(str(request.url))
 
 
+def configured_region(session: Any = None) -> str | None:
+    """The region every AWS client of mailroom uses (SES, SQS, the preflight, the
+    suppression import): botocore's (AWS_DEFAULT_REGION, the profile), else AWS_REGION,
+    which other AWS SDKs and Lambda set and botocore does not read. ``session``: a
+    botocore session (a new one if None)."""
+    if session is None:
+        from botocore.session import get_session  # noqa: PLC0415 -- with the AWS clients
+
+        session = get_session()
+    return str(session.get_config_variable("region") or os.environ.get("AWS_REGION") or "") or None
+
+
 def region_of(session: Any) -> str:
-    # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what other AWS SDKs and
-    # Lambda set, so honour it when the former is absent.
-    region = session.get_config_variable("region") or os.environ.get("AWS_REGION")
+    region = configured_region(session)
     if not region:
         raise SetupError(
             "no AWS region: set AWS_REGION or AWS_DEFAULT_REGION (or a profile's region)"
