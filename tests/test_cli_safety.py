@@ -8,17 +8,15 @@ says it does and is refused elsewhere with exit 3 naming the missing privilege.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-import structlog
 
 import mailroom
 from mailroom import cli
@@ -61,25 +59,6 @@ def _main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
     code = cli.main(args)
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.fixture(autouse=True)
-def _logging_left_as_found(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """cli.main() configures structlog and logging onto this test's captured stderr, which
-    pytest closes afterwards; a logger cached on first use would keep writing to it, and
-    later in-process tests (listener, retention) fail with "I/O operation on closed file".
-    So no logger is cached here, and the defaults come back after each test."""
-    configure = structlog.configure
-
-    def uncached(**settings: Any) -> None:
-        configure(**{**settings, "cache_logger_on_first_use": False})
-
-    monkeypatch.setattr(structlog, "configure", uncached)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers, root.level = handlers, level
 
 
 @pytest.fixture
