@@ -101,12 +101,19 @@ def test_the_function_prunes_through_its_index_and_refuses_a_short_period(
     assert "events_occurred_at" in text, text
     assert "Seq Scan" not in text, text
     with psycopg.connect(login_as("mailroom_daemon"), autocommit=True) as daemon:
-        one_day = {"keep_seconds": 86400.0, "limit": 500}
-        assert daemon.execute(query("prune_events"), one_day).fetchone() == (500,)
-        for keep, limit in ((3600.0, 10), (0.0, 10), (86400.0, 0), (86400.0, 20000)):
-            with pytest.raises(errors.InvalidParameterValue, match="at least 86400"):
+        one_week = {"keep_seconds": 7 * 86400.0, "limit": 500}
+        assert daemon.execute(query("prune_events"), one_week).fetchone() == (500,)
+        # inside the transient-bounce window (7 days by default) pruning would change
+        # suppression decisions: the daemon's role cannot ask for it, whatever it passes
+        refused = (
+            (3600.0, 10), (0.0, 10), (86400.0, 10), (6.9 * 86400, 10),
+            (7 * 86400.0, 0), (7 * 86400.0, 20000),
+            (float("nan"), 10), (float("inf"), 10), (float("-inf"), 10),
+        )  # fmt: skip
+        for keep, limit in refused:
+            with pytest.raises(errors.InvalidParameterValue, match="at least 604800"):
                 daemon.execute(query("prune_events"), {"keep_seconds": keep, "limit": limit})
-        # events younger than a day: out of the daemon's reach, directly or not
+        # events younger than a week: out of the daemon's reach, directly or not
         with pytest.raises(errors.InsufficientPrivilege):
             daemon.execute("DELETE FROM mailroom.events")
     assert event_count(conn) == 50000 - 500  # one batch, of the oldest
@@ -114,7 +121,7 @@ def test_the_function_prunes_through_its_index_and_refuses_a_short_period(
         psycopg.connect(login_as("mailroom_app"), autocommit=True) as app,
         pytest.raises(errors.InsufficientPrivilege),
     ):
-        app.execute(query("prune_events"), {"keep_seconds": 86400.0, "limit": 10})
+        app.execute(query("prune_events"), {"keep_seconds": 7 * 86400.0, "limit": 10})
 
 
 def test_events_retention_settings() -> None:
@@ -128,17 +135,23 @@ def test_events_retention_settings() -> None:
     shown = dict(configuration.describe(load(MAILROOM_RETENTION_EVENTS="8d")))
     assert shown["MAILROOM_RETENTION_EVENTS"] == str(8 * 86400 * 1000)
     for bad, says in (
-        ("12h", "at least a day"),
+        ("12h", "at least seven days"),
+        ("6d", "at least seven days"),
         ("30 days", "whole number with a unit"),
-        ("3d", "at least MAILROOM_SUPPRESS_TRANSIENT_WINDOW"),  # the window is 7 d
+        ("3d", "at least seven days"),
     ):
         with pytest.raises(configuration.ConfigError) as caught:
             load(MAILROOM_RETENTION_EVENTS=bad)
         (problem,) = caught.value.problems
         assert problem.startswith("MAILROOM_RETENTION_EVENTS: "), problem
         assert says in problem, problem
-    # a shorter window allows a shorter retention
-    assert load(MAILROOM_RETENTION_EVENTS="3d", MAILROOM_SUPPRESS_TRANSIENT_WINDOW="2d")
+    # a shorter window does not allow a retention under the database's floor of 7 days
+    with pytest.raises(configuration.ConfigError, match="at least seven days"):
+        load(MAILROOM_RETENTION_EVENTS="3d", MAILROOM_SUPPRESS_TRANSIENT_WINDOW="2d")
+    assert load(MAILROOM_RETENTION_EVENTS="7d", MAILROOM_SUPPRESS_TRANSIENT_WINDOW="2d")
+    # a longer window needs a longer retention
+    with pytest.raises(configuration.ConfigError, match="SUPPRESS_TRANSIENT_WINDOW"):
+        load(MAILROOM_RETENTION_EVENTS="10d", MAILROOM_SUPPRESS_TRANSIENT_WINDOW="14d")
 
 
 def test_a_running_daemon_prunes_old_events_and_counts_them(

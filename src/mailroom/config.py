@@ -351,7 +351,7 @@ SETTINGS: tuple[_Setting, ...] = (
         "retention_events",
         values.events_period,
         "Keep SES events this long after they occurred, milliseconds or 30d-style (0: for "
-        "ever; at least 1d).",
+        "ever; at least 7d and the transient-bounce window).",
     ),
 )
 

@@ -162,10 +162,17 @@ def window(text: str) -> float:
     return seconds
 
 
+EVENTS_FLOOR = 7 * 86400.0  # mailroom.prune_events refuses younger events (sql/0016)
+
+
 def events_period(text: str) -> float:
     seconds = period(text)
-    if 0 < seconds < 86400:
-        raise ValueError("must be 0 (keep for ever) or at least a day: 86400000, 24h, 1d, 30d")
+    if 0 < seconds < EVENTS_FLOOR:
+        # the default transient-bounce window: pruning inside it would change suppression
+        raise ValueError(
+            "must be 0 (keep for ever) or at least seven days, the transient-bounce "
+            "window's default: 604800000, 7d, 30d"
+        )
     return seconds
 
 
