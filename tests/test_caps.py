@@ -183,6 +183,57 @@ def test_a_later_storm_counts_what_was_sent_before_and_caps_off_sends_all(
     assert conn.execute("SELECT count(*) FROM mailroom.recipient_sends").fetchone() == (0,)
 
 
+@pytest.mark.parametrize("scope", ["application", "global", None])
+def test_one_application_cannot_use_up_another_applications_caps(
+    conn: psycopg.Connection[Any],
+    standin: Any,
+    spawn: Any,
+    login_as: Any,
+    scope: str | None,
+) -> None:
+    """The attack: a second application (its own login role) floods a recipient with
+    recovery mail, hoping the victim application's next reset to that person ends capped.
+    Per application (the default) it cannot; with the global scope it can, as configured."""
+    storm, shop = login_as("mailroom_app"), login_as("mailroom_app")
+    env = {"MAILROOM_RECIPIENT_CAP_TEMPLATES": "passwordrecoveryv1:2/15m"}
+    if scope is not None:
+        env["MAILROOM_RECIPIENT_CAP_SCOPE"] = scope
+    daemon = spawn(**env)
+    daemon.wait_listening()
+    with psycopg.connect(storm, autocommit=True) as attacker:
+        for _ in range(5):
+            mailroom.enqueue(attacker, "ANN@example.com", template="passwordrecoveryv1",
+                             data={"login": "x"})  # fmt: skip
+    wait_for(lambda: all_final(conn, 5))
+    assert _reasons(conn) == {"sent|": 2, "dead|capped: 2 per 15m to this recipient": 3}
+    with psycopg.connect(shop, autocommit=True) as victim:
+        reset = mailroom.enqueue(victim, "ann@example.com", template="passwordrecoveryv1",
+                                 data={"login": "ann"})  # fmt: skip
+    wait_for(lambda: all_final(conn, 6))
+    row = conn.execute("SELECT status FROM mailroom.outbox WHERE id = %s", [reset]).fetchone()
+    assert row == (("dead",) if scope == "global" else ("sent",))
+    # the victim's own storm is still capped at its own count
+    if scope != "global":
+        with psycopg.connect(shop, autocommit=True) as victim:
+            for _ in range(3):
+                mailroom.enqueue(victim, "ann@example.com", template="passwordrecoveryv1",
+                                 data={"login": "ann"})  # fmt: skip
+        wait_for(lambda: all_final(conn, 9))
+        assert _reasons(conn) == {"sent|": 4, "dead|capped: 2 per 15m to this recipient": 5}
+
+
+def test_the_cap_scope_is_validated_and_shown() -> None:
+    assert config.load(ENV).caps.per_application
+    shown = dict(config.describe(config.load({**ENV, "MAILROOM_RECIPIENT_CAP_SCOPE": "global"})))
+    assert shown["MAILROOM_RECIPIENT_CAP_SCOPE"] == "global"
+    assert not config.load({**ENV, "MAILROOM_RECIPIENT_CAP_SCOPE": "Global"}).caps.per_application
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({**ENV, "MAILROOM_RECIPIENT_CAP_SCOPE": "tenant"})
+    assert caught.value.problems == [
+        "MAILROOM_RECIPIENT_CAP_SCOPE: must be one of application, global (got 'tenant')"
+    ]
+
+
 def test_the_daemon_refuses_a_bad_cap_with_one_line(spawn: Any) -> None:
     daemon = spawn(MAILROOM_RECIPIENT_CAP="3 per hour")
     assert daemon.wait() == 2

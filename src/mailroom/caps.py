@@ -36,6 +36,9 @@ class Cap:
 class Caps:
     overall: Cap | None = None
     templates: Mapping[str, Cap] = field(default_factory=dict)
+    # Count per application (enqueuing login role) and recipient, so that one application
+    # cannot use up the caps of another's users; False: one count per recipient for all.
+    per_application: bool = True
 
     def __bool__(self) -> bool:
         return self.overall is not None or bool(self.templates)

@@ -22,9 +22,18 @@ PRUNE_INTERVAL = 60.0  # seconds between deletions of rows older than every wind
 PRUNE_BATCH = 5000
 
 
-def candidate(message: Message) -> Candidate:
+# Between the enqueuing role and the address in a counting key: no valid address holds it,
+# so the last one in a key always separates the two.
+SCOPE_SEPARATOR = "\x1f"
+
+
+def candidate(message: Message, *, per_application: bool = True) -> Candidate:
+    """The message as the caps see it. Its "recipients" are counting keys: with caps per
+    application, the enqueuing login role and the address (another application's mail to
+    the same person counts apart); otherwise the address alone."""
     template = metrics.template_label(message.template, message.raw_mime is not None)
-    recipients = tuple(a.lower() for a in (*message.to, *message.cc, *message.bcc))
+    prefix = (message.enqueued_by or "") + SCOPE_SEPARATOR if per_application else ""
+    recipients = tuple(prefix + a.lower() for a in (*message.to, *message.cc, *message.bcc))
     return Candidate(message.id, template, recipients)
 
 
@@ -38,7 +47,8 @@ class CapStep:
     ) -> tuple[list[Message], list[tuple[Message, Result]]]:
         """Split a batch into the messages to send and the capped ones with their result.
         Database errors propagate (the caller releases the batch: nothing is lost)."""
-        candidates = [candidate(m) for m in messages]
+        per_application = self.caps.per_application
+        candidates = [candidate(m, per_application=per_application) for m in messages]
         subject = [c for c in candidates if self.caps.applies(c.template)]
         if not subject:
             return list(messages), []

@@ -69,6 +69,7 @@ class Config:
     account_poll_interval: float = 300.0  # seconds between GetAccount reads (auto)
     recipient_cap: Cap | None = None
     recipient_cap_templates: dict[str, Cap] = field(default_factory=dict)
+    recipient_cap_scope: str = "application"  # or "global": one count across applications
 
     @property
     def send_rate_auto(self) -> bool:
@@ -77,7 +78,8 @@ class Config:
 
     @property
     def caps(self) -> Caps:
-        return Caps(self.recipient_cap, self.recipient_cap_templates)
+        per_application = self.recipient_cap_scope == "application"
+        return Caps(self.recipient_cap, self.recipient_cap_templates, per_application)
 
     events_queue_url: str = ""  # SQS queue of SES events; empty: no event ingestion
     # Each poller waits for two SQS round trips per 10 events: at 10 ms a call, 4 pollers
@@ -321,6 +323,13 @@ SETTINGS: tuple[_Setting, ...] = (
         "recipient_cap_templates",
         parse_template_caps,
         "Per-template caps per recipient, e.g. passwordrecoveryv1:3/15m,activationv1:2/1h.",
+    ),
+    _Setting(
+        "MAILROOM_RECIPIENT_CAP_SCOPE",
+        "recipient_cap_scope",
+        values.choice("application", "global"),
+        "What the caps count per recipient: each application's mail apart (its enqueuing "
+        "login role; the default) or all applications' mail together (global).",
     ),
     _Setting(
         "MAILROOM_EVENTS_QUEUE_URL",

@@ -58,6 +58,7 @@ class Message(NamedTuple):
     body_html: str | None
     raw_mime: bytes | None
     created_at: float  # unix seconds, for enqueue-to-send latency
+    enqueued_by: str | None = None  # the enqueuing login role (None: enqueued before 0008)
 
     @property
     def kind(self) -> str:

@@ -32,13 +32,13 @@ RETURNING m.id, m.attempts, m.max_attempts, m.from_address, m.to_addresses,
           m.cc_addresses, m.bcc_addresses, m.reply_to_addresses, m.config_set,
           m.template, m.template_data::text AS template_data, m.subject, m.body_text,
           m.body_html, m.raw_mime, extract(epoch FROM m.created_at)::float8 AS created,
-          m.priority, m.next_attempt_at
+          m.enqueued_by, m.priority, m.next_attempt_at
 )
 -- RETURNING comes in the table's order: sorted here, a batch's calls start in claim order
 -- (highest priority, then oldest due), however big the batch (claims grow under a backlog)
 SELECT id, attempts, max_attempts, from_address, to_addresses, cc_addresses, bcc_addresses,
        reply_to_addresses, config_set, template, template_data, subject, body_text,
-       body_html, raw_mime, created
+       body_html, raw_mime, created, enqueued_by
 FROM claimed
 ORDER BY priority DESC, next_attempt_at, id
 
@@ -538,6 +538,9 @@ WHERE NOT p.held
 -- (issue 13 items 4 and 5; migration 0011)
 
 -- name: caps_lock
+-- The caps' "addresses" are counting keys: the enqueuing login role, U+001F, the address
+-- (caps per application, the default) or the address alone (MAILROOM_RECIPIENT_CAP_SCOPE=
+-- global); see mailroom.capstep.candidate.
 -- Decisions for one recipient are taken one at a time, across replicas and concurrent
 -- batches: a transaction-scoped advisory lock per address (in a fixed order: no
 -- deadlock), held while the recent sends are read and the new ones written.
