@@ -814,3 +814,70 @@ def test_notify_flood_and_over_long_payload_then_mail_still_flows(
     _still_serving(conn, listening_daemon, "notify")
     listens = [e for e in listening_daemon.events() if e.get("event") == "listening"]
     assert len(listens) == 1, "odd notifications must not cost the LISTEN session"
+
+
+# -- connection strings: no piece of a password in any output --------------------------------
+
+# (connection string, the pieces of its password, refused at start-up?)
+HOSTILE_DSNS = [
+    ("postgresql://mr:SlashPw/S3cr3tQ@127.0.0.1:1/db", ["SlashPw", "S3cr3tQ"], True),
+    ("postgresql://mr:AtPw@S3cr3tQ@127.0.0.1:1/db", ["AtPw", "S3cr3tQ"], True),
+    ("postgresql://mr:ColonPw:S3cr3tQ@127.0.0.1:1/db", ["ColonPw", "S3cr3tQ"], False),
+    ("postgresql://mr:QPw?S3cr3tQ@127.0.0.1:1/db", ["QPw", "S3cr3tQ"], False),
+    ("postgresql://mr:S3cr3tQ/db", ["S3cr3tQ"], True),  # no host: libpq's port
+    ("postgresql://mr@127.0.0.1:1/db?password=S3cr3tQ", ["S3cr3tQ"], False),
+    ("postgresql://mr@127.0.0.1:1/db?sslmode=prefer&pass%77ord=S3cr3tQ", ["S3cr3tQ"], False),
+    ("postgresql://mr:%53%33cr3tQ@127.0.0.1:1/db", ["S3cr3tQ", "%53%33cr3tQ"], False),
+    ("postgresql://mr:S3cr3tQ@127.0.0.1:1/db?sslmode=S3cr3tQ", ["S3cr3tQ"], True),
+    ("host=127.0.0.1 port=1 password=S3cr3tQ", ["S3cr3tQ"], False),
+    ("host=127.0.0.1 port=1 password='S3cr3tQ with spaces'", ["S3cr3tQ"], False),
+    ("host=127.0.0.1 port=S3cr3tQ password=S3cr3tQ", ["S3cr3tQ"], True),
+    (
+        "host=127.0.0.1 password = S3cr3tQ sslpassword=Other5ecret port=1",
+        ["S3cr3tQ", "Other5ecret"],
+        False,
+    ),
+    ("password=S3cr3tQ host='unterminated", ["S3cr3tQ"], True),
+    ("postgresql://mr:S3cr3tQ@[::1/db", ["S3cr3tQ"], True),
+    ("S3cr3tQ", ["S3cr3tQ"], True),
+]
+
+
+@pytest.mark.parametrize(("dsn", "pieces", "refused"), HOSTILE_DSNS)
+def test_no_piece_of_a_password_is_shown(dsn: str, pieces: list[str], refused: bool) -> None:
+    from test_cli import mailroom  # noqa: PLC0415 -- the CLI as a real process
+
+    env = {"MAILROOM_DATABASE_URL": dsn}
+    runs = {
+        "config (environment)": mailroom("config", env=env),
+        "config --json": mailroom("config", "--json", env=env),
+        "--dsn before": mailroom("--dsn", dsn, "status"),
+        "--dsn after": mailroom("status", "--dsn", dsn),
+        "status (environment)": mailroom("status", env=env),
+    }
+    for name, run in runs.items():
+        for piece in pieces:
+            assert piece not in run.stdout + run.stderr, f"{name}: {run.stdout}{run.stderr}"
+        assert "Traceback" not in run.stderr, name
+        if refused:
+            assert run.returncode == 2, f"{name}: {run.stderr}"
+            lines = run.stderr.strip().splitlines()
+            assert len(lines) == 1, f"{name}: {run.stderr}"
+            assert "MAILROOM_DATABASE_URL" in lines[0], name
+        else:
+            assert run.returncode in (0, 3), f"{name}: {run.stderr}"
+
+
+def test_redaction_rules() -> None:
+    from mailroom import dsn as dsn_text  # noqa: PLC0415
+
+    assert dsn_text.redact("postgresql://app:hunter2@db/app") == "postgresql://app:***@db/app"
+    assert (
+        dsn_text.redact("postgresql://db/app?x=1&password=p")
+        == "postgresql://db/app?x=1&password=***"
+    )
+    assert dsn_text.redact("host=db password='a b' user=u") == "host=db password=*** user=u"
+    assert dsn_text.redact("not a dsn") == dsn_text.HIDDEN
+    # a libpq message quoting a parsed piece of the password
+    text = 'could not translate host name "S3cr3t@127.0.0.1"'
+    assert "S3cr3t" not in dsn_text.scrub(text, "postgresql://mr:AtPw@S3cr3t@127.0.0.1/db")
