@@ -31,6 +31,7 @@ import mailroom
 from conftest import DaemonProcess, wait_for
 from mailroom import addresses as mailroom_addresses
 from sesv2_standin import SesStandin
+from test_sql_security import bare_db  # noqa: F401 -- the fixture, shared
 
 RECIPIENTS = "outbox_recipients_between_1_and_50"
 ADDRESSES = "outbox_addresses_must_be_ascii_user_at_domain"
@@ -881,3 +882,39 @@ def test_redaction_rules() -> None:
     # a libpq message quoting a parsed piece of the password
     text = 'could not translate host name "S3cr3t@127.0.0.1"'
     assert "S3cr3t" not in dsn_text.scrub(text, "postgresql://mr:AtPw@S3cr3t@127.0.0.1/db")
+
+
+def test_an_over_long_idn_label_is_refused_before_conversion(
+    bare_db: str,  # noqa: F811 -- the fixture imported from test_sql_security
+    login_as: Callable[..., str],
+) -> None:
+    """A guard, not a speed assertion: 2 s of statement_timeout is far more than the guarded
+    refusal needs and far less than punycode spends on 8,000 characters (18 s seen), so
+    the unguarded schema (before 0018) is cancelled and the guarded one answers."""
+    from mailroom import migrate  # noqa: PLC0415
+    from test_sql_security import _apply_up_to  # noqa: PLC0415
+
+    # 8,000 distinct code points: punycode walks the label once per distinct one
+    domain = "".join(chr(0x4E00 + i) for i in range(8000)) + ".de"
+    with psycopg.connect(bare_db, autocommit=True) as conn:
+        _apply_up_to(conn, 17, ())
+        conn.execute("SET statement_timeout = '2s'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT mailroom.ascii_domain(%s)", (domain,))
+        conn.execute("RESET statement_timeout")
+        migrate.migrate(conn, channel="token_insert")
+        conn.execute("SET statement_timeout = '2s'")
+        with pytest.raises(psycopg.errors.CheckViolation):  # the trigger converts, then refused
+            conn.execute(
+                "INSERT INTO mailroom.outbox (idempotency_key, to_addresses, subject, body_text)"
+                " VALUES ('long-idn', ARRAY[%s], 's', 't')",
+                ("x@" + domain,),
+            )
+    with psycopg.connect(login_as("mailroom_app", db=bare_db), autocommit=True) as app:
+        app.execute("SET statement_timeout = '2s'")
+        assert app.execute("SELECT mailroom.ascii_domain(%s)", (domain,)).fetchone() == (None,)
+        assert app.execute("SELECT mailroom.ascii_domain('b\u00fccher.de')").fetchone() == (
+            "xn--bcher-kva.de",
+        )
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            app.execute("SELECT mailroom.punycode(%s)", ("\u00fc" * 64,))
