@@ -40,3 +40,23 @@ END
 $$;
 
 REVOKE EXECUTE ON FUNCTION mailroom.punycode(text), mailroom.ascii_domain(text) FROM PUBLIC;
+
+-- whoever writes an outbox row runs the conversion (as 0012 grants the wrappers' names)
+CREATE FUNCTION mailroom.grants_0018() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    role text;
+BEGIN
+    FOREACH role IN ARRAY ARRAY['mailroom_app', 'mailroom_daemon', 'mailroom_operator'] LOOP
+        IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) role) THEN
+            EXECUTE pg_catalog.format(
+                'GRANT EXECUTE ON FUNCTION mailroom.punycode_unguarded(text),'
+                ' mailroom.ascii_domain_unguarded(text) TO %I', role);
+        END IF;
+    END LOOP;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION mailroom.grants_0018() FROM PUBLIC;
