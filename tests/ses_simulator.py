@@ -95,6 +95,8 @@ class MailboxSimulator:
         # the account-level suppression list: address -> (reason, last update)
         self.account_list: dict[str, tuple[str, datetime]] = {}
         self.list_calls = 0
+        # a hostile list: "repeat" answers NextToken "0" for ever, "fresh" a new token each time
+        self.endless: str | None = None
         standin.on_sent = self.on_sent
         standin.extra_api = self.api
 
@@ -126,6 +128,8 @@ class MailboxSimulator:
         answer: Json = {"SuppressedDestinationSummaries": [
             {"EmailAddress": a, "Reason": r, "LastUpdateTime": t.timestamp()} for a, (r, t) in page
         ]}  # fmt: skip
-        if start + size < len(items):
+        if start + size < len(items) or self.endless == "fresh":
             answer["NextToken"] = str(start + size)
+        if self.endless == "repeat":
+            answer["NextToken"] = "0"
         return answer

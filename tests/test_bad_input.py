@@ -31,6 +31,7 @@ import mailroom
 from conftest import DaemonProcess, wait_for
 from mailroom import addresses as mailroom_addresses
 from sesv2_standin import SesStandin
+from test_sql_security import bare_db  # noqa: F401 -- the fixture, shared
 
 RECIPIENTS = "outbox_recipients_between_1_and_50"
 ADDRESSES = "outbox_addresses_must_be_ascii_user_at_domain"
@@ -814,3 +815,106 @@ def test_notify_flood_and_over_long_payload_then_mail_still_flows(
     _still_serving(conn, listening_daemon, "notify")
     listens = [e for e in listening_daemon.events() if e.get("event") == "listening"]
     assert len(listens) == 1, "odd notifications must not cost the LISTEN session"
+
+
+# -- connection strings: no piece of a password in any output --------------------------------
+
+# (connection string, the pieces of its password, refused at start-up?)
+HOSTILE_DSNS = [
+    ("postgresql://mr:SlashPw/S3cr3tQ@127.0.0.1:1/db", ["SlashPw", "S3cr3tQ"], True),
+    ("postgresql://mr:AtPw@S3cr3tQ@127.0.0.1:1/db", ["AtPw", "S3cr3tQ"], True),
+    ("postgresql://mr:ColonPw:S3cr3tQ@127.0.0.1:1/db", ["ColonPw", "S3cr3tQ"], False),
+    ("postgresql://mr:QPw?S3cr3tQ@127.0.0.1:1/db", ["QPw", "S3cr3tQ"], False),
+    ("postgresql://mr:S3cr3tQ/db", ["S3cr3tQ"], True),  # no host: libpq's port
+    ("postgresql://mr@127.0.0.1:1/db?password=S3cr3tQ", ["S3cr3tQ"], False),
+    ("postgresql://mr@127.0.0.1:1/db?sslmode=prefer&pass%77ord=S3cr3tQ", ["S3cr3tQ"], False),
+    ("postgresql://mr:%53%33cr3tQ@127.0.0.1:1/db", ["S3cr3tQ", "%53%33cr3tQ"], False),
+    ("postgresql://mr:S3cr3tQ@127.0.0.1:1/db?sslmode=S3cr3tQ", ["S3cr3tQ"], True),
+    ("host=127.0.0.1 port=1 password=S3cr3tQ", ["S3cr3tQ"], False),
+    ("host=127.0.0.1 port=1 password='S3cr3tQ with spaces'", ["S3cr3tQ"], False),
+    ("host=127.0.0.1 port=S3cr3tQ password=S3cr3tQ", ["S3cr3tQ"], True),
+    (
+        "host=127.0.0.1 password = S3cr3tQ sslpassword=Other5ecret port=1",
+        ["S3cr3tQ", "Other5ecret"],
+        False,
+    ),
+    ("password=S3cr3tQ host='unterminated", ["S3cr3tQ"], True),
+    ("postgresql://mr:S3cr3tQ@[::1/db", ["S3cr3tQ"], True),
+    ("S3cr3tQ", ["S3cr3tQ"], True),
+]
+
+
+@pytest.mark.parametrize(("dsn", "pieces", "refused"), HOSTILE_DSNS)
+def test_no_piece_of_a_password_is_shown(dsn: str, pieces: list[str], refused: bool) -> None:
+    from test_cli import mailroom  # noqa: PLC0415 -- the CLI as a real process
+
+    env = {"MAILROOM_DATABASE_URL": dsn}
+    runs = {
+        "config (environment)": mailroom("config", env=env),
+        "config --json": mailroom("config", "--json", env=env),
+        "--dsn before": mailroom("--dsn", dsn, "status"),
+        "--dsn after": mailroom("status", "--dsn", dsn),
+        "status (environment)": mailroom("status", env=env),
+    }
+    for name, run in runs.items():
+        for piece in pieces:
+            assert piece not in run.stdout + run.stderr, f"{name}: {run.stdout}{run.stderr}"
+        assert "Traceback" not in run.stderr, name
+        if refused:
+            assert run.returncode == 2, f"{name}: {run.stderr}"
+            lines = run.stderr.strip().splitlines()
+            assert len(lines) == 1, f"{name}: {run.stderr}"
+            assert "MAILROOM_DATABASE_URL" in lines[0], name
+        else:
+            assert run.returncode in (0, 3), f"{name}: {run.stderr}"
+
+
+def test_redaction_rules() -> None:
+    from mailroom import dsn as dsn_text  # noqa: PLC0415
+
+    assert dsn_text.redact("postgresql://app:hunter2@db/app") == "postgresql://app:***@db/app"
+    assert (
+        dsn_text.redact("postgresql://db/app?x=1&password=p")
+        == "postgresql://db/app?x=1&password=***"
+    )
+    assert dsn_text.redact("host=db password='a b' user=u") == "host=db password=*** user=u"
+    assert dsn_text.redact("not a dsn") == dsn_text.HIDDEN
+    # a libpq message quoting a parsed piece of the password
+    text = 'could not translate host name "S3cr3t@127.0.0.1"'
+    assert "S3cr3t" not in dsn_text.scrub(text, "postgresql://mr:AtPw@S3cr3t@127.0.0.1/db")
+
+
+def test_an_over_long_idn_label_is_refused_before_conversion(
+    bare_db: str,  # noqa: F811 -- the fixture imported from test_sql_security
+    login_as: Callable[..., str],
+) -> None:
+    """A guard, not a speed assertion: 2 s of statement_timeout is far more than the guarded
+    refusal needs and far less than punycode spends on 8,000 characters (18 s seen), so
+    the unguarded schema (before 0018) is cancelled and the guarded one answers."""
+    from mailroom import migrate  # noqa: PLC0415
+    from test_sql_security import _apply_up_to  # noqa: PLC0415
+
+    # 8,000 distinct code points: punycode walks the label once per distinct one
+    domain = "".join(chr(0x4E00 + i) for i in range(8000)) + ".de"
+    with psycopg.connect(bare_db, autocommit=True) as conn:
+        _apply_up_to(conn, 17, ())
+        conn.execute("SET statement_timeout = '2s'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT mailroom.ascii_domain(%s)", (domain,))
+        conn.execute("RESET statement_timeout")
+        migrate.migrate(conn, channel="token_insert")
+        conn.execute("SET statement_timeout = '2s'")
+        with pytest.raises(psycopg.errors.CheckViolation):  # the trigger converts, then refused
+            conn.execute(
+                "INSERT INTO mailroom.outbox (idempotency_key, to_addresses, subject, body_text)"
+                " VALUES ('long-idn', ARRAY[%s], 's', 't')",
+                ("x@" + domain,),
+            )
+    with psycopg.connect(login_as("mailroom_app", db=bare_db), autocommit=True) as app:
+        app.execute("SET statement_timeout = '2s'")
+        assert app.execute("SELECT mailroom.ascii_domain(%s)", (domain,)).fetchone() == (None,)
+        assert app.execute("SELECT mailroom.ascii_domain('b\u00fccher.de')").fetchone() == (
+            "xn--bcher-kva.de",
+        )
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            app.execute("SELECT mailroom.punycode(%s)", ("\u00fc" * 64,))

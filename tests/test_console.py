@@ -354,12 +354,108 @@ def test_unauthenticated_and_forged_requests_are_refused(
     assert unauthenticated[0] == 401
     assert _row(conn, ids["pending"], "status") == ("pending",)
     assert conn.execute("SELECT count(*) FROM mailroom.audit").fetchone() == (0,)
-    # the matching pair (what the page's form carries) is accepted
-    same = {**post, "Cookie": "mailroom_csrf=same"}
+    # the matching pair (what the page's form carries), from the console's own page
+    same = {**post, "Cookie": "mailroom_csrf=same", "Origin": console.url}
     accepted = _request(console.url + "/actions/cancel", method="POST", data=form + b"&csrf=same",
                         headers=same)  # fmt: skip
     assert accepted[0] == 200
     assert _row(conn, ids["pending"], "status") == ("cancelled",)
+
+
+def test_a_rebinding_host_is_refused_and_reveals_nothing(
+    operator: str, tmp_path: Path, conn: psycopg.Connection[Any]
+) -> None:
+    """DNS rebinding: a page on rebind.attacker.example whose name now resolves to
+    127.0.0.1 reaches the loopback console with its own Host (and, posting, its own
+    Origin). Without authentication (loopback) the Host and Origin are all that stop it."""
+    ids = seed(conn)
+    server = Console(operator, tmp_path)
+    try:
+        evil = "rebind.attacker.example"
+        for host in (evil, f"{evil}:{server.port}", "127.0.0.1.attacker.example",
+                     f"127.0.0.1:{server.port + 1}", "localhost:x", ""):  # fmt: skip
+            status, body = _request(server.url + "/messages", headers={"Host": host})
+            assert status == 421, host
+            assert body == "refused: this console does not serve that host name\n"
+        for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", "127.0.0.2",
+                     f"[::1]:{server.port}", "LOCALHOST."):  # fmt: skip
+            assert _request(server.url + "/messages", headers={"Host": host})[0] == 200, host
+
+        page = _request(server.url + "/messages")
+        assert page[0] == 200
+        form = f"id={ids['pending']}&note=x&confirm=yes&csrf=same".encode()
+        post = {"Content-Type": "application/x-www-form-urlencoded",
+                "Cookie": "mailroom_csrf=same"}  # fmt: skip
+        attempts = [
+            {"Host": evil, "Origin": f"http://{evil}"},  # the rebinding page itself
+            {"Origin": f"http://{evil}"},  # a spoofed loopback Host, the page's Origin
+            {"Origin": f"http://{evil}:{server.port}"},
+            {"Referer": f"http://{evil}/messages"},  # no Origin: the Referer decides
+            {},  # neither: refused, not assumed
+            {"Origin": "null"},
+            {"Origin": f"https://127.0.0.1:{server.port}"},  # another scheme
+            {"Origin": f"http://127.0.0.1:{server.port + 1}"},  # another port
+            {"Origin": f"http://user@127.0.0.1:{server.port}"},
+        ]
+        for extra in attempts:
+            status, body = _request(server.url + "/actions/cancel", method="POST", data=form,
+                                    headers={**post, **extra})  # fmt: skip
+            assert status in (403, 421), extra
+            assert "example.com" not in body, extra
+        assert _row(conn, ids["pending"], "status") == ("pending",)
+        assert conn.execute("SELECT count(*) FROM mailroom.audit").fetchone() == (0,)
+        # the console's own page, by Referer alone, is accepted
+        ok = _request(server.url + "/actions/cancel", method="POST", data=form,
+                      headers={**post, "Referer": server.url + "/messages"})  # fmt: skip
+        assert ok[0] == 200
+        assert _row(conn, ids["pending"], "status") == ("cancelled",)
+    finally:
+        server.stop()
+
+
+def test_odd_message_ids_are_not_found_never_an_error(operator: str, tmp_path: Path) -> None:
+    server = Console(operator, tmp_path)
+    try:
+        for odd in ("%C2%B2", "%D9%A3", "99999999999999999999", "9223372036854775808", "-1",
+                    "0", "1_0", "%201", "1" * 5000):  # fmt: skip
+            status, body = _request(f"{server.url}/messages/{odd}")
+            assert status == 404, odd
+            assert "Traceback" not in body
+        assert _request(f"{server.url}/messages?cursor=%C2%B2")[0] == 400
+        assert _request(f"{server.url}/messages?cursor=99999999999999999999")[0] == 400
+    finally:
+        server.stop()
+
+
+def test_host_and_origin_rules() -> None:
+    from aiohttp.test_utils import make_mocked_request  # noqa: PLC0415
+
+    from mailroom.web import security  # noqa: PLC0415
+    from mailroom.web.settings import WebSettings  # noqa: PLC0415
+
+    loopback = WebSettings(port=8026)
+    named = WebSettings(host="console.internal", port=8026, token="t" * 16)
+    assert security.host_allowed("127.0.0.1:8026", loopback)
+    assert security.host_allowed("127.9.9.9", loopback)
+    assert security.host_allowed("[::1]:8026", loopback)
+    assert not security.host_allowed("console.internal:8026", loopback)
+    assert not security.host_allowed("127.0.0.1:8027", loopback)
+    assert not security.host_allowed("[::1", loopback)
+    assert not security.host_allowed("127.0.0.1:\u00b2", loopback)  # a non-ASCII digit
+    assert security.host_allowed("Console.Internal:8026", named)
+    assert not security.host_allowed("127.0.0.1:8026", named)  # that name only
+    assert not security.host_allowed("console.internal.evil:8026", named)
+
+    def post(**headers: str) -> bool:
+        request = make_mocked_request("POST", "/actions/cancel",
+                                      headers={"Host": "127.0.0.1:8026", **headers})  # fmt: skip
+        return security.origin_allowed(request, loopback)
+
+    assert post(Origin="http://127.0.0.1:8026")
+    assert post(Referer="http://127.0.0.1:8026/dead?x=1")
+    assert not post(Origin="http://localhost:8026")  # not the Host it was sent to
+    assert not post(Origin="http://rebind.attacker.example:8026")
+    assert not post()
 
 
 def test_the_console_refuses_an_open_address_without_authentication(

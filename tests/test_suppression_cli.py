@@ -31,6 +31,17 @@ def test_add_list_remove_as_the_operator(
     assert json.loads(added.stdout) == {"added": ["a***@example.com", "b***@example.com"],
                                         "already": 0}  # fmt: skip
     assert run(env, "suppression", "add", "not-an-address").returncode == 2
+    long_idn = "x@" + "\u00fc" * 8000 + ".de"
+    for bad in ("@", "a@", "@b", "a\nb@c.de", "a@b.c, d@e.f", "a@b.c;d@e.f", "a b@c.de",
+                "a\x07@c.de", "x" * 400 + "@example.com", long_idn):  # fmt: skip
+        for verb in ("add", "remove"):
+            refused = run(env, "suppression", verb, "ok@example.com", bad)
+            assert refused.returncode == 2, (verb, bad, refused.stderr)
+            error = refused.stderr.strip().splitlines()[-1]
+            assert "argument ADDRESS" in error, error
+            assert ascii(bad[:20])[1:-1] in error  # the value, escaped, named
+            assert "Traceback" not in refused.stderr
+    assert conn.execute("SELECT count(*) FROM mailroom.suppressions").fetchone() == (2,)
     listed = json.loads(run(env, "suppression", "list", "--json", "--reveal").stdout)
     assert listed["total"] == 2
     assert {e["address"] for e in listed["entries"]} == {"ann@example.com", "bob@example.com"}
@@ -73,3 +84,27 @@ def test_import_pages_through_the_ses_account_list(
     assert detail[0].startswith("SES COMPLAINT (")
     again = run(daemon_env, "suppression", "import", "--json")
     assert json.loads(again.stdout)["added"] == 0
+
+
+def test_import_stops_on_an_endless_or_repeating_next_token(
+    conn: psycopg.Connection[Any], standin: SesStandin, daemon_env: dict[str, str]
+) -> None:
+    simulator = MailboxSimulator(standin, sqs=None, queue_url="")
+    ses = boto3.client("sesv2", endpoint_url=standin.url, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    for i in range(5):
+        ses.put_suppressed_destination(EmailAddress=f"u{i}@example.com", Reason="BOUNCE")
+    simulator.endless = "repeat"
+    looped = run(daemon_env, "suppression", "import", "--page-size", "2")
+    assert looped.returncode == 1, looped.stderr
+    assert "NextToken it had returned before" in looped.stderr
+    assert simulator.list_calls <= 3
+    simulator.endless, simulator.list_calls = "fresh", 0
+    bounded = run(daemon_env, "suppression", "import", "--page-size", "2", "--max-pages", "7")
+    assert bounded.returncode == 1, bounded.stderr
+    assert "stopped after 7 page(s)" in bounded.stderr
+    assert simulator.list_calls == 7
+    assert conn.execute("SELECT count(*) FROM mailroom.suppressions").fetchone() == (5,)
+    for bad in ("0", "1001", "-3", "\u00b2"):
+        refused = run(daemon_env, "suppression", "import", "--page-size", bad)
+        assert refused.returncode == 2, bad

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mailroom import config as configuration
+from mailroom import dsn as dsn_text
 from mailroom.cli_args import EXIT_CODES, command, message_id, positive, seconds, when
 
 EPILOG = """\
@@ -483,7 +484,7 @@ def _explain(exc: Exception, args: argparse.Namespace) -> int | None:
         )
     if isinstance(exc, psycopg.OperationalError):
         dsn = os.environ.get("MAILROOM_DATABASE_URL", "")
-        text = str(exc).replace(dsn, configuration.redact_dsn(dsn)) if dsn else str(exc)
+        text = dsn_text.scrub(str(exc), dsn)
         return _fail(f"cannot reach the database: {text.strip()}", 3)
     return None
 

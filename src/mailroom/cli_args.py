@@ -57,13 +57,24 @@ def seconds(text: str) -> float:
     return value
 
 
+BIGINT_MAX = 2**63 - 1
+
+
+def parse_id(text: str) -> int | None:
+    """A message id (1 to the largest bigint) written in ASCII digits, or None. int()
+    alone takes "٣", " 7", "+7" and "1_000", and a bigger number fails in the
+    database instead of here."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    value = int(text)
+    return value if 0 < value <= BIGINT_MAX else None
+
+
 def message_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a message id (a positive number)")
+    value = parse_id(text)
+    if value is None:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise argparse.ArgumentTypeError(f"{shown!r} is not a message id (a positive number)")
     return value
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mailroom import config_values as values
+from mailroom import dsn as dsn_text
 from mailroom.caps import Cap, Caps, parse_cap, parse_template_caps
 
 PREFIX = "MAILROOM_"
@@ -434,19 +434,8 @@ def record_margin(lease: float) -> float:
 
 
 def redact_dsn(dsn: str) -> str:
-    """The connection string with any password replaced, URL or key=value form. Anything
-    else (not a connection string at all) may hold a password anywhere: not shown."""
-    if "://" not in dsn and "=" not in dsn:
-        return "(not a connection string; not shown)"
-    if "://" in dsn:
-        scheme, _, rest = dsn.partition("://")
-        authority, slash, tail = rest.partition("/")
-        # the last "@" ends the user info: an unencoded "@" in a password stays hidden
-        userinfo, at, host = authority.rpartition("@")
-        if at and ":" in userinfo:
-            authority = f"{userinfo.partition(':')[0]}:***@{host}"
-        dsn = f"{scheme}://{authority}{slash}{tail}"
-    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1***", dsn)
+    """The connection string with its passwords replaced (see mailroom.dsn)."""
+    return dsn_text.redact(dsn)
 
 
 def describe(config: Config) -> list[tuple[str, str]]:

@@ -221,12 +221,19 @@ def database_url(text: str) -> str:
             else "quoting of values with spaces, unknown keywords"
         )
         raise ValueError(f"malformed {what}: check {hint}") from None
+    # none of the parsed parts is quoted: with an unencoded "/", "@" or ":" in a password,
+    # libpq reads a piece of it as the port or the host
+    encode = "percent-encode @ : / ? in a password as %40 %3A %2F %3F"
     sslmode = params.get("sslmode")
     if sslmode is not None and sslmode not in SSLMODES:
-        raise ValueError(f"sslmode {str(sslmode)[:20]!r} is not one of {', '.join(SSLMODES)}")
+        raise ValueError(f"sslmode is not one of {', '.join(SSLMODES)}")
     port = params.get("port")
     if port is not None and not all(
         p.isdigit() and 0 < int(p) < 65536 for p in str(port).split(",")
     ):
-        raise ValueError(f"port {str(port)[:20]!r} is not a number from 1 to 65535")
+        raise ValueError(f"the port is not a number from 1 to 65535 ({encode})")
+    if any(c in str(params.get("host") or "") for c in "@/?") or "@" in str(
+        params.get("dbname") or ""
+    ):
+        raise ValueError(f"the host or database name holds '@', '/' or '?' ({encode})")
     return text

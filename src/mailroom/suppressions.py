@@ -16,7 +16,9 @@ from typing import Any
 
 import psycopg
 
+from mailroom.addresses import ascii_domain, is_valid
 from mailroom.admin_output import CommandError, Progress, jsonable, masker, stamp
+from mailroom.cli_args import positive
 from mailroom.config import Config
 from mailroom.outbox import query
 from mailroom.suppression import normalize_address
@@ -45,10 +47,40 @@ def cmd_list(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     return 0
 
 
+MAX_ADDRESS = 320  # RFC 5321's limit for a path; checked before any conversion
+
+
+def address_problem(value: str) -> str | None:
+    """What is wrong with an operator's address (None: nothing). The length first, so an
+    8,000-character IDN label is refused before punycode sees it."""
+    if len(value) > MAX_ADDRESS:
+        return f"longer than {MAX_ADDRESS} characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "holds a control character (a line break?): one address per argument"
+    spec = normalize_address(value)
+    if "," in spec or ";" in spec or any(c.isspace() for c in spec):
+        return "holds a comma, semicolon or space: one address per argument"
+    local, at, domain = spec.rpartition("@")
+    if not at or not local or not domain:
+        return "not an address such as someone@example.com"
+    ascii_form = ascii_domain(domain)
+    if ascii_form is None or not is_valid(f"{local}@{ascii_form}"):
+        return "not an address such as someone@example.com"
+    return None
+
+
+def address_argument(value: str) -> str:
+    """argparse type: refused before any connection, the value escaped and shortened."""
+    problem = address_problem(value)
+    if problem is not None:
+        shown = ascii(value[:60]) + ("..." if len(value) > 60 else "")
+        raise argparse.ArgumentTypeError(f"{shown}: {problem}")
+    return value
+
+
 def _addresses(values: list[str]) -> list[str]:
-    bad = [v for v in values if "@" not in normalize_address(v)]
-    if bad:
-        raise CommandError(f"not an email address: {', '.join(repr(b) for b in bad[:5])}")
+    for value in values:
+        address_argument(value)  # as the parser did: a caller of cmd_* gets the same check
     return values
 
 
@@ -78,10 +110,12 @@ def cmd_remove(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     return 0 if removed else 1
 
 
-def _pages(client: Any, page_size: int) -> Iterator[list[dict[str, Any]]]:
-    # botocore has no paginator for this operation: follow NextToken by hand
+def _pages(client: Any, page_size: int, max_pages: int) -> Iterator[list[dict[str, Any]]]:
+    # botocore has no paginator for this operation: follow NextToken by hand, but not for
+    # ever: a token seen before (a loop) or more pages than asked for stops the import
     token: str | None = None
-    while True:
+    seen: set[str] = set()
+    for _ in range(max_pages):
         kwargs: dict[str, Any] = {"PageSize": page_size}
         if token:
             kwargs["NextToken"] = token
@@ -90,6 +124,18 @@ def _pages(client: Any, page_size: int) -> Iterator[list[dict[str, Any]]]:
         token = page.get("NextToken")
         if not token:
             return
+        if token in seen:
+            raise CommandError(
+                "SES returned a NextToken it had returned before: stopped, the import is "
+                "incomplete (what was read is kept; run it again later)",
+                1,
+            )
+        seen.add(token)
+    raise CommandError(
+        f"stopped after {max_pages} page(s) (--max-pages): SES lists more; what was read is "
+        "kept (raise --max-pages or --page-size to read the rest)",
+        1,
+    )
 
 
 def cmd_import(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
@@ -104,7 +150,7 @@ def cmd_import(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     try:
         region = configured_region()  # as the daemon's SES transport reads it
         client = boto3.session.Session().client("sesv2", region_name=region)
-        for page in _pages(client, args.page_size):
+        for page in _pages(client, args.page_size, args.max_pages):
             rows = {
                 "addresses": [p["EmailAddress"] for p in page],
                 "reasons": [p.get("Reason", "") for p in page],
@@ -114,6 +160,9 @@ def cmd_import(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
             added += len(conn.execute(query("suppression_import"), rows).fetchall())
             progress.total = seen
             progress.update(seen)
+    except CommandError:
+        progress.close()
+        raise
     except (BotoCoreError, ClientError) as exc:
         progress.close()
         raise CommandError(f"SES ListSuppressedDestinations failed after {seen} address(es): "
@@ -124,6 +173,13 @@ def cmd_import(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     else:
         print(f"SES lists {seen} address(es); {added} added, {seen - added} already suppressed")
     return 0
+
+
+def _page_size(text: str) -> int:
+    value = positive(text)
+    if value > 1000:  # SES's own maximum for ListSuppressedDestinations
+        raise argparse.ArgumentTypeError(f"must be at most 1000, got {text!r}")
+    return value
 
 
 def _when(value: Any) -> str:
@@ -155,16 +211,19 @@ def add_commands(sub: Any, parents: dict[str, Any], handler: Any) -> None:
     listing.add_argument("--limit", type=int, default=50, help="rows shown (50)")
     listing.set_defaults(handler=handler("cmd_list"))
     add = actions.add_parser("add", help="suppress addresses by hand", parents=common)
-    add.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    add.add_argument("addresses", nargs="+", metavar="ADDRESS", type=address_argument)
     add.add_argument("--note", help="why (kept as the entry's detail)")
     add.set_defaults(handler=handler("cmd_add"))
     remove = actions.add_parser("remove", help="unsuppress addresses (exit 1: none was)",
                                 parents=common)  # fmt: skip
-    remove.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    remove.add_argument("addresses", nargs="+", metavar="ADDRESS", type=address_argument)
     remove.set_defaults(handler=handler("cmd_remove"))
     importing = actions.add_parser(
         "import", help="copy SES's account-level suppression list (ses:ListSuppressedDestinations)",
         parents=common,
     )  # fmt: skip
-    importing.add_argument("--page-size", type=int, default=1000, help="per SES call (1000)")
+    importing.add_argument("--page-size", type=_page_size, default=1000,
+                           help="addresses per SES call, 1-1000 (1000)")  # fmt: skip
+    importing.add_argument("--max-pages", type=positive, default=1000,
+                           help="stop, exit 1, after this many SES calls (1000)")  # fmt: skip
     importing.set_defaults(handler=handler("cmd_import"))

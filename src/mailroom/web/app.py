@@ -54,8 +54,10 @@ def templates() -> jinja2.Environment:
 def make_app(cfg: Config, settings: WebSettings, pool: ConnectionPool[Any]) -> web.Application:
     app = web.Application(
         middlewares=[
+            security.host_check(settings),
             security.security_headers(),
             security.auth_middleware(settings),
+            security.origin_check(settings),
             security.csrf,
         ],
         client_max_size=256 * 1024,

@@ -1,5 +1,6 @@
-"""Authentication (a bearer token or basic-auth credentials) and CSRF protection for the
-console, as aiohttp middlewares. Pure logic, testable without a server."""
+"""Host and Origin checks (against DNS rebinding), authentication (a bearer token or
+basic-auth credentials) and CSRF protection for the console, as aiohttp middlewares. Pure
+logic, testable without a server."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import binascii
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from mailroom.web.settings import WebSettings
+from mailroom.web.settings import WebSettings, is_loopback
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CSRF_COOKIE = "mailroom_csrf"
@@ -41,6 +43,90 @@ def who(header: str, settings: WebSettings) -> str | None:
     return None
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """(name, port or None) of a Host header or URL authority; None: malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port_text = rest[1:] if rest else ""
+    else:
+        name, colon, port_text = value.rpartition(":")
+        if not colon:
+            name, port_text = value, ""
+    if port_text and not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
+        return None
+    return name.removesuffix("."), int(port_text) if port_text else None
+
+
+def host_allowed(value: str, settings: WebSettings) -> bool:
+    """A Host the console answers: a loopback name or address (localhost, 127.0.0.0/8,
+    [::1]) when it is bound to loopback, else the MAILROOM_WEB_HOST name only; with the
+    console's port or none. A page a rebinding DNS name points at 127.0.0.1 sends its
+    own name here, and is refused."""
+    parts = split_host(value)
+    if parts is None or not parts[0]:
+        return False
+    name, port = parts
+    if port is not None and port != settings.port:
+        return False
+    if is_loopback(settings.host):
+        return is_loopback(name)
+    return name == settings.host.lower().strip("[]").removesuffix(".")
+
+
+def host_check(settings: WebSettings) -> Middleware:
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not host_allowed(request.headers.get("Host", ""), settings):
+            # a plain line, before authentication and any page: nothing is revealed
+            return web.Response(
+                status=421, text="refused: this console does not serve that host name\n"
+            )
+        return await handler(request)
+
+    return check
+
+
+def origin_allowed(request: web.Request, settings: WebSettings) -> bool:
+    """A state-changing request's Origin (or, without one, its Referer) names this
+    console: same scheme, an allowed host, the same port as the Host it was sent to."""
+    source = request.headers.get("Origin") or request.headers.get("Referer") or ""
+    try:
+        url = urlsplit(source)
+    except ValueError:
+        return False
+    if url.scheme != request.scheme or not url.netloc or "@" in url.netloc:
+        return False
+    if not host_allowed(url.netloc, settings):
+        return False
+    given = split_host(url.netloc)
+    sent = split_host(request.headers.get("Host", ""))
+    default = 443 if request.scheme == "https" else 80
+    return (
+        given is not None
+        and sent is not None
+        and given[0] == sent[0]
+        and (given[1] or default) == (sent[1] or default)
+    )
+
+
+def origin_check(settings: WebSettings) -> Middleware:
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method not in SAFE_METHODS and not origin_allowed(request, settings):
+            return web.Response(
+                status=403, text="refused: the request does not come from this console's pages\n"
+            )
+        return await handler(request)
+
+    return check
+
+
 def auth_middleware(settings: WebSettings) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -62,15 +148,12 @@ def auth_middleware(settings: WebSettings) -> Middleware:
 @web.middleware
 async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Double-submit token: a random cookie (SameSite=Strict, HttpOnly) that every form
-    repeats in a hidden field; a POST whose field does not match, or whose Origin is
-    another site's, is refused before its handler runs."""
+    repeats in a hidden field; a POST whose field does not match is refused before its
+    handler runs (origin_check has already refused one from another site)."""
     token = request.cookies.get(CSRF_COOKIE, "")
     if request.method == "POST":
         form = await request.post()
         given = str(form.get(CSRF_FIELD, ""))
-        origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{request.host}":
-            return web.Response(status=403, text="refused: the request comes from another site\n")
         if not token or not given or not _same(given, token):
             return web.Response(
                 status=403, text="refused: missing or wrong CSRF token (reload the page)\n"

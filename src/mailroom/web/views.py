@@ -14,6 +14,7 @@ from aiohttp import web
 from mailroom import admin, admin_audit, admin_dead, admin_find, admin_stats, presence
 from mailroom.admin_audit import Actor
 from mailroom.admin_output import CommandError, age, masker, stamp, when
+from mailroom.cli_args import parse_id
 
 Connection = psycopg.Connection[Any]
 PAGE = 50
@@ -135,7 +136,9 @@ async def search(request: web.Request) -> web.Response:
     cursor_text = request.query.get("cursor", "")
     try:
         wanted = _filter(request.query)
-        cursor = int(cursor_text) if cursor_text else None
+        cursor = parse_id(cursor_text) if cursor_text else None
+        if cursor_text and cursor is None:
+            raise ValueError(cursor_text)
     except (CommandError, ValueError) as exc:
         message = str(exc) if isinstance(exc, CommandError) else "cursor: not a message id"
         return _render(request, "messages.html.j2", http_status=400, error=message, rows=[],
@@ -152,11 +155,12 @@ async def search(request: web.Request) -> web.Response:
 
 async def message(request: web.Request) -> web.Response:
     text = request.match_info["id"]
-    if not text.isdigit():
+    wanted = parse_id(text)
+    if wanted is None:
         return _render(
-            request, "error.html.j2", http_status=404, error=f"{text!r} is no message id"
+            request, "error.html.j2", http_status=404, error=f"{text[:40]!r} is no message id"
         )
-    found = await _db(request, lambda conn: admin.show(conn, int(text), reveal=_reveal(request)))
+    found = await _db(request, lambda conn: admin.show(conn, wanted, reveal=_reveal(request)))
     if found is None:
         return _render(
             request, "error.html.j2", http_status=404, error=f"no message with id {text}"
@@ -169,7 +173,7 @@ async def message(request: web.Request) -> web.Response:
 
 def _selection(form: Any, queue: str) -> admin_dead.Selection:
     """Which dead letters a form names: ids, or filters (default: the console's queue)."""
-    ids = [int(i) for i in form.getall("id", []) if str(i).isdigit()] or None
+    ids = [i for i in map(parse_id, map(str, form.getall("id", []))) if i is not None] or None
 
     def text(name: str) -> str | None:
         return str(form.get(name, "")).strip() or None
@@ -237,7 +241,7 @@ class _Step:
                        summary=summary, hidden=hidden)  # fmt: skip
 
     async def on_messages(self) -> web.Response:
-        ids = [int(str(i)) for i in self.form.getall("id", []) if str(i).isdigit()]
+        ids = [i for i in map(parse_id, map(str, self.form.getall("id", []))) if i is not None]
         if not ids:
             raise CommandError("choose at least one message")
         if self.action == "cancel" and not self.actor.reason:
