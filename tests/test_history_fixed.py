@@ -59,10 +59,14 @@ def test_the_operator_and_the_daemon_cannot_hand_a_message_to_another_applicatio
     assert 16 in applied
 
     victim = enqueue()
-    for attacker in (operator, daemon, bare_db):  # the schema owner too
+    # the trigger refuses the operator and the owner; the daemon has no UPDATE on the
+    # column at all since 0017 (it writes outcomes only)
+    refusals = ((operator, "enqueued_by is fixed"), (bare_db, "enqueued_by is fixed"),
+                (daemon, "permission denied for table outbox"))  # fmt: skip
+    for attacker, says in refusals:
         with (
             psycopg.connect(attacker, autocommit=True) as conn,
-            pytest.raises(errors.InsufficientPrivilege, match="enqueued_by is fixed"),
+            pytest.raises(errors.InsufficientPrivilege, match=says),
         ):
             conn.execute(REWRITE, [_role(billing), victim])
     assert _seen_and_cancelled_by(billing, victim) == (False, False)
@@ -81,3 +85,77 @@ def test_a_row_update_that_keeps_enqueued_by_passes(conn: psycopg.Connection[Any
         "UPDATE mailroom.outbox SET enqueued_by = enqueued_by WHERE id = %s", [message]
     )
     assert row.rowcount == 1
+
+
+# -- the daemon writes outcomes, not messages (sql/0017) ----------------------------------
+
+DAEMON_REWRITES = (
+    "UPDATE mailroom.outbox SET bcc_addresses = ARRAY['spy@example.com'] WHERE id = %s",
+    "UPDATE mailroom.outbox SET to_addresses = ARRAY['spy@example.com'] WHERE id = %s",
+    "UPDATE mailroom.outbox SET template_data = NULL WHERE id = %s",
+    "UPDATE mailroom.outbox SET subject = 'phish', body_text = 'click' WHERE id = %s",
+    "UPDATE mailroom.outbox SET from_address = 'ceo@example.com' WHERE id = %s",
+    "DELETE FROM mailroom.attempts WHERE message_id = %s",
+)
+
+
+def test_the_daemon_role_cannot_change_what_a_message_says_or_erase_a_try(
+    bare_db: str,  # noqa: F811 -- the fixture imported above
+    login_as: Callable[..., str],
+) -> None:
+    with psycopg.connect(bare_db, autocommit=True) as owner:
+        _apply_up_to(owner, 16, ())
+        victim = mailroom.enqueue(owner, "ann@example.com", subject="S", text="t")
+        owner.execute(
+            "INSERT INTO mailroom.attempts (message_id, attempt, outcome, worker)"
+            " VALUES (%s, 1, 'retry', 'w')",
+            [victim],
+        )
+    daemon = login_as("mailroom_daemon", db=bare_db)
+    # before the fix, every one of these goes through
+    with psycopg.connect(daemon) as conn:
+        for statement in DAEMON_REWRITES:
+            assert conn.execute(statement, [victim]).rowcount == 1, statement
+        conn.rollback()
+
+    with psycopg.connect(bare_db, autocommit=True) as owner:
+        assert 17 in [m.version for m in migrate.migrate(owner, channel="token_insert")]
+    with psycopg.connect(daemon, autocommit=True) as conn:
+        for statement in DAEMON_REWRITES:
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(statement, [victim])
+        # what it records is still its to write
+        done = conn.execute(
+            "UPDATE mailroom.outbox SET status = 'retrying', last_error = 'x',"
+            " next_attempt_at = now(), updated_at = now() WHERE id = %s",
+            [victim],
+        )
+        assert done.rowcount == 1
+    with psycopg.connect(bare_db) as owner:
+        row = owner.execute(
+            "SELECT bcc_addresses, subject FROM mailroom.outbox WHERE id = %s", [victim]
+        ).fetchone()
+        assert row == ([], "S")
+        assert owner.execute(
+            "SELECT count(*) FROM mailroom.attempts WHERE message_id = %s", [victim]
+        ).fetchone() == (1,)
+
+
+def test_a_token_secret_goes_with_the_final_state_whoever_writes_it(
+    conn: psycopg.Connection[Any],
+) -> None:
+    spec = {"$sign": {"field": "secret", "action": "activation", "secret": "00" * 32}}
+    ids = [
+        mailroom.enqueue(conn, "ann@example.com", template="activationv1", data={"a": 1, **spec})
+        for _ in range(4)
+    ]
+    for message, status in zip(ids, ("sent", "dead", "cancelled", "retrying"), strict=True):
+        conn.execute(
+            "UPDATE mailroom.outbox SET status = %s WHERE id = %s", [status, message]
+        )
+    rows = conn.execute(
+        "SELECT template_data ? '$sign', template_data->>'a' FROM mailroom.outbox"
+        " WHERE id = ANY(%s) ORDER BY id",
+        [ids],
+    ).fetchall()
+    assert rows == [(False, "1"), (False, "1"), (False, "1"), (True, "1")]

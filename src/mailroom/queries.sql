@@ -68,9 +68,8 @@ updated AS (
             ELSE m.next_attempt_at
         END,
         provider_message_id = coalesce(o.provider_id, m.provider_message_id),
-        -- a raw token secret to sign stays only as long as the message may be sent
-        template_data = CASE WHEN o.status IN ('sent', 'dead') THEN m.template_data - '$sign'
-                             ELSE m.template_data END,
+        -- (a raw token secret to sign goes with the message's final state: the trigger
+        -- outbox_forget_token drops it, 0017; the daemon may not write template data)
         -- a sent message does not look failed: an earlier try's error goes
         last_error = CASE WHEN o.status = 'sent' THEN NULL ELSE coalesce(o.error, m.last_error) END,
         sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE m.sent_at END,
@@ -121,8 +120,6 @@ WITH expired AS MATERIALIZED (
 updated AS (
     UPDATE mailroom.outbox AS m
     SET status = CASE WHEN m.attempts >= m.max_attempts THEN 'dead' ELSE 'retrying' END,
-        template_data = CASE WHEN m.attempts >= m.max_attempts THEN m.template_data - '$sign'
-                             ELSE m.template_data END,
         next_attempt_at = now(),
         last_error = 'lease expired: ' || m.locked_by || ' did not record an outcome',
         locked_by = NULL,
@@ -507,7 +504,11 @@ SELECT count(*) FROM deleted
 SELECT p.what
 FROM (VALUES
     ('SELECT on mailroom.outbox', has_table_privilege('mailroom.outbox', 'SELECT')),
-    ('UPDATE on mailroom.outbox', has_table_privilege('mailroom.outbox', 'UPDATE')),
+    -- column grants since 0017: the outcome columns only
+    ('UPDATE on mailroom.outbox (status, lease, outcome)',
+     has_column_privilege('mailroom.outbox', 'status', 'UPDATE')
+     AND has_column_privilege('mailroom.outbox', 'locked_until', 'UPDATE')
+     AND has_column_privilege('mailroom.outbox', 'provider_message_id', 'UPDATE')),
     ('DELETE on mailroom.outbox', has_table_privilege('mailroom.outbox', 'DELETE')),
     ('INSERT on mailroom.attempts', has_table_privilege('mailroom.attempts', 'INSERT')),
     ('UPDATE on mailroom.attempts', has_table_privilege('mailroom.attempts', 'UPDATE')),
