@@ -150,9 +150,7 @@ def test_a_token_secret_goes_with_the_final_state_whoever_writes_it(
         for _ in range(4)
     ]
     for message, status in zip(ids, ("sent", "dead", "cancelled", "retrying"), strict=True):
-        conn.execute(
-            "UPDATE mailroom.outbox SET status = %s WHERE id = %s", [status, message]
-        )
+        conn.execute("UPDATE mailroom.outbox SET status = %s WHERE id = %s", [status, message])
     rows = conn.execute(
         "SELECT template_data ? '$sign', template_data->>'a' FROM mailroom.outbox"
         " WHERE id = ANY(%s) ORDER BY id",
