@@ -130,6 +130,7 @@ def _migrate(
                 record = {"version": migration.version, "name": migration.name}
                 conn.execute(query("migrations_record"), {**record, "checksum": migration.checksum})
             done.append(migration)
+        conn.execute(query("safe_search_path"))  # a migration's own SET does not outlive it
         conn.execute(query("set_channel"), {"channel": channel})
         if ROLES_VERSION in applied or any(m.version == ROLES_VERSION for m in done):
             conn.execute(query("revoke_public"))
