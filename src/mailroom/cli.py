@@ -52,9 +52,9 @@ def _load(*, require_database: bool = True) -> configuration.Config:
 
 
 def _connect(cfg: configuration.Config) -> Any:
-    import psycopg  # noqa: PLC0415
+    from mailroom import outbox  # noqa: PLC0415
 
-    return psycopg.connect(cfg.database_url, autocommit=True, connect_timeout=10)
+    return outbox.connect(cfg.database_url, connect_timeout=10)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

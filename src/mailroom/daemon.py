@@ -23,7 +23,7 @@ from mailroom.batcher import Batcher, claim_size, lease_cap
 from mailroom.capstep import CapStep
 from mailroom.config import Config, record_margin
 from mailroom.listener import HEARTBEAT_TIMEOUT, KEEPALIVE, Listener
-from mailroom.outbox import UNAVAILABLE, Message, Outbox
+from mailroom.outbox import UNAVAILABLE, Message, Outbox, secure_session_async
 from mailroom.retry import Disposition, Policy
 from mailroom.sender import Sender
 from mailroom.transports import Defaults, Transport
@@ -166,6 +166,7 @@ class Daemon:
             min_size=1,
             max_size=self.config.ses_concurrency + 2,
             kwargs={"autocommit": True, "application_name": "mailroom", **KEEPALIVE},
+            configure=secure_session_async,
             open=False,
             name="mailroom",
         )

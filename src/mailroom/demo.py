@@ -51,6 +51,7 @@ async def _deliver(cfg: config.Config, expected: int) -> dict[str, int]:
     async with anyio.create_task_group() as tg:
         tg.start_soon(daemon.run)
         async with await psycopg.AsyncConnection.connect(cfg.database_url, autocommit=True) as conn:
+            await outbox.secure_session_async(conn)
             with anyio.fail_after(30):
                 while True:
                     counts = await outbox.status_counts(conn, cfg.queue_name)
@@ -94,7 +95,7 @@ def demo(output: str) -> int:
         )
         cfg = dataclasses.replace(cfg, worker_name="demo")
         logs.configure(level=cfg.log_level, fmt=cfg.log_format)
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with outbox.connect(dsn) as conn:
             applied = migrate.migrate(conn, channel=cfg.channel_name, modules=("lifecycle",))
             print(f"  migrated   {', '.join(f'{m.version:04d}_{m.name}' for m in applied)}")
             ids = _samples(conn)

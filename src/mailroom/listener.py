@@ -96,6 +96,7 @@ class Listener:
                     **KEEPALIVE,
                 )
                 try:
+                    await outbox.secure_session_async(conn)
                     await outbox.listen(conn, self.channel)
                 except BaseException:
                     await conn.close()

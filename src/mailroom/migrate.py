@@ -39,6 +39,7 @@ class MigrationError(RuntimeError):
 
 
 MODULES = ("lifecycle",)
+SAFE_PATH = "pg_catalog, pg_temp"
 ROLES_VERSION = 4  # 0004_roles defines mailroom.grant_roles()
 
 
@@ -85,9 +86,27 @@ def _module_of(version: int) -> str:
 def migrate(
     conn: psycopg.Connection[Any], *, channel: str, modules: tuple[str, ...] = ()
 ) -> list[Migration]:
-    """Apply every pending migration (core, then ``modules``); returns those applied."""
+    """Apply every pending migration (core, then ``modules``); returns those applied.
+
+    Everything runs with ``search_path = pg_catalog, pg_temp``, whatever the connection
+    had (restored afterwards): CHECK constraints, defaults, index expressions and
+    SQL-standard bodies bind their operators and functions when they are created, and an
+    exact-type overload planted in public would otherwise win over pg_catalog's, and run
+    as the superuser here and as every role later."""
     if not conn.autocommit:
         raise MigrationError("migrate() needs an autocommit connection")
+    row = conn.execute(query("search_path_get")).fetchone()
+    callers_path = str(row[0]) if row else ""
+    conn.execute(query("safe_search_path"))
+    try:
+        return _migrate(conn, channel=channel, modules=modules)
+    finally:
+        conn.execute(query("search_path_set"), {"path": callers_path, "local": False})
+
+
+def _migrate(
+    conn: psycopg.Connection[Any], *, channel: str, modules: tuple[str, ...]
+) -> list[Migration]:
     conn.execute(query("migrations_lock"))
     try:
         conn.execute(query("migrations_bootstrap"))
@@ -104,10 +123,14 @@ def migrate(
                     )
                 continue
             with conn.transaction():
+                # SET LOCAL too: a migration that changed the session's path cannot weaken
+                # the next one's
+                conn.execute(query("search_path_set"), {"path": SAFE_PATH, "local": True})
                 conn.execute(sql.SQL(migration.text))  # our own static file, not user input
                 record = {"version": migration.version, "name": migration.name}
                 conn.execute(query("migrations_record"), {**record, "checksum": migration.checksum})
             done.append(migration)
+        conn.execute(query("safe_search_path"))  # a migration's own SET does not outlive it
         conn.execute(query("set_channel"), {"channel": channel})
         if ROLES_VERSION in applied or any(m.version == ROLES_VERSION for m in done):
             conn.execute(query("revoke_public"))

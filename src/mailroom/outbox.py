@@ -203,6 +203,34 @@ async def status_counts(conn: psycopg.AsyncConnection[Any], queue: str) -> dict[
     return {status: int(n) for status, n in await cur.fetchall()}
 
 
+# -- connections mailroom opens itself -----------------------------------------------------
+# Each gets a search_path holding only pg_catalog and pg_temp right after connect (a SET,
+# not a startup option: pgbouncer refuses unknown startup parameters), so an operator or
+# function planted in public cannot bind into mailroom's queries. Never called on an
+# application's connection: mailroom does not change its session.
+
+
+def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """An autocommit connection with the safe search_path."""
+    conn = psycopg.connect(dsn, autocommit=True, **kwargs)
+    try:
+        secure_session(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def secure_session(conn: psycopg.Connection[Any]) -> None:
+    """The ``configure`` callback of a sync pool; ``conn`` must be autocommit."""
+    conn.execute(query("safe_search_path"))
+
+
+async def secure_session_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The ``configure`` callback of an async pool; ``conn`` must be autocommit."""
+    await conn.execute(query("safe_search_path"))
+
+
 # -- the listener's session (a dedicated connection, never from the pool) -----------------
 
 

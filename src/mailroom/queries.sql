@@ -2,6 +2,26 @@
 -- module that executes them; migrate.py uses the migration bookkeeping ones.
 -- Parameters are psycopg named placeholders; {identifier} slots are filled with
 -- psycopg.sql.Identifier, never with string formatting.
+--
+-- Name resolution: an operator or function in a schema on the search_path that matches
+-- the argument types exactly wins over pg_catalog's (which may need an implicit cast), so
+-- whoever can CREATE in such a schema (public) could run code as the connected role. Every
+-- connection mailroom opens itself therefore runs safe_search_path right after connect,
+-- and migrate runs each migration and its bookkeeping under the same path; the queries
+-- below rely on that. Queries run on the APPLICATION's connection (mailroom.client, the
+-- Django backend, lifecycle), whose session mailroom must not change, are not protected by
+-- it.
+
+-- name: safe_search_path
+-- Only the catalog and the session's temporary schema (last, so it never shadows a
+-- catalog name): mailroom's own objects are always written schema-qualified.
+SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)
+
+-- name: search_path_get
+SELECT pg_catalog.current_setting('search_path')
+
+-- name: search_path_set
+SELECT pg_catalog.set_config('search_path', %(path)s, %(local)s)
 
 -- name: claim
 -- Lease up to %(limit)s due messages, highest priority then oldest due first. The lease
@@ -180,10 +200,10 @@ SELECT pg_notify(%(channel)s, %(queue)s)
 
 -- name: migrations_lock
 -- Session-level advisory lock: replicas that migrate at once apply each version once.
-SELECT pg_advisory_lock(7283946150021)
+SELECT pg_catalog.pg_advisory_lock(7283946150021)
 
 -- name: migrations_unlock
-SELECT pg_advisory_unlock(7283946150021)
+SELECT pg_catalog.pg_advisory_unlock(7283946150021)
 
 -- name: migrations_bootstrap
 CREATE SCHEMA IF NOT EXISTS mailroom;
@@ -191,7 +211,7 @@ CREATE TABLE IF NOT EXISTS mailroom.schema_migrations (
     version integer PRIMARY KEY,
     name text NOT NULL,
     checksum text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
+    applied_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 )
 
 -- name: migrations_applied
@@ -220,7 +240,7 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA mailroom FROM PUBLIC
 SELECT mailroom.grant_roles()
 
 -- name: migrations_table_exists
-SELECT to_regclass('mailroom.schema_migrations') IS NOT NULL
+SELECT pg_catalog.to_regclass('mailroom.schema_migrations') IS NOT NULL
 
 -- name: settings_channel
 SELECT channel FROM mailroom.settings

@@ -17,7 +17,7 @@ import psycopg
 from aiohttp import web
 from psycopg_pool import ConnectionPool
 
-from mailroom import admin_audit, migrate
+from mailroom import admin_audit, migrate, outbox
 from mailroom.admin_output import CommandError
 from mailroom.config import Config
 from mailroom.web import security, views
@@ -72,7 +72,7 @@ def make_app(cfg: Config, settings: WebSettings, pool: ConnectionPool[Any]) -> w
 
 def check_database(cfg: Config) -> None:
     """Refuse to start on a database that is behind, or as a role that is no operator."""
-    with psycopg.connect(cfg.database_url, autocommit=True, connect_timeout=10) as conn:
+    with outbox.connect(cfg.database_url, connect_timeout=10) as conn:
         try:
             migrate.check_ready(conn, channel=cfg.channel_name)
         except psycopg.errors.InsufficientPrivilege as exc:
@@ -90,6 +90,7 @@ def serve(cfg: Config, settings: WebSettings, *, ready: Callable[[str], None] = 
     pool: ConnectionPool[Any] = ConnectionPool(
         cfg.database_url, min_size=1, max_size=4, open=True,
         kwargs={"autocommit": True, "connect_timeout": 10},
+        configure=outbox.secure_session,
     )  # fmt: skip
     try:
         app = make_app(cfg, settings, pool)
