@@ -341,7 +341,7 @@ async def supervise(run: Callable[[], Awaitable[None]], *, cap: float = BACKOFF_
     """Run the reader for ever: a crash (a bug, input no check foresaw) restarts it after a
     capped backoff, counted and logged once per crash, so that it never reaches the
     daemon's task group, which would stop sending mail."""
-    delay = 1.0
+    first = delay = min(1.0, cap)
     while True:
         started = time.monotonic()
         try:
@@ -349,7 +349,7 @@ async def supervise(run: Callable[[], Awaitable[None]], *, cap: float = BACKOFF_
             return
         except Exception as exc:  # anything but cancellation: the reader's problem alone
             if time.monotonic() - started > 10 * cap:
-                delay = 1.0  # it had run well for a while: not a crash loop
+                delay = first  # it had run well for a while: not a crash loop
             metrics.EVENTS_READER_RESTARTS.inc()
             log.error("events_reader_crashed", error=type(exc).__name__,
                       detail=str(exc)[:200], restart_in=delay)  # fmt: skip
