@@ -5,7 +5,11 @@ trip per received batch), so a crash or a database outage loses nothing: the mes
 becomes visible again after the queue's visibility timeout, to this replica or another,
 and storing it again is a no-op (``event_key``). A message holding no usable event is
 counted (``mailroom_events_malformed_total{reason}``), logged without its content and
-deleted: a poison message is never retried for ever, and never blocks the queue.
+deleted: a poison message is never retried for ever, and never blocks the queue. Every
+failure to store is sorted by its SQLSTATE class (``is_outage``): an unavailable database
+keeps the messages in SQS; content the database refuses is found by storing the batch
+message by message, so its good messages are stored once and deleted. The daemon runs
+the reader under ``supervise``: a crash restarts it, and sending never stops for it.
 
 boto3 is blocking: each poller's SQS calls run in a daemon thread of the poller's own,
 off the event loop (a long poll that is still waiting when the daemon stops must not
