@@ -66,6 +66,7 @@ EXPECTED_METRICS = frozenset(
         "mailroom_complaint_rate",
         "mailroom_reputation_window_recipients",
         "mailroom_events_malformed_total",
+        "mailroom_events_reader_restarts_total",
     }
 )
 HISTOGRAMS = frozenset(

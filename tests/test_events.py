@@ -206,6 +206,85 @@ def test_arbitrary_documents_parse_or_are_malformed_never_crash(document: dict[s
     assert all(r.type in events.EVENT_TYPES for r in records)
 
 
+# -- what the database cannot store or index ---------------------------------------------
+
+UNSTORABLE = ("\x00", "\ud800", "\udbff", "\udc00", "\udfff")
+
+
+def test_sanitize_replaces_nul_and_lone_surrogates_in_every_string_keys_included() -> None:
+    document = {"a\x00": ["x\ud800y", {"k": "\udfff"}], "n": 1, "ok": "\U0001f600 é", "z": None}
+    assert events.sanitize(document) == {
+        "a\ufffd": ["x\ufffdy", {"k": "\ufffd"}], "n": 1, "ok": "\U0001f600 é", "z": None,
+    }  # fmt: skip
+
+
+def strings_of(record: events.Event) -> list[str]:
+    fields = (record.key, record.provider_message_id, record.recipient, record.subtype,
+              record.detail)  # fmt: skip
+    return [f for f in fields if f is not None]
+
+
+@pytest.mark.parametrize("bad", UNSTORABLE)
+def test_a_lone_surrogate_or_nul_anywhere_in_a_bounce_parses_to_storable_text(bad: str) -> None:
+    event = fixture("bounce")
+    event["mail"]["messageId"] = f"id{bad}"
+    event["bounce"]["bounceSubType"] = f"General{bad}"
+    recipient = event["bounce"]["bouncedRecipients"][0]
+    recipient["emailAddress"] = f"an{bad}n@example.com"
+    recipient["diagnosticCode"] = f"smtp; 550 {bad}"
+    for body in (sns(event), json.dumps(event)):  # escaped twice, and once
+        [record] = events.parse(body)
+        for text in strings_of(record):
+            text.encode()  # raises UnicodeEncodeError on a lone surrogate
+            assert "\x00" not in text
+        assert record.recipient == "an\ufffdn@example.com"
+
+
+def test_an_address_over_320_characters_is_dropped_and_the_others_kept() -> None:
+    event = fixture("bounce")
+    good = event["bounce"]["bouncedRecipients"][0]
+    huge = {**good, "emailAddress": "a" * 320 + "@example.com"}
+    event["bounce"]["bouncedRecipients"] = [huge, good]
+    assert [r.recipient for r in events.parse(sns(event))] == [good["emailAddress"].lower()]
+    longest = "a" * (320 - len("@example.com")) + "@example.com"
+    event["bounce"]["bouncedRecipients"] = [{**good, "emailAddress": longest}]
+    assert [r.recipient for r in events.parse(sns(event))] == [longest]
+    event["bounce"]["bouncedRecipients"] = [huge]
+    with pytest.raises(events.Malformed) as caught:
+        events.parse(sns(event))
+    assert caught.value.reason == "too_long"
+
+
+def test_a_message_id_over_256_characters_is_malformed() -> None:
+    event = fixture("bounce")
+    event["mail"]["messageId"] = "m" * 256
+    assert events.parse(sns(event))[0].provider_message_id == "m" * 256
+    event["mail"]["messageId"] = "m" * 257
+    with pytest.raises(events.Malformed) as caught:
+        events.parse(sns(event))
+    assert caught.value.reason == "too_long"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from([*UNSTORABLE, "a", "@", "\u00e9"]), max_size=30))
+def test_hostile_text_in_any_field_parses_to_storable_records_or_is_malformed(text: str) -> None:
+    event = fixture("bounce")
+    event["mail"]["messageId"] = text
+    event["bounce"]["bounceSubType"] = text
+    event["bounce"]["bouncedRecipients"][0]["diagnosticCode"] = text
+    event["bounce"]["bouncedRecipients"].append({"emailAddress": f"{text}@example.com"})
+    reason = None
+    try:
+        records = events.parse(sns(event))
+    except events.Malformed as exc:
+        reason, records = exc.reason, []
+    assert reason is None or reason in events.MALFORMED_REASONS
+    for record in records:
+        for field in strings_of(record):
+            field.encode()
+            assert "\x00" not in field
+
+
 # -- addresses and the suppression plan step ----------------------------------------------
 
 

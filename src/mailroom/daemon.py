@@ -201,7 +201,7 @@ class Daemon:
                 if self.config.events_queue_url:
                     reader = events_reader.EventsReader(self.config, outbox)
                     self.health.extra["events"] = reader.readiness
-                    tg.start_soon(reader.run)
+                    tg.start_soon(events_reader.supervise, reader.run)  # apart from sending
                 await self._work(outbox)
                 tg.cancel_scope.cancel()
         finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,8 +34,19 @@ _ALIASES = {"Rendering Failure": "RenderingFailure"}
 # Notifications that are not events: SNS's own, and the one SES sends on subscribing.
 _IGNORED_TYPES = frozenset({"AmazonSnsSubscriptionSucceeded"})
 _IGNORED_SNS = frozenset({"SubscriptionConfirmation", "UnsubscribeConfirmation"})
-MALFORMED_REASONS = ("not_json", "no_event", "unknown_type", "missing_field", "bad_field")
+MALFORMED_REASONS = (
+    "not_json", "no_event", "unknown_type", "missing_field", "bad_field", "too_long", "refused"
+)  # fmt: skip
 MAX_DETAIL = 500  # characters of a diagnostic kept: enough to act on, bounded in storage
+# SES's own bounds (RFC 5321's 64 + 1 + 255 for an address). Longer values are hostile:
+# they would also exceed PostgreSQL's btree entry limit (about 2,700 bytes) in the events
+# and suppressions indexes, refusing the whole batch they came in.
+MAX_ADDRESS = 320
+MAX_MESSAGE_ID = 256
+# What PostgreSQL text cannot hold (NUL) and what cannot be encoded as UTF-8 (a surrogate
+# code point: json.loads joins valid pairs, so any left is a lone one, and psycopg would
+# raise UnicodeEncodeError on it).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class Malformed(ValueError):
@@ -61,6 +73,18 @@ class Event:
         return self.subtype.partition("/")[0] if self.type == "Bounce" else ""
 
 
+def sanitize(value: Any) -> Any:
+    """A decoded JSON value with NUL and lone surrogates replaced by U+FFFD in every string,
+    object keys included: what reaches the database can be stored."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [sanitize(v) for v in value]
+    if isinstance(value, dict):
+        return {sanitize(k): sanitize(v) for k, v in value.items()}
+    return value
+
+
 def parse(body: str) -> list[Event]:
     """The events of one SQS message body ([] for a notification that is no event)."""
     try:
@@ -68,6 +92,7 @@ def parse(body: str) -> list[Event]:
     except (ValueError, RecursionError):
         raise Malformed("not_json", "the message body is not JSON") from None
     try:
+        document = sanitize(document)
         event = _unwrap(document)
         return [] if event is None else _records(event)
     except Malformed:
@@ -90,6 +115,7 @@ def _unwrap(document: Any) -> dict[str, Any] | None:
             document = json.loads(message)
         except (ValueError, RecursionError):
             raise Malformed("not_json", "SNS Message is not JSON") from None
+        document = sanitize(document)
         if not isinstance(document, dict):
             raise Malformed("no_event", "SNS Message is not a JSON object")
     if "detail-type" in document and "detail" in document:  # EventBridge envelope
@@ -128,7 +154,12 @@ def _addresses(items: Any, what: str) -> list[tuple[str, dict[str, Any]]]:
         raw = item.get("emailAddress") if isinstance(item, dict) else item
         if not isinstance(raw, str) or "@" not in raw:
             raise Malformed("bad_field", f"{what}: a recipient is not an address")
-        out.append((normalize_address(raw), item if isinstance(item, dict) else {}))
+        address = normalize_address(raw)
+        if len(address) > MAX_ADDRESS:
+            continue  # no mailbox has it: dropped, the event's other recipients kept
+        out.append((address, item if isinstance(item, dict) else {}))
+    if not out:
+        raise Malformed("too_long", f"{what}: every recipient is over {MAX_ADDRESS} characters")
     return out
 
 
@@ -143,6 +174,8 @@ def _records(event: dict[str, Any]) -> list[Event]:
     message_id = mail.get("messageId")
     if message_id is not None and not isinstance(message_id, str):
         raise Malformed("bad_field", "mail.messageId is not a string")
+    if message_id is not None and len(message_id) > MAX_MESSAGE_ID:
+        raise Malformed("too_long", f"mail.messageId is over {MAX_MESSAGE_ID} characters")
     body = event.get(_BODY[kind])
     if kind in _NEEDS_BODY and not isinstance(body, dict):
         raise Malformed("missing_field", f"{kind} event without its {_BODY[kind]} object")

@@ -5,7 +5,11 @@ trip per received batch), so a crash or a database outage loses nothing: the mes
 becomes visible again after the queue's visibility timeout, to this replica or another,
 and storing it again is a no-op (``event_key``). A message holding no usable event is
 counted (``mailroom_events_malformed_total{reason}``), logged without its content and
-deleted: a poison message is never retried for ever, and never blocks the queue.
+deleted: a poison message is never retried for ever, and never blocks the queue. Every
+failure to store is sorted by its SQLSTATE class (``is_outage``): an unavailable database
+keeps the messages in SQS; content the database refuses is found by storing the batch
+message by message, so its good messages are stored once and deleted. The daemon runs
+the reader under ``supervise``: a crash restarts it, and sending never stops for it.
 
 boto3 is blocking: each poller's SQS calls run in a daemon thread of the poller's own,
 off the event loop (a long poll that is still waiting when the daemon stops must not
@@ -21,7 +25,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -41,10 +45,10 @@ MAX_MESSAGES = 10  # SQS's maximum per ReceiveMessage
 BACKOFF_MAX = 30.0
 REPUTATION_WINDOW = 10_000  # recipients (delivered or bounced) the rates are computed over
 REPUTATION_INTERVAL = 15.0
-# The database refusing an event's content (a NUL character, say): that message is
-# malformed. Anything else (no privilege, a lost connection) is the database's problem, and
-# the messages wait in SQS until it is solved.
-_REFUSED_CONTENT = (psycopg.DataError, psycopg.IntegrityError)
+# SQLSTATE classes saying the database is unavailable, not that it refuses the content:
+# connection (08), resources (53), operator intervention (57: shutdown, statement
+# timeout), transaction rollback (40: serialization, deadlock). The messages wait in SQS.
+_OUTAGE_CLASSES = frozenset({"08", "53", "57", "40"})
 # Labels for the events counter: bounce, complaint and delay kinds are small enumerations;
 # anything else (a rendering failure's template name) is not a label.
 _SUBTYPE_LABELED = frozenset({"Bounce", "Complaint", "DeliveryDelay"})
@@ -115,6 +119,27 @@ def ingest_params(events: Sequence[Event], config: Config) -> dict[str, Any]:
         "transient_count": config.suppress_transient_count,
         "transient_window": config.suppress_transient_window,
     }
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failed store is the database's unavailability (keep the messages, back
+    off) rather than its refusal of their content (the message is malformed)."""
+    if isinstance(exc, TimeoutError):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False  # e.g. UnicodeEncodeError: the content
+    state = exc.sqlstate
+    if state is None:  # raised by the client: a lost connection, a pool timeout
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return state[:2] in _OUTAGE_CLASSES
+
+
+def _refusal(exc: Exception) -> str:
+    """Why the database refused a message, without the message: psycopg's text may quote
+    the values (a duplicate key's DETAIL)."""
+    state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
+    code = f" {state}" if state else ""
+    return f"the database refused its content ({type(exc).__name__}{code})"
 
 
 def _label(event: Event) -> str:
@@ -222,47 +247,53 @@ class EventsReader:
                 self._malformed(message, exc.reason, str(exc))
                 done.append(message)
                 continue
+            except Exception as exc:  # a parser gap is this message's problem, not the reader's
+                self._malformed(message, "bad_field", f"unreadable ({type(exc).__name__})")
+                done.append(message)
+                continue
             if not events:
                 metrics.EVENTS_IGNORED.inc()
                 log.info("event_ignored", sqs_message_id=message.get("MessageId"))
                 done.append(message)
                 continue
             good.append((message, events))
-        try:
-            stored = await self._store(good)
-        except UNAVAILABLE as exc:
-            metrics.EVENTS_READER_ERRORS.labels("database").inc()
-            self.error = f"database: {type(exc).__name__}: {str(exc)[:200]}"
-            # the messages stay in SQS: they come back after the visibility timeout
-            log.warning("events_store_failed", error=type(exc).__name__, messages=len(good))
-            if done:
-                await self._delete(done, worker)
-            return False
+        stored, outage = await self._store(good)
         await self._delete(done + stored, worker)
+        if outage is not None:
+            metrics.EVENTS_READER_ERRORS.labels("database").inc()
+            self.error = f"database: {type(outage).__name__}: {str(outage)[:200]}"
+            # the messages stay in SQS: they come back after the visibility timeout
+            log.warning("events_store_failed", error=type(outage).__name__,
+                        messages=len(good) - len(stored))  # fmt: skip
+            return False
         self.last_ok = time.monotonic()
         return True
 
-    async def _store(self, good: list[tuple[dict[str, Any], list[Event]]]) -> list[dict[str, Any]]:
-        """Store every message's events in one round trip; a batch the database refuses
-        for its content (not its availability) is retried message by message, and a
-        message refused alone is malformed. Returns the messages now safe to delete."""
+    async def _store(
+        self, good: list[tuple[dict[str, Any], list[Event]]]
+    ) -> tuple[list[dict[str, Any]], Exception | None]:
+        """Store every message's events in one round trip. A batch refused for its content
+        is stored message by message: the good ones once, a message refused alone is
+        malformed. Returns the messages now safe to delete, and the outage that stopped
+        the rest (they stay in SQS), if any."""
         if not good:
-            return []
+            return [], None
         try:
             await self._write([e for _, events in good for e in events])
-            return [m for m, _ in good]
-        except _REFUSED_CONTENT:
-            if len(good) == 1:
-                self._malformed(good[0][0], "bad_field", "the database refused its content")
-                return [good[0][0]]
-        stored = []
+            return [m for m, _ in good], None
+        except Exception as exc:  # sorted below: outage or content
+            if is_outage(exc):
+                return [], exc
+        done: list[dict[str, Any]] = []
         for message, events in good:
             try:
                 await self._write(events)
-            except _REFUSED_CONTENT:
-                self._malformed(message, "bad_field", "the database refused its content")
-            stored.append(message)
-        return stored
+            except Exception as exc:  # sorted: outage or this message's content
+                if is_outage(exc):
+                    return done, exc
+                self._malformed(message, "refused", _refusal(exc))
+            done.append(message)
+        return done, None
 
     async def _write(self, events: list[Event]) -> None:
         new, suppressed = await self.outbox.ingest_events(ingest_params(events, self.config))
@@ -308,6 +339,26 @@ class EventsReader:
         if failed:
             metrics.EVENTS_READER_ERRORS.labels("delete").inc(len(failed))
             log.warning("events_delete_failed", count=len(failed))
+
+
+async def supervise(run: Callable[[], Awaitable[None]], *, cap: float = BACKOFF_MAX) -> None:
+    """Run the reader for ever: a crash (a bug, input no check foresaw) restarts it after a
+    capped backoff, counted and logged once per crash, so that it never reaches the
+    daemon's task group, which would stop sending mail."""
+    first = delay = min(1.0, cap)
+    while True:
+        started = time.monotonic()
+        try:
+            await run()
+            return
+        except Exception as exc:  # anything but cancellation: the reader's problem alone
+            if time.monotonic() - started > 10 * cap:
+                delay = first  # it had run well for a while: not a crash loop
+            metrics.EVENTS_READER_RESTARTS.inc()
+            log.error("events_reader_crashed", error=type(exc).__name__,
+                      detail=str(exc)[:200], restart_in=delay)  # fmt: skip
+        await anyio.sleep(delay)
+        delay = min(delay * 2, cap)
 
 
 async def refresh_reputation(outbox: Outbox, window: int = REPUTATION_WINDOW) -> None:

@@ -167,6 +167,10 @@ EVENTS_READER_ERRORS = Counter(
     "mailroom_events_reader_errors", "Failed SQS or database steps of event ingestion.",
     ["stage"], registry=REGISTRY,
 )  # fmt: skip
+EVENTS_READER_RESTARTS = Counter(
+    "mailroom_events_reader_restarts", "Restarts of the SES events reader after a crash "
+    "(sending goes on meanwhile).", registry=REGISTRY,
+)  # fmt: skip
 SUPPRESSIONS_ADDED = Counter(
     "mailroom_suppressions_added", "Addresses added to the suppression list by the daemon.",
     ["reason"], registry=REGISTRY,
@@ -188,7 +192,16 @@ REPUTATION_RECIPIENTS = Gauge(
     "Recipients (delivered or bounced) the reputation rates are computed over.",
     registry=REGISTRY,
 )  # fmt: skip
-for _reason in ("not_json", "no_event", "unknown_type", "missing_field", "bad_field"):
+# events.MALFORMED_REASONS, spelled out: metrics imports no other module of mailroom's
+for _reason in (
+    "not_json",
+    "no_event",
+    "unknown_type",
+    "missing_field",
+    "bad_field",
+    "too_long",
+    "refused",
+):
     EVENTS_MALFORMED.labels(_reason)  # exported at 0: an alert must see the series exist
 # Which mode a daemon runs in, for dashboards and the MailroomDebugMode alert: a daemon left
 # in debug mode (MAILROOM_DEBUG: sends nothing) must not look healthy. Set by Daemon.run.
