@@ -58,14 +58,23 @@ def test_the_databases_own_errors_sort_into_outage_and_content(db: str) -> None:
         content = [
             error_of(conn, "SELECT 1 / 0"),  # 22012
             error_of(conn, "SELECT 'x'::int"),  # 22P02
-            error_of(conn, "SELECT no_such_column"),  # 42703
             # 54000: an index entry over the btree page limit, as a hostile recipient made
             error_of(conn, "CREATE TEMP TABLE t (a text PRIMARY KEY); INSERT INTO t "
                      "SELECT string_agg(md5(i::text), '') FROM generate_series(1, 100) i"),
         ]  # fmt: skip
-        assert [getattr(e, "sqlstate", None) for e in content] == [
-            "22012", "22P02", "42703", "54000"
+        assert [getattr(e, "sqlstate", None) for e in content] == ["22012", "22P02", "54000"]
+        # the schema or the grants, not the event: a revoked grant must not delete events
+        conn.execute("DROP ROLE IF EXISTS mailroom_events_nobody")
+        conn.execute("CREATE ROLE mailroom_events_nobody")
+        schema = [
+            error_of(conn, "SELECT no_such_column"),  # 42703
+            # one implicit transaction: the SET ROLE goes with the failed statement
+            error_of(conn, "SET ROLE mailroom_events_nobody;"
+                     " SELECT count(*) FROM mailroom.events"),  # 42501
         ]  # fmt: skip
+        conn.execute("DROP ROLE mailroom_events_nobody")
+        assert [getattr(e, "sqlstate", None) for e in schema] == ["42703", "42501"]
+        assert all(is_outage(e) for e in schema)
         conn.execute("SET statement_timeout = '10ms'")
         timeout = error_of(conn, "SELECT pg_sleep(1)")  # 57014
         conn.execute("RESET statement_timeout")

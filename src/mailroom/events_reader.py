@@ -47,8 +47,11 @@ REPUTATION_WINDOW = 10_000  # recipients (delivered or bounced) the rates are co
 REPUTATION_INTERVAL = 15.0
 # SQLSTATE classes saying the database is unavailable, not that it refuses the content:
 # connection (08), resources (53), operator intervention (57: shutdown, statement
-# timeout), transaction rollback (40: serialization, deadlock). The messages wait in SQS.
-_OUTAGE_CLASSES = frozenset({"08", "53", "57", "40"})
+# timeout), transaction rollback (40: serialization, deadlock), and syntax or access rule
+# (42: a revoked grant, a schema the daemon does not match - the statements are static and
+# their values are parameters, so no event's content can cause one). The messages wait in
+# SQS: deleting them would lose every event while a grant is missing.
+_OUTAGE_CLASSES = frozenset({"08", "53", "57", "40", "42"})
 # Labels for the events counter: bounce, complaint and delay kinds are small enumerations;
 # anything else (a rendering failure's template name) is not a label.
 _SUBTYPE_LABELED = frozenset({"Bounce", "Complaint", "DeliveryDelay"})
