@@ -87,7 +87,7 @@ def test_find_filters_and_pages(operator: str, conn: psycopg.Connection[Any]) ->
 def test_find_bad_input_is_named_in_the_operators_words(operator: str) -> None:
     for args, expected in (
         (("--status", "lost"), "unknown status lost"),
-        (("--limit", "ten"), "must be a positive"),
+        (("--limit", "ten"), "must be a whole number from 1"),
         (("--since", "yesterday"), "neither an age"),
         (("--cursor", "x"), "is not a message id"),
     ):

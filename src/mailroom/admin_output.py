@@ -25,21 +25,28 @@ class CommandError(Exception):
 
 _AGE = re.compile(r"^(\d+)(s|m|h|d|w)$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_AGE_MAX = 36500 * 86400  # older than any message; past it, dates overflow
 
 
 def when(text: str) -> datetime:
     """``--since`` / ``--before``: an age (``90s``, ``30m``, ``12h``, ``7d``, ``2w``: that long
     ago) or an ISO 8601 time (local time unless it names a zone)."""
+    shown = repr(text if len(text) <= 40 else text[:40] + "...")
     relative = _AGE.match(text.strip().lower())
     if relative:
+        if len(relative[1]) > 12 or int(relative[1]) * _SECONDS[relative[2]] > _AGE_MAX:
+            raise argparse.ArgumentTypeError(f"{shown}: an age of at most 100 years (36500d)")
         return datetime.now(UTC) - timedelta(seconds=int(relative[1]) * _SECONDS[relative[2]])
     try:
         value = datetime.fromisoformat(text.strip())
-    except ValueError:
+        value = value if value.tzinfo else value.astimezone()
+    except (ValueError, OverflowError):  # astimezone() cannot place year 1 in local time
         raise argparse.ArgumentTypeError(
-            f"{text!r} is neither an age (30m, 12h, 7d) nor an ISO time (2024-05-01T03:00)"
+            f"{shown} is neither an age (30m, 12h, 7d) nor an ISO time (2024-05-01T03:00)"
         ) from None
-    return value if value.tzinfo else value.astimezone()
+    if not 1900 <= value.year <= 9000:
+        raise argparse.ArgumentTypeError(f"{shown}: a time between the years 1900 and 9000")
+    return value
 
 
 def age(seconds: float) -> str:

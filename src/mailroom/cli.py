@@ -15,7 +15,15 @@ from typing import Any
 
 from mailroom import config as configuration
 from mailroom import dsn as dsn_text
-from mailroom.cli_args import EXIT_CODES, command, message_id, positive, seconds, when
+from mailroom.cli_args import (
+    EXIT_CODES,
+    command,
+    message_id,
+    positive,
+    seconds,
+    text_arguments,
+    when,
+)
 
 EPILOG = """\
 Configuration comes from MAILROOM_* environment variables (see `mailroom config`);
@@ -320,7 +328,7 @@ def _operator_commands(sub: Any) -> None:
         parents=[database, revealing, as_json],
     )  # fmt: skip
     status.add_argument(
-        "--watch", nargs="?", const=2.0, type=float, metavar="SECONDS",
+        "--watch", nargs="?", const=2.0, type=seconds, metavar="SECONDS",
         help="refresh every SECONDS (2) in place on a terminal; plain reports when piped",
     )  # fmt: skip
     status.set_defaults(handler=_admin("admin_stats.cmd_status"))
@@ -436,7 +444,14 @@ def _operator_commands(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    problem = text_arguments(words)
+    if problem:
+        return _fail(problem)
+    return _run(parser().parse_args(words))
+
+
+def _run(args: argparse.Namespace) -> int:
     if getattr(args, "dsn", None):
         os.environ["MAILROOM_DATABASE_URL"] = args.dsn
         os.environ.pop("MAILROOM_DATABASE_URL_FILE", None)

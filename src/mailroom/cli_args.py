@@ -37,13 +37,20 @@ def command(
     return parser
 
 
+INT_MAX = 2**31 - 1  # counts, limits and lifetimes: PostgreSQL's integer, far past any use
+SECONDS_MAX = 86400.0  # a wait or a refresh longer than a day is a typo
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
 def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    value = parse_id(text)  # ASCII digits only: int() takes " 7", "+7", "1_000" and "٣"
+    if value is None or value > INT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {INT_MAX}, got {_shown(text)}"
+        )
     return value
 
 
@@ -52,8 +59,17 @@ def seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not 0 < value < float("inf"):  # NaN fails this too
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    if not 0 < value <= SECONDS_MAX:  # NaN and inf fail this too
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds above 0 and at most {SECONDS_MAX:g}, got {_shown(text)}"
+        )
+    return value
+
+
+def port(text: str) -> int:
+    value = parse_id(text) if text != "0" else 0
+    if value is None or value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {_shown(text)}")
     return value
 
 
@@ -73,9 +89,20 @@ def parse_id(text: str) -> int | None:
 def message_id(text: str) -> int:
     value = parse_id(text)
     if value is None:
-        shown = text if len(text) <= 40 else text[:40] + "..."
-        raise argparse.ArgumentTypeError(f"{shown!r} is not a message id (a positive number)")
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a message id (a positive number)")
     return value
+
+
+def text_arguments(argv: list[str]) -> str | None:
+    """The problem with the command line, if any of its arguments is not text. A file name
+    or a pasted value in another encoding arrives as lone surrogates (Python's
+    surrogateescape), which no query parameter, log line or terminal can carry."""
+    for position, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"argument {position} is not valid UTF-8 text"
+    return None
 
 
 def when(text: str) -> Any:

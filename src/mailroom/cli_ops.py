@@ -11,7 +11,7 @@ import os
 import textwrap
 from typing import Any
 
-from mailroom.cli_args import OPERATOR_EXIT_CODES, command, message_id, positive, when
+from mailroom.cli_args import OPERATOR_EXIT_CODES, command, message_id, port, positive, when
 
 # every command here is the operator's: its --help says so beside the exit codes
 _command = functools.partial(command, exit_codes=OPERATOR_EXIT_CODES)
@@ -148,5 +148,5 @@ def add_web(sub: Any) -> None:
         "--dsn", default=argparse.SUPPRESS, help="database URL (overrides MAILROOM_DATABASE_URL)"
     )
     web.add_argument("--host", help="address to bind (MAILROOM_WEB_HOST, 127.0.0.1)")
-    web.add_argument("--port", type=int, help="port (MAILROOM_WEB_PORT, 8026)")
+    web.add_argument("--port", type=port, help="port (MAILROOM_WEB_PORT, 8026)")
     web.set_defaults(handler=cmd_web)

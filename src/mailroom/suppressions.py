@@ -207,8 +207,9 @@ def add_commands(sub: Any, parents: dict[str, Any], handler: Any) -> None:
     listing.add_argument("--reason", choices=["bounce", "complaint", "transient_bounces",
                                               "manual", "ses_import"])  # fmt: skip
     listing.add_argument("--since", type=parents["when"], help="added since: 30m, 12h, 7d, ISO")
-    listing.add_argument("--address", help="only this address (is it suppressed, and why?)")
-    listing.add_argument("--limit", type=int, default=50, help="rows shown (50)")
+    listing.add_argument("--address", type=address_argument,
+                         help="only this address (is it suppressed, and why?)")  # fmt: skip
+    listing.add_argument("--limit", type=positive, default=50, help="rows shown (50)")
     listing.set_defaults(handler=handler("cmd_list"))
     add = actions.add_parser("add", help="suppress addresses by hand", parents=common)
     add.add_argument("addresses", nargs="+", metavar="ADDRESS", type=address_argument)
