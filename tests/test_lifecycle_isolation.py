@@ -1,0 +1,228 @@
+"""One application cannot touch another's lifecycle accounts and tokens (issue 18, item 2).
+
+Two applications are two login roles in the one `mailroom_app` group. Application A
+provisions an account for its user Ann; application B, with every privilege the group
+gives, tries to read Ann's token, take over her account (activate it, change its email and
+ask for her recovery mail), mint a token of its own choosing for her, and consume the
+token Ann received. Each attack succeeded before lifecycle 1004; each must now fail or do
+nothing, with no email enqueued for it. A still does all of it for its own account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+
+from mailroom import lifecycle, migrate, tokens
+from mailroom.tokens import Action
+
+KEY = bytes.fromhex("5e" * 32)
+ANN = "ann@example.com"
+
+
+@dataclass
+class Apps:
+    owner: psycopg.Connection[Any]  # the schema owner (a superuser here): sees every row
+    a: psycopg.Connection[Any]
+    b: psycopg.Connection[Any]
+    ann: int  # A's account
+
+
+def _mail_to(conn: psycopg.Connection[Any], address: str) -> list[str]:
+    """Templates of the messages enqueued to ``address``, oldest first."""
+    rows = conn.execute(
+        "SELECT template FROM mailroom.outbox WHERE %s = ANY (to_addresses) ORDER BY id",
+        [address],
+    ).fetchall()
+    return [str(template) for (template,) in rows]
+
+
+def _secret(conn: psycopg.Connection[Any], account: int, action: str) -> bytes:
+    row = conn.execute(
+        "SELECT secret FROM mailroom.tokens WHERE account_id = %s AND action = %s"
+        " ORDER BY id DESC LIMIT 1",
+        [account, action],
+    ).fetchone()
+    assert row is not None
+    return bytes(row[0])
+
+
+def _provision(app: psycopg.Connection[Any], login: str, email: str) -> int:
+    row = app.execute(
+        "INSERT INTO mailroom.accounts (login, email) VALUES (%s, %s) RETURNING id", [login, email]
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.fixture
+def apps(conn: psycopg.Connection[Any], login_as: Callable[..., str]) -> Iterator[Apps]:
+    migrate.migrate(conn, channel="token_insert", modules=("lifecycle",))
+    with (
+        psycopg.connect(login_as("mailroom_app"), autocommit=True) as a,
+        psycopg.connect(login_as("mailroom_app"), autocommit=True) as b,
+    ):
+        ann = _provision(a, "ann", ANN)
+        assert _mail_to(conn, ANN) == ["activationv1"]
+        yield Apps(conn, a, b, ann)
+
+
+# -- the attacks -------------------------------------------------------------------------
+
+
+def test_b_reads_none_of_as_accounts_or_tokens(apps: Apps) -> None:
+    for table in ("accounts", "tokens"):
+        query = sql.SQL("SELECT count(*) FROM mailroom.{}").format(sql.Identifier(table))
+        assert apps.b.execute(query).fetchone() == (0,), f"B reads A's {table}"
+    # not even through a join or by the secret it might have learnt elsewhere
+    secret = _secret(apps.owner, apps.ann, "activation")
+    found = apps.b.execute("SELECT count(*) FROM mailroom.tokens WHERE secret = %s", [secret])
+    assert found.fetchone() == (0,)
+
+
+def test_b_cannot_change_as_account(apps: Apps) -> None:
+    for change in ("email = 'mallory@evil.example'", "status = 'active'", "login = 'mallory'"):
+        cur = apps.b.execute(
+            sql.SQL("UPDATE mailroom.accounts SET {} WHERE id = %s").format(sql.SQL(change)),
+            [apps.ann],
+        )
+        assert cur.rowcount == 0, f"B changed A's account: {change}"
+    row = apps.owner.execute(
+        "SELECT login, email, status::text FROM mailroom.accounts WHERE id = %s", [apps.ann]
+    ).fetchone()
+    assert row == ("ann", ANN, "provisioned")
+    # the takeover's second step: B asks for the recovery mail of the address it wrote
+    assert not lifecycle.request_password_recovery(apps.b, "mallory@evil.example")
+    assert _mail_to(apps.owner, "mallory@evil.example") == []
+
+
+def test_b_cannot_mint_a_token_for_as_account(apps: Apps) -> None:
+    mine = bytes(range(32))
+    with pytest.raises(psycopg.Error):
+        apps.b.execute(
+            "INSERT INTO mailroom.tokens (account_id, action, secret, expires_at)"
+            " VALUES (%s, 'password_recovery', %s, now() + interval '10 years')",
+            [apps.ann, mine],
+        )
+    # nor one with mailroom's own secret, whose email would go to Ann with B's code path
+    with pytest.raises(psycopg.Error):
+        apps.b.execute(
+            "INSERT INTO mailroom.tokens (account_id, action) VALUES (%s, 'password_recovery')",
+            [apps.ann],
+        )
+    count = apps.owner.execute("SELECT count(*) FROM mailroom.tokens WHERE account_id = %s",
+                               [apps.ann])  # fmt: skip
+    assert count.fetchone() == (1,)
+    assert _mail_to(apps.owner, ANN) == ["activationv1"]
+
+
+def test_b_cannot_consume_the_token_as_user_received(apps: Apps) -> None:
+    token = tokens.sign(KEY, Action.ACTIVATION, _secret(apps.owner, apps.ann, "activation"))
+    refused = lifecycle.consume_token(apps.b, token, Action.ACTIVATION, [KEY])
+    assert refused == lifecycle.Refused("unknown token")
+    row = apps.owner.execute(
+        "SELECT a.status::text, t.consumed_at FROM mailroom.accounts AS a"
+        " JOIN mailroom.tokens AS t ON t.account_id = a.id WHERE a.id = %s",
+        [apps.ann],
+    ).fetchone()
+    assert row == ("provisioned", None)
+    # and the token still works for the application it belongs to
+    assert isinstance(lifecycle.consume_token(apps.a, token, Action.ACTIVATION, [KEY]),
+                      lifecycle.Consumed)  # fmt: skip
+
+
+def test_b_cannot_request_as_users_recovery_mail(apps: Apps) -> None:
+    apps.owner.execute("UPDATE mailroom.accounts SET status = 'active' WHERE id = %s", [apps.ann])
+    for who in ("ann", ANN):
+        assert not lifecycle.request_password_recovery(apps.b, who)
+    assert _mail_to(apps.owner, ANN) == ["activationv1"]
+
+
+def test_b_cannot_hand_its_account_to_a_or_take_one(apps: Apps) -> None:
+    a_user = str(apps.a.execute("SELECT session_user").fetchone()[0])  # type: ignore[index]
+    # an account in A's name, planted by B, would be mail A's users did not ask for
+    with pytest.raises(errors.InsufficientPrivilege):
+        apps.b.execute(
+            "INSERT INTO mailroom.accounts (login, email, owner) VALUES ('eve', %s, %s)",
+            ["eve@example.com", a_user],
+        )
+    assert _mail_to(apps.owner, "eve@example.com") == []
+    bob = _provision(apps.b, "bob", "bob@example.com")
+    with pytest.raises(errors.InsufficientPrivilege):
+        apps.b.execute("UPDATE mailroom.accounts SET owner = %s WHERE id = %s", [a_user, bob])
+    # the owner of an account is fixed, for the schema owner too (as outbox.enqueued_by)
+    with pytest.raises(errors.InsufficientPrivilege):
+        apps.owner.execute("UPDATE mailroom.accounts SET owner = %s WHERE id = %s", [a_user, bob])
+    assert apps.a.execute(
+        "SELECT count(*) FROM mailroom.accounts WHERE id = %s", [bob]
+    ).fetchone() == (0,)
+
+
+def test_b_learns_nothing_from_as_logins_and_addresses(apps: Apps) -> None:
+    # B provisions its own user with Ann's login and address: no error tells it that A
+    # has one, and A's user keeps hers
+    bob_ann = _provision(apps.b, "ann", ANN)
+    assert bob_ann != apps.ann
+    assert apps.b.execute("SELECT id FROM mailroom.accounts").fetchall() == [(bob_ann,)]
+    assert apps.a.execute("SELECT id FROM mailroom.accounts").fetchall() == [(apps.ann,)]
+    # within one application a login and an address stay unique
+    with pytest.raises(errors.UniqueViolation):
+        _provision(apps.b, "ann", "other@example.com")
+    with pytest.raises(errors.UniqueViolation):
+        _provision(apps.b, "other", ANN)
+
+
+# -- what the owning application still does -----------------------------------------------
+
+
+def test_a_does_all_of_it_for_its_own_account(apps: Apps) -> None:
+    a = apps.a
+    assert a.execute("SELECT id, login FROM mailroom.accounts").fetchall() == [(apps.ann, "ann")]
+    assert a.execute("SELECT count(*) FROM mailroom.tokens").fetchone() == (1,)
+    token = tokens.sign(KEY, Action.ACTIVATION, _secret(apps.owner, apps.ann, "activation"))
+    assert lifecycle.consume_token(a, token, Action.ACTIVATION, [KEY]) == lifecycle.Consumed(
+        apps.ann
+    )
+    assert a.execute("SELECT status::text FROM mailroom.accounts").fetchone() == ("active",)
+    # it owns its accounts: it may change their email, and the recovery goes there
+    a.execute("UPDATE mailroom.accounts SET email = 'ann@new.example' WHERE id = %s", [apps.ann])
+    assert lifecycle.request_password_recovery(a, "ann@new.example")
+    assert _mail_to(apps.owner, "ann@new.example") == ["passwordrecoveryv1"]
+    recovery = _secret(apps.owner, apps.ann, "password_recovery")
+    code = apps.owner.execute(
+        "SELECT code FROM mailroom.tokens WHERE secret = %s", [recovery]
+    ).fetchone()
+    assert code is not None
+    signed = tokens.sign(KEY, Action.PASSWORD_RECOVERY, recovery, code=code[0])
+    consumed = lifecycle.consume_token(a, signed, Action.PASSWORD_RECOVERY, [KEY], code=code[0])
+    assert consumed == lifecycle.Consumed(apps.ann)
+    # and it may suspend its user
+    a.execute("UPDATE mailroom.accounts SET status = 'suspended' WHERE id = %s", [apps.ann])
+
+
+def test_a_cannot_choose_its_own_tokens_secret_or_lifetime_either(apps: Apps) -> None:
+    for column, value in (
+        ("secret", "'\\x" + "00" * 32 + "'::bytea"),
+        ("code", "'00000'"),
+        ("created_at", "now() + interval '10 years'"),
+        ("expires_at", "now() + interval '10 years'"),
+        ("consumed_at", "NULL"),
+    ):
+        statement = sql.SQL(
+            "INSERT INTO mailroom.tokens (account_id, action, {}) VALUES (%s, 'activation', {})"
+        ).format(sql.Identifier(column), sql.SQL(value))
+        with pytest.raises(errors.InsufficientPrivilege):
+            apps.a.execute(statement, [apps.ann])
+    # nor stretch one afterwards: consuming is the one change an application makes
+    for column in ("expires_at", "secret", "code", "account_id", "created_at"):
+        statement = sql.SQL("UPDATE mailroom.tokens SET {} = {}").format(
+            sql.Identifier(column), sql.Identifier(column)
+        )
+        with pytest.raises(errors.InsufficientPrivilege):
+            apps.a.execute(statement)
+    assert _mail_to(apps.owner, ANN) == ["activationv1"]
