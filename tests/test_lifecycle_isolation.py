@@ -226,3 +226,93 @@ def test_a_cannot_choose_its_own_tokens_secret_or_lifetime_either(apps: Apps) ->
         with pytest.raises(errors.InsufficientPrivilege):
             apps.a.execute(statement)
     assert _mail_to(apps.owner, ANN) == ["activationv1"]
+
+
+# -- the upgrade of an installation from before 1004 --------------------------------------
+
+
+def _lifecycle_before_1004(conn: psycopg.Connection[Any]) -> None:
+    """The lifecycle module at its head before this change, applied as migrate does."""
+    for m in migrate.available(("lifecycle",)):
+        if 1000 < m.version < 1004:
+            with conn.transaction():
+                conn.execute(migrate.query("search_path_set"),
+                             {"path": migrate.SAFE_PATH, "local": True})  # fmt: skip
+                conn.execute(sql.SQL(m.text))  # type: ignore[arg-type]  # our own static file
+                record = {"version": m.version, "name": m.name, "checksum": m.checksum}
+                conn.execute(migrate.query("migrations_record"), record)
+    conn.execute(migrate.query("grant_roles"))
+
+
+def _token(conn: psycopg.Connection[Any], account: int) -> str:
+    return tokens.sign(KEY, Action.ACTIVATION, _secret(conn, account, "activation"))
+
+
+def test_upgrade_gives_each_application_exactly_its_own(
+    conn: psycopg.Connection[Any], login_as: Callable[..., str]
+) -> None:
+    _lifecycle_before_1004(conn)
+    a_dsn, b_dsn = login_as("mailroom_app"), login_as("mailroom_app")
+    with psycopg.connect(a_dsn, autocommit=True) as a, psycopg.connect(b_dsn, autocommit=True) as b:
+        ann, cy = _provision(a, "ann", ANN), _provision(a, "cy", "cy@example.com")
+        bob = _provision(b, "bob", "bob@example.com")
+        # created active: no activation token, so nothing to derive its owner from
+        dee = a.execute(
+            "INSERT INTO mailroom.accounts (login, email, status)"
+            " VALUES ('dee', 'dee@example.com', 'active') RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+        # before 1004 B could do this: a recovery token on A's account (it stays A's) and
+        # a forged copy of the message of A's activation token, under its idempotency key,
+        # hoping the upgrade takes it for the provisioning one and gives Ann to B
+        b.execute("INSERT INTO mailroom.tokens (account_id, action) VALUES (%s, 'activation')",
+                  [cy])  # fmt: skip
+        ann_token = conn.execute(
+            "SELECT min(id) FROM mailroom.tokens WHERE account_id = %s", [ann]
+        ).fetchone()[0]  # type: ignore[index]
+        b.execute(
+            "SELECT mailroom.enqueue(ARRAY[%s], subject => 's', body_text => 'b',"
+            " idempotency_key => %s)",
+            [ANN, f"mailroom-token:{ann_token}"],
+        )
+
+    applied = [m.version for m in migrate.migrate(conn, channel="token_insert")]
+    assert 1004 in applied
+
+    with psycopg.connect(a_dsn, autocommit=True) as a, psycopg.connect(b_dsn, autocommit=True) as b:
+        seen_a = a.execute("SELECT id FROM mailroom.accounts ORDER BY id").fetchall()
+        assert seen_a == [(ann,), (cy,)]
+        assert b.execute("SELECT id FROM mailroom.accounts").fetchall() == [(bob,)]
+        tokens_a = a.execute("SELECT DISTINCT account_id FROM mailroom.tokens ORDER BY 1")
+        assert tokens_a.fetchall() == [(ann,), (cy,)]
+        assert b.execute("SELECT account_id FROM mailroom.tokens").fetchall() == [(bob,)]
+        # each consumes its own, and not the other's
+        assert lifecycle.consume_token(b, _token(conn, ann), Action.ACTIVATION, [KEY]) == (
+            lifecycle.Refused("unknown token")
+        )
+        for app, account in ((a, ann), (b, bob)):
+            consumed = lifecycle.consume_token(app, _token(conn, account), Action.ACTIVATION, [KEY])
+            assert consumed == lifecycle.Consumed(account)
+        # B's token on cy is cy's, so A's
+        b_on_cy = conn.execute(
+            "SELECT DISTINCT owner FROM mailroom.tokens WHERE account_id = %s", [cy]
+        ).fetchall()
+        assert b_on_cy == [(a.info.user,)]
+
+        # the account whose owner could not be derived is nobody's until assigned
+        assert conn.execute("SELECT owner FROM mailroom.accounts WHERE id = %s",
+                            [dee]).fetchone() == (None,)  # fmt: skip
+        assert not lifecycle.request_password_recovery(a, "dee")
+        assert not lifecycle.request_password_recovery(b, "dee")
+        assert _mail_to(conn, "dee@example.com") == []
+        assign = "SELECT mailroom.assign_account_owner(%s, %s)"
+        for app in (a, b):  # an application cannot assign one (to itself or anyone)
+            with pytest.raises(errors.InsufficientPrivilege):
+                app.execute(assign, [[dee], app.info.user])
+        with pytest.raises(errors.InvalidParameterValue, match="not a login role"):
+            conn.execute(assign, [[dee], "mailroom_app"])
+        assert conn.execute(assign, [[dee, ann], a.info.user]).fetchone() == (1,)
+        assert conn.execute(assign, [[dee], b.info.user]).fetchone() == (0,)  # assigned: fixed
+        assert lifecycle.request_password_recovery(a, "dee")
+        assert _mail_to(conn, "dee@example.com") == ["passwordrecoveryv1"]
+        assert a.execute("SELECT count(*) FROM mailroom.tokens WHERE account_id = %s",
+                         [dee]).fetchone() == (1,)  # fmt: skip
