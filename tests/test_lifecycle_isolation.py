@@ -177,6 +177,45 @@ def test_b_learns_nothing_from_as_logins_and_addresses(apps: Apps) -> None:
         _provision(apps.b, "other", ANN)
 
 
+def test_b_cannot_tell_as_account_ids_from_missing_ones(apps: Apps) -> None:
+    answers = []
+    for account in (apps.ann, 999_999):
+        with pytest.raises(psycopg.Error) as refused:
+            apps.b.execute(
+                "INSERT INTO mailroom.tokens (account_id, action) VALUES (%s, 'activation')",
+                [account],
+            )
+        error = refused.value
+        primary = str(error.diag.message_primary)
+        answers.append((error.sqlstate, primary.replace(f" {account} ", " N ")))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == "23503"  # foreign_key_violation, "no account N of yours"
+
+
+def test_the_triggers_act_only_on_the_callers_rows(apps: Apps) -> None:
+    # B's own account and token, then everything its grants let it write, table-wide:
+    # consuming fires token_consumed (activates the token's account), an account update
+    # fires account_status_changed, a token insert fires token_created (enqueues mail)
+    bob = _provision(apps.b, "bob", "bob@example.com")
+    assert apps.b.execute("UPDATE mailroom.tokens SET consumed_at = now()").rowcount == 1
+    assert apps.b.execute("UPDATE mailroom.accounts SET status = 'active'").rowcount == 1
+    inserted = apps.b.execute(
+        "INSERT INTO mailroom.tokens (account_id, action)"
+        " SELECT id, 'password_recovery' FROM mailroom.accounts"
+    )
+    assert inserted.rowcount == 1
+    rows = apps.owner.execute(
+        "SELECT id, status::text FROM mailroom.accounts ORDER BY id"
+    ).fetchall()
+    assert rows == [(apps.ann, "provisioned"), (bob, "active")]
+    consumed = apps.owner.execute(
+        "SELECT account_id FROM mailroom.tokens WHERE consumed_at IS NOT NULL"
+    ).fetchall()
+    assert consumed == [(bob,)]
+    assert _mail_to(apps.owner, ANN) == ["activationv1"]
+    assert _mail_to(apps.owner, "bob@example.com") == ["activationv1", "passwordrecoveryv1"]
+
+
 # -- what the owning application still does -----------------------------------------------
 
 
