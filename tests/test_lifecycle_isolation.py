@@ -355,3 +355,29 @@ def test_upgrade_gives_each_application_exactly_its_own(
         assert _mail_to(conn, "dee@example.com") == ["passwordrecoveryv1"]
         assert a.execute("SELECT count(*) FROM mailroom.tokens WHERE account_id = %s",
                          [dee]).fetchone() == (1,)  # fmt: skip
+
+
+def test_migrate_says_how_many_accounts_wait_for_an_owner(
+    conn: psycopg.Connection[Any], db: str
+) -> None:
+    from test_cli import mailroom  # noqa: PLC0415 -- the CLI as an operator runs it
+
+    _lifecycle_before_1004(conn)
+    conn.execute(
+        "INSERT INTO mailroom.accounts (login, email, status)"
+        " VALUES ('dee', 'dee@example.com', 'active'), ('eli', 'eli@example.com', 'active')"
+    )
+    env = {"MAILROOM_DATABASE_URL": db}
+    upgraded = mailroom("migrate", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "applied 1004_accounts_per_application" in upgraded.stdout
+    assert "warning: 2 lifecycle account(s) have no owner" in upgraded.stderr
+    assert "mailroom.assign_account_owner" in upgraded.stderr
+    owner = conn.info.user
+    conn.execute(
+        "SELECT mailroom.assign_account_owner("
+        " ARRAY(SELECT id FROM mailroom.accounts WHERE owner IS NULL), %s)",
+        [owner],
+    )
+    again = mailroom("migrate", env=env)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "schema up to date\n", "")

@@ -1028,3 +1028,8 @@ ORDER BY 4 DESC, 1, 2, 3
 -- (at least a day), oldest first (events_occurred_at index), through the definer function
 -- of 0013: the daemon has no DELETE on the events themselves.
 SELECT mailroom.prune_events(%(keep_seconds)s::float8, %(limit)s::int)
+
+-- name: lifecycle_unowned
+-- Lifecycle accounts from before lifecycle 1004 whose owner could not be derived: visible
+-- to no application until the schema owner assigns them (mailroom.assign_account_owner).
+SELECT pg_catalog.count(*) FROM mailroom.accounts AS a WHERE a.owner IS NULL
