@@ -240,6 +240,12 @@ def test_a_does_all_of_it_for_its_own_account(apps: Apps) -> None:
     signed = tokens.sign(KEY, Action.PASSWORD_RECOVERY, recovery, code=code[0])
     consumed = lifecycle.consume_token(a, signed, Action.PASSWORD_RECOVERY, [KEY], code=code[0])
     assert consumed == lifecycle.Consumed(apps.ann)
+    # a used link stays used: the token cannot be made unconsumed again
+    with pytest.raises(errors.InsufficientPrivilege):
+        a.execute("UPDATE mailroom.tokens SET consumed_at = NULL")
+    assert lifecycle.consume_token(
+        a, signed, Action.PASSWORD_RECOVERY, [KEY], code=code[0]
+    ) == lifecycle.Refused("already consumed")
     # and it may suspend its user
     a.execute("UPDATE mailroom.accounts SET status = 'suspended' WHERE id = %s", [apps.ann])
 

@@ -23,7 +23,8 @@
 --    mailroom.assign_account_owner(ids, role).
 -- 3. Applications cannot choose a token's secret, code, created_at, expires_at or
 --    consumed_at: they may INSERT only (account_id, action) and UPDATE only consumed_at
---    (grants_1004, re-applied by every migrate after grants_0008's table-wide grant).
+--    (grants_1004, re-applied by every migrate after grants_0008's table-wide grant), and
+--    a consumed token cannot be made unconsumed (replayable) again.
 -- 4. Logins and addresses are unique per application, not across them: a global UNIQUE
 --    told one application which addresses another had users for, and let it squat an
 --    address so that the other could not provision its user.
@@ -123,6 +124,24 @@ $$;
 
 CREATE TRIGGER token_owner BEFORE INSERT OR UPDATE OF owner, account_id ON mailroom.tokens
     FOR EACH ROW EXECUTE FUNCTION mailroom.token_owner();
+
+-- A consumed token stays consumed: an application may update consumed_at, and setting it
+-- back to NULL would make a used link work again.
+CREATE FUNCTION mailroom.token_consumed_once() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF OLD.consumed_at IS NOT NULL AND NEW.consumed_at IS DISTINCT FROM OLD.consumed_at THEN
+        RAISE EXCEPTION 'mailroom.tokens: token % is already consumed', OLD.id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER token_consumed_once BEFORE UPDATE OF consumed_at ON mailroom.tokens
+    FOR EACH ROW EXECUTE FUNCTION mailroom.token_consumed_once();
 
 -- When the schema owner assigns an account from before 1004, its tokens follow.
 CREATE FUNCTION mailroom.account_owner_assigned() RETURNS trigger
