@@ -387,3 +387,57 @@ def test_migrate_says_how_many_accounts_wait_for_an_owner(
     )
     again = mailroom("migrate", env=env)
     assert (again.returncode, again.stdout, again.stderr) == (0, "schema up to date\n", "")
+
+
+def test_the_policies_are_on_and_bind_nothing_outside_pg_catalog(
+    conn: psycopg.Connection[Any],
+) -> None:
+    migrate.migrate(conn, channel="token_insert", modules=("lifecycle",))
+    secured = conn.execute(
+        "SELECT relname, relrowsecurity FROM pg_class"
+        " WHERE relnamespace = 'mailroom'::regnamespace AND relname IN ('accounts', 'tokens')"
+        " ORDER BY relname"
+    ).fetchall()
+    assert secured == [("accounts", True), ("tokens", True)]
+    policies = conn.execute(
+        "SELECT polrelid::regclass::text, polcmd, polroles = '{0}', polpermissive"
+        " FROM pg_policy ORDER BY 1"
+    ).fetchall()
+    # one permissive policy for every command, TO PUBLIC, per table
+    assert policies == [
+        ("mailroom.accounts", "*", True, True),
+        ("mailroom.tokens", "*", True, True),
+    ]
+    # every operator and function the policy expressions use is pg_catalog's (pinned
+    # objects have no pg_depend rows; anything else a policy binds to has one)
+    assert conn.execute(POLICY_DEPENDENCIES_OUTSIDE_PG_CATALOG).fetchall() == []
+    # the check sees a policy that binds to a planted operator
+    conn.execute(
+        "CREATE FUNCTION public.planted_eq(name, name) RETURNS boolean"
+        " LANGUAGE sql AS 'SELECT $1 OPERATOR(pg_catalog.=) $2'"
+    )
+    conn.execute(
+        "CREATE OPERATOR public.= (LEFTARG = name, RIGHTARG = name, FUNCTION = public.planted_eq)"
+    )
+    conn.execute("CREATE TABLE public.probe (owner name)")
+    conn.execute(
+        "CREATE POLICY probe ON public.probe USING (owner OPERATOR(public.=) session_user)"
+    )
+    found = conn.execute(POLICY_DEPENDENCIES_OUTSIDE_PG_CATALOG).fetchall()
+    assert found == [("probe", "public.=(name,name)")]
+
+
+POLICY_DEPENDENCIES_OUTSIDE_PG_CATALOG = """
+    SELECT pol.polname, d.refobjid::regprocedure::text
+    FROM pg_catalog.pg_policy AS pol
+    JOIN pg_catalog.pg_depend AS d ON d.classid = 'pg_policy'::regclass AND d.objid = pol.oid
+    JOIN pg_catalog.pg_proc AS p ON d.refclassid = 'pg_proc'::regclass AND p.oid = d.refobjid
+    WHERE p.pronamespace <> 'pg_catalog'::regnamespace
+    UNION ALL
+    SELECT pol.polname, d.refobjid::regoperator::text
+    FROM pg_catalog.pg_policy AS pol
+    JOIN pg_catalog.pg_depend AS d ON d.classid = 'pg_policy'::regclass AND d.objid = pol.oid
+    JOIN pg_catalog.pg_operator AS o
+      ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
+    WHERE o.oprnamespace <> 'pg_catalog'::regnamespace
+"""
