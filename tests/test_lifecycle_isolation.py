@@ -301,6 +301,9 @@ def test_upgrade_gives_each_application_exactly_its_own(
     with psycopg.connect(a_dsn, autocommit=True) as a, psycopg.connect(b_dsn, autocommit=True) as b:
         ann, cy = _provision(a, "ann", ANN), _provision(a, "cy", "cy@example.com")
         bob = _provision(b, "bob", "bob@example.com")
+        # provisioned by B, but its activation message is gone (pruned, say): its token
+        # waits for the schema owner's assignment with it
+        fay = _provision(b, "fay", "fay@example.com")
         # created active: no activation token, so nothing to derive its owner from
         dee = a.execute(
             "INSERT INTO mailroom.accounts (login, email, status)"
@@ -320,6 +323,7 @@ def test_upgrade_gives_each_application_exactly_its_own(
             [ANN, f"mailroom-token:{ann_token}"],
         )
 
+    conn.execute("DELETE FROM mailroom.outbox WHERE %s = ANY (to_addresses)", ["fay@example.com"])
     applied = [m.version for m in migrate.migrate(conn, channel="token_insert")]
     assert 1004 in applied
 
@@ -361,6 +365,17 @@ def test_upgrade_gives_each_application_exactly_its_own(
         assert _mail_to(conn, "dee@example.com") == ["passwordrecoveryv1"]
         assert a.execute("SELECT count(*) FROM mailroom.tokens WHERE account_id = %s",
                          [dee]).fetchone() == (1,)  # fmt: skip
+        # an assigned account's tokens follow it: B then consumes fay's
+        assert b.execute("SELECT count(*) FROM mailroom.tokens WHERE account_id = %s",
+                         [fay]).fetchone() == (0,)  # fmt: skip
+        fay_token = _token(conn, fay)
+        refused = lifecycle.consume_token(b, fay_token, Action.ACTIVATION, [KEY])
+        assert refused == lifecycle.Refused("unknown token")
+        assert conn.execute(assign, [[fay], b.info.user]).fetchone() == (1,)
+        consumed = lifecycle.consume_token(b, fay_token, Action.ACTIVATION, [KEY])
+        assert consumed == lifecycle.Consumed(fay)
+        assert a.execute("SELECT count(*) FROM mailroom.accounts WHERE id = %s",
+                         [fay]).fetchone() == (0,)  # fmt: skip
 
 
 def test_migrate_says_how_many_accounts_wait_for_an_owner(
