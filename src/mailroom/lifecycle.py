@@ -4,6 +4,10 @@ lifecycle``): consume a token from a link, request a password recovery.
 A token's signature is checked before the database is asked anything, so a forged or
 mangled link costs no query; a genuine one is checked for expiry, prior use and code and
 consumed in one round trip, so a replayed link is refused.
+
+Since lifecycle 1004 every query here sees only the accounts and tokens of the
+connection's login role (row-level security by owner; docs/tokens.md): connect as the
+application's own role, never as one that bypasses row-level security.
 """
 
 from __future__ import annotations
