@@ -216,6 +216,21 @@ def test_the_triggers_act_only_on_the_callers_rows(apps: Apps) -> None:
     assert _mail_to(apps.owner, "bob@example.com") == ["activationv1", "passwordrecoveryv1"]
 
 
+def test_recovery_by_a_role_that_bypasses_the_policies_touches_only_its_own(
+    apps: Apps,
+) -> None:
+    # A and B each have a user "ann"; the schema owner (not subject to row-level security)
+    # asking for "ann" must not mail both, nor either: neither account is its own
+    bob_ann = _provision(apps.b, "ann", ANN)
+    activate = "UPDATE mailroom.accounts SET status = 'active' WHERE id = ANY (%s)"
+    apps.owner.execute(activate, [[apps.ann, bob_ann]])
+    assert not lifecycle.request_password_recovery(apps.owner, "ann")
+    assert not lifecycle.request_password_recovery(apps.owner, ANN)
+    assert _mail_to(apps.owner, ANN) == ["activationv1", "activationv1"]
+    assert lifecycle.request_password_recovery(apps.b, "ann")
+    assert _mail_to(apps.owner, ANN) == ["activationv1", "activationv1", "passwordrecoveryv1"]
+
+
 # -- what the owning application still does -----------------------------------------------
 
 

@@ -288,10 +288,13 @@ SELECT
 
 -- name: request_password_recovery
 -- A recovery token (and so its email) for an active account found by login or email.
+-- Only the caller's own (lifecycle 1004): row-level security says so for applications,
+-- this for a role that bypasses it, where one login may be several applications' users.
 INSERT INTO mailroom.tokens (account_id, action)
 SELECT id, 'password_recovery'
 FROM mailroom.accounts
 WHERE (login = %(who)s OR email = %(who)s) AND status = 'active'
+  AND owner OPERATOR(pg_catalog.=) session_user
 RETURNING id
 
 -- ---- operator commands and retention ----
