@@ -10,6 +10,7 @@ nothing, with no email enqueued for it. A still does all of it for its own accou
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -229,6 +230,20 @@ def test_recovery_by_a_role_that_bypasses_the_policies_touches_only_its_own(
     assert _mail_to(apps.owner, ANN) == ["activationv1", "activationv1"]
     assert lifecycle.request_password_recovery(apps.b, "ann")
     assert _mail_to(apps.owner, ANN) == ["activationv1", "activationv1", "passwordrecoveryv1"]
+
+
+def test_the_async_helpers_are_confined_the_same_way(apps: Apps) -> None:
+    token = tokens.sign(KEY, Action.ACTIVATION, _secret(apps.owner, apps.ann, "activation"))
+    apps.owner.execute("UPDATE mailroom.accounts SET status = 'active' WHERE id = %s", [apps.ann])
+    b_dsn = psycopg.conninfo.make_conninfo(apps.b.info.dsn)
+
+    async def as_b() -> tuple[Any, bool]:
+        async with await psycopg.AsyncConnection.connect(b_dsn, autocommit=True) as b:
+            refused = await lifecycle.consume_token_async(b, token, Action.ACTIVATION, [KEY])
+            return refused, await lifecycle.request_password_recovery_async(b, "ann")
+
+    assert asyncio.run(as_b()) == (lifecycle.Refused("unknown token"), False)
+    assert _mail_to(apps.owner, ANN) == ["activationv1"]
 
 
 # -- what the owning application still does -----------------------------------------------
