@@ -66,15 +66,20 @@ def _connect(cfg: configuration.Config) -> Any:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from mailroom import migrate  # noqa: PLC0415
+    from mailroom import lifecycle, migrate  # noqa: PLC0415
 
     cfg = _load()
     with _connect(cfg) as conn:
         applied = migrate.migrate(conn, channel=cfg.channel_name, modules=tuple(args.modules))
+        unowned = lifecycle.unowned_accounts(conn)
     for m in applied:
         print(f"applied {m.version:04d}_{m.name}")
     if not applied:
         print("schema up to date")
+    if unowned:  # every migrate says so, until they are assigned
+        print(f"warning: {unowned} lifecycle account(s) have no owner and are visible to no "
+              "application: assign them with mailroom.assign_account_owner (docs/tokens.md, "
+              "'Upgrading to 1004')", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -4,6 +4,10 @@ lifecycle``): consume a token from a link, request a password recovery.
 A token's signature is checked before the database is asked anything, so a forged or
 mangled link costs no query; a genuine one is checked for expiry, prior use and code and
 consumed in one round trip, so a replayed link is refused.
+
+Since lifecycle 1004 every query here sees only the accounts and tokens of the
+connection's login role (row-level security by owner; docs/tokens.md): connect as the
+application's own role, never as one that bypasses row-level security.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import psycopg
 
 from mailroom import tokens
 from mailroom.outbox import query
+
+OWNERS_VERSION = 1004  # lifecycle 1004: accounts and tokens belong to an application
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +98,14 @@ async def request_password_recovery_async(
     """:func:`request_password_recovery` for an async connection."""
     cur = await conn.execute(query("request_password_recovery"), {"who": login_or_email})
     return await cur.fetchone() is not None
+
+
+def unowned_accounts(conn: psycopg.Connection[Any]) -> int:
+    """How many accounts have no owner (see docs/tokens.md, "Upgrading to 1004"): 0 where
+    the lifecycle module is not installed or is older than 1004. Only the schema owner,
+    who is not subject to row-level security, sees them all."""
+    applied = {int(row[0]) for row in conn.execute(query("migrations_applied")).fetchall()}
+    if OWNERS_VERSION not in applied:
+        return 0
+    row = conn.execute(query("lifecycle_unowned")).fetchone()
+    return int(row[0]) if row else 0

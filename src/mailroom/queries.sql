@@ -288,10 +288,13 @@ SELECT
 
 -- name: request_password_recovery
 -- A recovery token (and so its email) for an active account found by login or email.
+-- Only the caller's own (lifecycle 1004): row-level security says so for applications,
+-- this for a role that bypasses it, where one login may be several applications' users.
 INSERT INTO mailroom.tokens (account_id, action)
 SELECT id, 'password_recovery'
 FROM mailroom.accounts
 WHERE (login = %(who)s OR email = %(who)s) AND status = 'active'
+  AND owner OPERATOR(pg_catalog.=) session_user
 RETURNING id
 
 -- ---- operator commands and retention ----
@@ -1028,3 +1031,8 @@ ORDER BY 4 DESC, 1, 2, 3
 -- (at least a day), oldest first (events_occurred_at index), through the definer function
 -- of 0013: the daemon has no DELETE on the events themselves.
 SELECT mailroom.prune_events(%(keep_seconds)s::float8, %(limit)s::int)
+
+-- name: lifecycle_unowned
+-- Lifecycle accounts from before lifecycle 1004 whose owner could not be derived: visible
+-- to no application until the schema owner assigns them (mailroom.assign_account_owner).
+SELECT pg_catalog.count(*) FROM mailroom.accounts AS a WHERE a.owner IS NULL
