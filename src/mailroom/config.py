@@ -88,6 +88,8 @@ class Config:
     suppress_transient_count: int = 3
     suppress_transient_window: float = 7 * 86400.0  # seconds
     retention_events: float = 30 * 86400.0  # seconds; 0 keeps SES events for ever
+    # true: every SQS message must be a validly signed SNS envelope (mailroom.sns_certs)
+    events_require_signature: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +363,13 @@ SETTINGS: tuple[_Setting, ...] = (
         values.events_period,
         "Keep SES events this long after they occurred, milliseconds or 30d-style (0: for "
         "ever; at least 7d and the transient-bounce window).",
+    ),
+    _Setting(
+        "MAILROOM_EVENTS_REQUIRE_SIGNATURE",
+        "events_require_signature",
+        values.boolean,
+        "true: read only validly signed SNS envelopes from the events queue (raw delivery "
+        "and EventBridge refused); false: a signature present must verify.",
     ),
 )
 

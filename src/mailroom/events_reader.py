@@ -36,6 +36,8 @@ from mailroom import metrics
 from mailroom.config import Config
 from mailroom.events import Event, Malformed, parse, suppression_reason
 from mailroom.outbox import UNAVAILABLE, Outbox
+from mailroom.sns import refuse
+from mailroom.sns_certs import Verifier
 
 log = structlog.get_logger("mailroom.events")
 T = TypeVar("T")
@@ -152,10 +154,14 @@ def _label(event: Event) -> str:
 class EventsReader:
     """Reads ``config.events_queue_url`` with ``config.events_pollers`` long polls."""
 
-    def __init__(self, config: Config, outbox: Outbox, client: Any = None) -> None:
+    def __init__(
+        self, config: Config, outbox: Outbox, client: Any = None, verifier: Verifier | None = None
+    ) -> None:
         self.config = config
         self.outbox = outbox
         self.client = client  # a boto3 SQS client; made on first use when None
+        # which messages may be read at all: SNS signatures (tests inject the fetcher)
+        self.verifier = verifier or Verifier(require=config.events_require_signature)
         self.last_ok: float | None = None  # monotonic time of the last good poll and store
         self.error = ""
 
@@ -244,8 +250,17 @@ class EventsReader:
         good: list[tuple[dict[str, Any], list[Event]]] = []
         done: list[dict[str, Any]] = []  # malformed or ignored: delete without storing
         for message in received:
+            body = str(message.get("Body", ""))
             try:
-                events = parse(str(message.get("Body", "")))
+                trust = await self.verifier.check(body)
+            except Exception as exc:  # a verifier gap: this message's problem, refused
+                trust = refuse("bad_signature", f"unverifiable ({type(exc).__name__})")
+            if not trust.ok:
+                self._malformed(message, trust.reason, trust.detail)
+                done.append(message)
+                continue
+            try:
+                events = parse(body)
             except Malformed as exc:
                 self._malformed(message, exc.reason, str(exc))
                 done.append(message)
