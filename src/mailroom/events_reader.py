@@ -11,6 +11,10 @@ keeps the messages in SQS; content the database refuses is found by storing the 
 message by message, so its good messages are stored once and deleted. The daemon runs
 the reader under ``supervise``: a crash restarts it, and sending never stops for it.
 
+A message is read only if ``mailroom.sns_certs`` trusts it (an SNS signature present
+must verify; MAILROOM_EVENTS_REQUIRE_SIGNATURE requires one); a refused message is
+counted, logged and deleted like a malformed one.
+
 boto3 is blocking: each poller's SQS calls run in a daemon thread of the poller's own,
 off the event loop (a long poll that is still waiting when the daemon stops must not
 hold up its exit; what it may have received becomes visible again after the visibility
