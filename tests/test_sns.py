@@ -270,6 +270,14 @@ def test_the_setting_is_a_boolean_with_a_one_line_error() -> None:
     assert str(caught.value).splitlines() == [
         "MAILROOM_EVENTS_REQUIRE_SIGNATURE: must be true or false (got 'sometimes')"
     ]
+    topics = load({**base, "MAILROOM_EVENTS_SNS_TOPICS": f"{TOPIC}, {TOPIC}.fifo"})
+    assert topics.events_sns_topics == {TOPIC, f"{TOPIC}.fifo"}
+    with pytest.raises(ConfigError) as caught:
+        load({**base, "MAILROOM_EVENTS_SNS_TOPICS": f"{TOPIC},arn:aws:sqs:us-east-1:1:q"})
+    assert str(caught.value).splitlines() == [
+        "MAILROOM_EVENTS_SNS_TOPICS: 'arn:aws:sqs:us-east-1:1:q' is not an SNS topic ARN "
+        f"(arn:aws:sns:<region>:<account>:<name>) (got '{TOPIC},arn:aws:sqs:us-east-1:1:q')"
+    ]
     for command in ("config", "run"):  # the daemon refuses to start, in the same words
         result = mailroom_cli(command, env={**base, "MAILROOM_EVENTS_REQUIRE_SIGNATURE": "2"})
         assert result.returncode == 2
@@ -315,7 +323,8 @@ def read_queue(moto_url: str, pool: AsyncConnectionPool[Any], db: str, signer: S
         url = sqs.create_queue(QueueName=f"ses-events-{uuid.uuid4().hex[:8]}")["QueueUrl"]
         publish(sqs, url, bodies)
         config = load({"MAILROOM_DATABASE_URL": db, "MAILROOM_EVENTS_QUEUE_URL": url, **env})
-        verifier = Verifier(require=config.events_require_signature, fetch=Fetcher(signer.pem))
+        verifier = Verifier(require=config.events_require_signature,
+                            topics=config.events_sns_topics, fetch=Fetcher(signer.pem))  # fmt: skip
         reader = EventsReader(config, Outbox(pool, queue="q", owner="w"), sqs, verifier=verifier)
         before = {r: metrics.EVENTS_MALFORMED.labels(r)._value.get() for r in sns.REASONS}
         with anyio.fail_after(30):
@@ -370,3 +379,22 @@ async def test_with_signatures_required_raw_delivery_suppresses_nothing(
     refused = await read_queue([raw, bridge])
     assert sum(refused.values()) == 0
     assert suppressed(conn) == {"victim@example.com", "victim2@example.com"}
+
+
+async def test_a_genuinely_signed_envelope_of_another_topic_is_refused_when_topics_are_set(
+    read_queue: ReaderRun, conn: psycopg.Connection[Any], signer: Signer
+) -> None:
+    """The attack: SNS signs every topic's messages, the attacker's own topic's too. A
+    bounce published to a topic of the attacker's account, copied into the queue, carries
+    AWS's genuine signature (here: the test's key, as AWS's). Before
+    MAILROOM_EVENTS_SNS_TOPICS it suppressed victim@example.com even with signatures
+    required; now it is refused as unknown_topic, and the own topic's events still count."""
+    theirs = signer.envelope(bounce_event("victim@example.com", "ses-theirs"),
+                             TopicArn="arn:aws:sns:us-east-1:999999999999:ses-events")  # fmt: skip
+    ours = signer.envelope(bounce_event("gone@example.com", "ses-ours"))
+    refused = await read_queue(
+        [json.dumps(theirs), json.dumps(ours)],
+        MAILROOM_EVENTS_REQUIRE_SIGNATURE="true", MAILROOM_EVENTS_SNS_TOPICS=f" {TOPIC} ,",
+    )  # fmt: skip
+    assert refused["unknown_topic"] == 1
+    assert suppressed(conn) == {"gone@example.com"}

@@ -165,7 +165,9 @@ class EventsReader:
         self.outbox = outbox
         self.client = client  # a boto3 SQS client; made on first use when None
         # which messages may be read at all: SNS signatures (tests inject the fetcher)
-        self.verifier = verifier or Verifier(require=config.events_require_signature)
+        self.verifier = verifier or Verifier(
+            require=config.events_require_signature, topics=config.events_sns_topics
+        )
         self.last_ok: float | None = None  # monotonic time of the last good poll and store
         self.error = ""
 

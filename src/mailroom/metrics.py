@@ -205,7 +205,7 @@ for _reason in (
     EVENTS_MALFORMED.labels(_reason)  # exported at 0: an alert must see the series exist
 # sns.REASONS, spelled out: messages refused for their SNS signature (or its absence)
 for _reason in ("bad_signature", "bad_cert_url", "unsupported_version", "cert_unavailable",
-                "unsigned"):  # fmt: skip
+                "unsigned", "unknown_topic"):  # fmt: skip
     EVENTS_MALFORMED.labels(_reason)
 # Which mode a daemon runs in, for dashboards and the MailroomDebugMode alert: a daemon left
 # in debug mode (MAILROOM_DEBUG: sends nothing) must not look healthy. Set by Daemon.run.

@@ -25,7 +25,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import Certificate
 
 # Why a message is refused: metric labels (mailroom_events_malformed_total{reason}).
-REASONS = ("bad_signature", "bad_cert_url", "unsupported_version", "cert_unavailable", "unsigned")
+REASONS = (
+    "bad_signature", "bad_cert_url", "unsupported_version", "cert_unavailable", "unsigned",
+    "unknown_topic",
+)  # fmt: skip
 SNS_TYPES = frozenset({"Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"})
 # The fields that make an envelope signed: any of them present, it must verify.
 SIGNATURE_FIELDS = ("Signature", "SignatureVersion", "SigningCertURL")

@@ -2,8 +2,11 @@
 
 An SNS envelope that carries a signature must verify (``mailroom.sns``); with
 ``MAILROOM_EVENTS_REQUIRE_SIGNATURE`` every message must be a validly signed SNS envelope.
-Otherwise raw delivery and EventBridge messages are read as they come: the SQS queue
-policy, which says who may send to the queue, is the boundary (docs/deliverability.md).
+With ``MAILROOM_EVENTS_SNS_TOPICS``, a signed envelope of another topic is refused: SNS
+signs every topic's messages, those of a topic in the attacker's own account too.
+Without a signature required, raw delivery and EventBridge messages are read as they
+come: the SQS queue policy, which says who may send to the queue, is the boundary
+(docs/deliverability.md).
 
 Signing certificates are fetched over HTTPS only from the URL ``sns.prepare`` approved,
 one fetch at a time, with a short timeout and a size cap, and cached by URL (a bounded
@@ -69,10 +72,12 @@ class Verifier:
         self,
         *,
         require: bool = False,
+        topics: frozenset[str] = frozenset(),
         fetch: Fetch | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.require = require
+        self.topics = topics  # empty: any topic's signed messages
         self._fetch = fetch or fetch_certificate
         self._clock = clock
         self._cache: OrderedDict[str, tuple[float, x509.Certificate | None]] = OrderedDict()
@@ -88,6 +93,9 @@ class Verifier:
             return refuse("unsigned", "not an SNS envelope") if self.require else OK
         if not sns.is_signed(document):
             return refuse("unsigned", "an SNS envelope without a signature") if self.require else OK
+        if self.topics and document.get("TopicArn") not in self.topics:
+            # before fetching: SNS signs every topic's messages, an attacker's own too
+            return refuse("unknown_topic", "the TopicArn is not in MAILROOM_EVENTS_SNS_TOPICS")
         prepared = sns.prepare(document)
         if isinstance(prepared, Verdict):
             return prepared
