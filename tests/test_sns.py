@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,11 +24,14 @@ from cryptography.x509.oid import NameOID
 from moto.server import ThreadedMotoServer
 from psycopg_pool import AsyncConnectionPool
 
+import mailroom
+from conftest import wait_for
 from mailroom import metrics, sns
 from mailroom.config import ConfigError, load
 from mailroom.events_reader import EventsReader
 from mailroom.outbox import Outbox
 from mailroom.sns_certs import FAILURE_TTL, Verifier
+from ses_simulator import envelope
 from test_admin import mailroom_cli
 from test_deliverability_e2e import bounce_event, count, publish, queue_empty, sqs_client
 
@@ -398,3 +402,28 @@ async def test_a_genuinely_signed_envelope_of_another_topic_is_refused_when_topi
     )  # fmt: skip
     assert refused["unknown_topic"] == 1
     assert suppressed(conn) == {"gone@example.com"}
+
+
+@pytest.mark.slow
+def test_a_daemon_requiring_signatures_reads_no_unsigned_event_and_still_sends(
+    conn: psycopg.Connection[Any], moto_url: str, spawn: Any
+) -> None:
+    """The setting as the daemon reads it (no injected fetcher; nothing here is fetched):
+    unsigned SNS envelopes and raw delivery are refused, deleted, and suppress nothing."""
+    sqs = sqs_client(moto_url)
+    url = sqs.create_queue(QueueName=f"ses-events-{uuid.uuid4().hex[:8]}",
+                           Attributes={"VisibilityTimeout": "2"})["QueueUrl"]  # fmt: skip
+    bounce = bounce_event("victim@example.com", "ses-unsigned")
+    publish(sqs, url, [envelope(bounce), json.dumps(bounce)])
+    daemon = spawn(MAILROOM_EVENTS_QUEUE_URL=url, AWS_ENDPOINT_URL_SQS=moto_url,
+                   MAILROOM_EVENTS_REQUIRE_SIGNATURE="true")  # fmt: skip
+    wait_for(lambda: queue_empty(sqs, url), timeout=30)
+    control = mailroom.enqueue(conn, "control@example.com", subject="control", text="t")
+    sent = "SELECT count(*) FROM mailroom.outbox WHERE id = %s AND status = 'sent'"
+    wait_for(lambda: count(conn, sent, control) == 1, timeout=30)
+    assert suppressed(conn) == set()
+    assert count(conn, "SELECT count(*) FROM mailroom.events") == 0
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
+    reasons = [e["reason"] for e in daemon.events() if e["event"] == "event_malformed"]
+    assert reasons == ["unsigned", "unsigned"]
