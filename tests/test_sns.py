@@ -7,11 +7,16 @@ suppresses nothing and leaves the queue, a signed one suppresses."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import signal
+import ssl
+import threading
+import urllib.error
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
@@ -30,7 +35,7 @@ from mailroom import metrics, sns
 from mailroom.config import ConfigError, load
 from mailroom.events_reader import EventsReader
 from mailroom.outbox import Outbox
-from mailroom.sns_certs import FAILURE_TTL, Verifier
+from mailroom.sns_certs import FAILURE_TTL, MAX_CERT_BYTES, Verifier, fetch_certificate
 from ses_simulator import envelope
 from test_admin import mailroom_cli
 from test_deliverability_e2e import bounce_event, count, publish, queue_empty, sqs_client
@@ -427,3 +432,70 @@ def test_a_daemon_requiring_signatures_reads_no_unsigned_event_and_still_sends(
     assert daemon.wait(30) == 0
     reasons = [e["reason"] for e in daemon.events() if e["event"] == "event_malformed"]
     assert reasons == ["unsigned", "unsigned"]
+
+
+# --- the default fetcher, over real HTTPS ---------------------------------------------
+
+
+class _Pages(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/moved.pem":
+            self.send_response(302)
+            self.send_header("Location", "/cert.pem")
+            self.end_headers()
+            return
+        body = b"x" * (MAX_CERT_BYTES + 1) if self.path == "/huge.pem" else b"PEM"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def https_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(base URL, CA file): an HTTPS server on 127.0.0.1 with a certificate of its own."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("https")
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))  # fmt: skip
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}", str(cert_file)
+    server.shutdown()
+
+
+def test_the_default_fetcher_trusts_tls_follows_no_redirect_and_caps_the_size(
+    https_site: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, ca_file = https_site
+    with pytest.raises(urllib.error.URLError):  # a TLS certificate the system does not trust
+        fetch_certificate(f"{base}/cert.pem")
+    monkeypatch.setenv("SSL_CERT_FILE", ca_file)
+    assert fetch_certificate(f"{base}/cert.pem") == b"PEM"
+    with pytest.raises(urllib.error.HTTPError):  # 302: refused, not followed
+        fetch_certificate(f"{base}/moved.pem")
+    with pytest.raises(ValueError, match="over 65536 bytes"):
+        fetch_certificate(f"{base}/huge.pem")
+    with pytest.raises(ValueError, match="not an HTTPS URL"):
+        fetch_certificate(base.replace("https", "http") + "/cert.pem")
