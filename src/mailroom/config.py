@@ -88,6 +88,10 @@ class Config:
     suppress_transient_count: int = 3
     suppress_transient_window: float = 7 * 86400.0  # seconds
     retention_events: float = 30 * 86400.0  # seconds; 0 keeps SES events for ever
+    # true: every SQS message must be a validly signed SNS envelope (mailroom.sns_certs)
+    events_require_signature: bool = False
+    # the SNS topics whose signed messages are read; empty: any topic (SNS signs them all)
+    events_sns_topics: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +366,20 @@ SETTINGS: tuple[_Setting, ...] = (
         "Keep SES events this long after they occurred, milliseconds or 30d-style (0: for "
         "ever; at least 7d and the transient-bounce window).",
     ),
+    _Setting(
+        "MAILROOM_EVENTS_REQUIRE_SIGNATURE",
+        "events_require_signature",
+        values.boolean,
+        "true: read only validly signed SNS envelopes from the events queue (raw delivery "
+        "and EventBridge refused); false: a signature present must verify.",
+    ),
+    _Setting(
+        "MAILROOM_EVENTS_SNS_TOPICS",
+        "events_sns_topics",
+        values.topic_arns,
+        "Comma-separated SNS topic ARNs whose signed messages are read (others refused); "
+        "empty: any topic's.",
+    ),
 )
 
 
@@ -455,6 +473,8 @@ def describe(config: Config) -> list[tuple[str, str]]:
             shown = value.text if value else "(unset)"
         elif setting.attribute == "recipient_cap_templates":
             shown = ",".join(f"{k}:{c.text}" for k, c in value.items()) or "(unset)"
+        elif setting.attribute == "events_sns_topics":
+            shown = ",".join(sorted(value)) or "(any)"
         elif setting.attribute == "send_quota_margin":
             shown = f"{value * 100:g}%"
         elif isinstance(value, float) and setting.parse in (

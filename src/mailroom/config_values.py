@@ -237,3 +237,21 @@ def database_url(text: str) -> str:
     ):
         raise ValueError(f"the host or database name holds '@', '/' or '?' ({encode})")
     return text
+
+
+# arn:<partition>:sns:<region>:<account>:<topic> (names: letters, digits, - and _; .fifo)
+_TOPIC_ARN = re.compile(
+    r"arn:aws(?:-cn|-us-gov)?:sns:[a-z]{2}(?:-[a-z]+)+-[0-9]:[0-9]{12}:[A-Za-z0-9_-]{1,256}"
+    r"(?:\.fifo)?"
+)
+
+
+def topic_arns(text: str) -> frozenset[str]:
+    """A comma-separated list of SNS topic ARNs; empty: any topic."""
+    arns = frozenset(part.strip() for part in text.split(",") if part.strip())
+    for arn in sorted(arns):
+        if not _TOPIC_ARN.fullmatch(arn):
+            raise ValueError(
+                f"{arn[:80]!r} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>)"
+            )
+    return arns

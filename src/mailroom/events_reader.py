@@ -11,6 +11,10 @@ keeps the messages in SQS; content the database refuses is found by storing the 
 message by message, so its good messages are stored once and deleted. The daemon runs
 the reader under ``supervise``: a crash restarts it, and sending never stops for it.
 
+A message is read only if ``mailroom.sns_certs`` trusts it (an SNS signature present
+must verify; MAILROOM_EVENTS_REQUIRE_SIGNATURE requires one); a refused message is
+counted, logged and deleted like a malformed one.
+
 boto3 is blocking: each poller's SQS calls run in a daemon thread of the poller's own,
 off the event loop (a long poll that is still waiting when the daemon stops must not
 hold up its exit; what it may have received becomes visible again after the visibility
@@ -36,6 +40,8 @@ from mailroom import metrics
 from mailroom.config import Config
 from mailroom.events import Event, Malformed, parse, suppression_reason
 from mailroom.outbox import UNAVAILABLE, Outbox
+from mailroom.sns import refuse
+from mailroom.sns_certs import Verifier
 
 log = structlog.get_logger("mailroom.events")
 T = TypeVar("T")
@@ -152,10 +158,16 @@ def _label(event: Event) -> str:
 class EventsReader:
     """Reads ``config.events_queue_url`` with ``config.events_pollers`` long polls."""
 
-    def __init__(self, config: Config, outbox: Outbox, client: Any = None) -> None:
+    def __init__(
+        self, config: Config, outbox: Outbox, client: Any = None, verifier: Verifier | None = None
+    ) -> None:
         self.config = config
         self.outbox = outbox
         self.client = client  # a boto3 SQS client; made on first use when None
+        # which messages may be read at all: SNS signatures (tests inject the fetcher)
+        self.verifier = verifier or Verifier(
+            require=config.events_require_signature, topics=config.events_sns_topics
+        )
         self.last_ok: float | None = None  # monotonic time of the last good poll and store
         self.error = ""
 
@@ -244,8 +256,17 @@ class EventsReader:
         good: list[tuple[dict[str, Any], list[Event]]] = []
         done: list[dict[str, Any]] = []  # malformed or ignored: delete without storing
         for message in received:
+            body = str(message.get("Body", ""))
             try:
-                events = parse(str(message.get("Body", "")))
+                trust = await self.verifier.check(body)
+            except Exception as exc:  # a verifier gap: this message's problem, refused
+                trust = refuse("bad_signature", f"unverifiable ({type(exc).__name__})")
+            if not trust.ok:
+                self._malformed(message, trust.reason, trust.detail)
+                done.append(message)
+                continue
+            try:
+                events = parse(body)
             except Malformed as exc:
                 self._malformed(message, exc.reason, str(exc))
                 done.append(message)

@@ -156,8 +156,8 @@ EVENTS_DUPLICATE = Counter(
     registry=REGISTRY,
 )  # fmt: skip
 EVENTS_MALFORMED = Counter(
-    "mailroom_events_malformed", "SQS messages holding no usable SES event (deleted after "
-    "counting).", ["reason"], registry=REGISTRY,
+    "mailroom_events_malformed", "SQS messages holding no usable SES event, or refused for "
+    "their SNS signature (deleted after counting).", ["reason"], registry=REGISTRY,
 )  # fmt: skip
 EVENTS_IGNORED = Counter(
     "mailroom_events_ignored", "SQS messages that are notifications, not events (SNS "
@@ -203,6 +203,10 @@ for _reason in (
     "refused",
 ):
     EVENTS_MALFORMED.labels(_reason)  # exported at 0: an alert must see the series exist
+# sns.REASONS, spelled out: messages refused for their SNS signature (or its absence)
+for _reason in ("bad_signature", "bad_cert_url", "unsupported_version", "cert_unavailable",
+                "unsigned", "unknown_topic"):  # fmt: skip
+    EVENTS_MALFORMED.labels(_reason)
 # Which mode a daemon runs in, for dashboards and the MailroomDebugMode alert: a daemon left
 # in debug mode (MAILROOM_DEBUG: sends nothing) must not look healthy. Set by Daemon.run.
 INFO = Gauge(
