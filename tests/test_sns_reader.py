@@ -255,3 +255,32 @@ def test_the_default_fetcher_trusts_tls_follows_no_redirect_and_caps_the_size(
         fetch_certificate(f"{base}/huge.pem")
     with pytest.raises(ValueError, match="not an HTTPS URL"):
         fetch_certificate(base.replace("https", "http") + "/cert.pem")
+
+
+async def test_a_genuine_event_waits_in_the_queue_while_the_certificate_cannot_be_fetched(
+    moto_url: str, pool: AsyncConnectionPool[Any], db: str, signer: Signer,
+    conn: psycopg.Connection[Any],
+) -> None:  # fmt: skip
+    """An unreachable certificate host is an outage, not the message's fault: the event is
+    not deleted (it would be lost), and is read once the certificate can be had."""
+    sqs = sqs_client(moto_url)
+    url = sqs.create_queue(QueueName=f"ses-events-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    publish(sqs, url, [json.dumps(signer.envelope(bounce_event("late@example.com", "ses-l")))])
+    config = load({"MAILROOM_DATABASE_URL": db, "MAILROOM_EVENTS_QUEUE_URL": url})
+    outbox = Outbox(pool, queue="q", owner="w")
+    down = EventsReader(config, outbox, sqs, verifier=Verifier(fetch=Fetcher(None)))
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert await down.handle(received)
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"  # kept, in flight
+    assert suppressed(conn) == set()
+    sqs.change_message_visibility(
+        QueueUrl=url, ReceiptHandle=received[0]["ReceiptHandle"], VisibilityTimeout=0
+    )
+    up = EventsReader(config, outbox, sqs, verifier=Verifier(fetch=Fetcher(signer.pem)))
+    again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert await up.handle(again)
+    assert suppressed(conn) == {"late@example.com"}
+    assert queue_empty(sqs, url)

@@ -263,7 +263,12 @@ class EventsReader:
                 trust = refuse("bad_signature", f"unverifiable ({type(exc).__name__})")
             if not trust.ok:
                 self._malformed(message, trust.reason, trust.detail)
-                done.append(message)
+                if trust.reason != "cert_unavailable":
+                    done.append(message)
+                # else: SNS's certificate host is unreachable, not the message at fault:
+                # left in SQS, it comes back after the visibility timeout (the failed
+                # fetch is remembered for a minute, so this costs no fetch storm) and
+                # reaches the dead-letter queue after maxReceiveCount
                 continue
             try:
                 events = parse(body)
