@@ -52,34 +52,42 @@ def plan(batch: Sequence[Message]) -> list[Call]:
 
 
 def render(message: Message, keys: Sequence[bytes]) -> Message | Result:
-    """Sign the token a message asks for: template data ``"$sign": {"field", "action",
-    "secret" (hex), "code"?}`` becomes ``field: <signed token>``. The raw secret goes no
-    further than this function: not to SES, not to a log, not to an error message."""
-    text = message.template_data
-    if not text or '"$sign"' not in text:
+    """Sign the token issued for this message (``message.token``, from
+    mailroom.message_tokens): the signed token goes into its template field
+    (``secret``), a recovery's code into ``code``. Only if the message's recipients, to,
+    cc and bcc together, are exactly the one address the token was issued for: a copied,
+    re-addressed or widened message is never signed (dead, ``TokenNotIssued``). Template
+    data itself is never a signing request (0019 refuses ``"$sign"``). The raw secret and
+    code go no further than this function: not to a log, not to an error message."""
+    token = message.token
+    if token is None:
         return message  # the common case: the stored JSON goes to SES untouched
     if not keys:
         detail = "MAILROOM_SECRET_KEY is not set: this message's token cannot be signed"
         return Result(Verdict.DEFER, code="NoSecretKey", detail=detail)
+    recipients = {
+        suppression.normalize_address(a) for a in (*message.to, *message.cc, *message.bcc)
+    }
+    if recipients != {token.recipient}:
+        detail = "this message's token was not issued for its recipients"
+        return Result(Verdict.DEAD, code="TokenNotIssued", detail=detail)
     try:
-        data = json.loads(text)
+        data = json.loads(message.template_data or "{}")
     except RecursionError:
-        return Result(
-            Verdict.DEAD, code="InvalidSignBlock", detail="template data nested too deeply"
-        )
-    if not isinstance(data, dict) or not isinstance(data.get("$sign"), dict):
-        return message  # "$sign" only appeared inside a value
-    spec = data["$sign"]
+        data = None
+    if not isinstance(data, dict):
+        detail = "template data is not an object: the token has nowhere to go"
+        return Result(Verdict.DEAD, code="TokenNotIssued", detail=detail)
     try:
-        action = tokens.Action(spec["action"])
-        secret = bytes.fromhex(spec["secret"])
-        token = tokens.sign(keys[0], action, secret, code=spec.get("code"))
-        rendered = {k: v for k, v in data.items() if k != "$sign"}
-        rendered[str(spec["field"])] = token
-    except (KeyError, TypeError, ValueError) as exc:
-        detail = f"template data $sign cannot be signed: {type(exc).__name__}"
-        return Result(Verdict.DEAD, code="InvalidSignBlock", detail=detail)
-    return message._replace(template_data=json.dumps(rendered))
+        data[token.field] = tokens.sign(
+            keys[0], tokens.Action(token.action), token.secret, code=token.code
+        )
+    except ValueError as exc:  # a stored token the signer refuses: its type, never its value
+        detail = f"this message's token cannot be signed: {type(exc).__name__}"
+        return Result(Verdict.DEAD, code="TokenNotIssued", detail=detail)
+    if token.code is not None:
+        data["code"] = token.code
+    return message._replace(template_data=json.dumps(data))
 
 
 def _error(result: Result) -> str | None:
