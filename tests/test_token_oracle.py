@@ -15,6 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -27,6 +28,7 @@ from mailroom import lifecycle, migrate, tokens
 from mailroom.tokens import Action
 from sesv2_standin import SesStandin
 from test_admin import mailroom_cli
+from test_console import AUTH, PASSWORD, USER, Console, _request
 from test_sql_security import bare_db  # noqa: F401 -- the fixture
 
 KEY = bytes.fromhex("5e" * 32)
@@ -346,3 +348,27 @@ def test_the_upgrade_keeps_a_pending_token_email_working_and_closes_the_oracle(
         )
         assert isinstance(consumed, lifecycle.Consumed)
         assert owner.execute("SELECT count(*) FROM mailroom.message_tokens").fetchone() == (0,)
+
+
+def test_the_console_and_the_logs_name_the_token_never_its_secret(
+    lc: psycopg.Connection[Any], login_as: Callable[..., str], tmp_path: Path
+) -> None:
+    message = _victim(lc)
+    secret, code = _issued(lc, message)
+    server = Console(login_as("mailroom_operator"), tmp_path, MAILROOM_WEB_USER=USER,
+                     MAILROOM_WEB_PASSWORD=PASSWORD)  # fmt: skip
+    try:
+        pages = [
+            _request(f"{server.url}/messages/{message}?reveal=1", headers={"Authorization": AUTH}),
+            _request(f"{server.url}/messages", headers={"Authorization": AUTH}),
+        ]
+    finally:
+        server.stop()
+    for status, page in pages:
+        assert status == 200
+        assert "password_recovery" in page
+        assert secret.hex() not in page
+        assert code not in page
+    shown = mailroom_cli("show", str(message), db=login_as("mailroom_operator"))
+    assert "token            password_recovery" in shown.stdout
+    assert secret.hex() not in shown.stdout + server.log.read_text()
