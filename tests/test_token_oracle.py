@@ -225,6 +225,9 @@ def test_a_re_addressed_token_email_is_not_signed(
     log = daemon.log_path.read_text()
     assert secret.hex() not in log
     assert "TokenNotIssued" in log
+    # the log names the token's kind, never the token
+    dead = [e for e in daemon.events() if e.get("event") == "cannot_sign"]
+    assert [e["token"] for e in dead] == ["password_recovery", "password_recovery"]
 
 
 def test_send_now_and_dead_retry_reach_only_the_victim(

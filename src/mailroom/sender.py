@@ -162,7 +162,8 @@ class Sender:
         for message in batch:
             rendered = render(message, self.keys)
             if isinstance(rendered, Result):
-                log.warning("cannot_sign", message_id=message.id, code=rendered.code)
+                log.warning("cannot_sign", message_id=message.id, code=rendered.code,
+                            token=message.token and message.token.action)  # fmt: skip
                 results.append((message, rendered))
             else:
                 ready.append(rendered)
@@ -387,7 +388,8 @@ class Sender:
         elif disposition.status == "dead":
             counts["dead", template, reason_class(result.code)] += 1
             log.warning("message_dead", message_id=message.id, attempt=message.attempts,
-                        code=result.code, template=template)  # fmt: skip
+                        code=result.code, template=template,
+                        token=message.token and message.token.action)  # fmt: skip
         return disposition
 
 
