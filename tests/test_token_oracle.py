@@ -23,6 +23,7 @@ import pytest
 from psycopg import errors, sql
 from psycopg.types.json import Jsonb
 
+import mailroom
 from conftest import all_final, wait_for
 from mailroom import lifecycle, migrate, tokens
 from mailroom.tokens import Action
@@ -297,6 +298,13 @@ def test_the_upgrade_keeps_a_pending_token_email_working_and_closes_the_oracle(
         owner.execute("DELETE FROM mailroom.outbox")
         assert lifecycle.request_password_recovery(owner, VICTIM)
         (message,) = owner.execute("SELECT id FROM mailroom.outbox").fetchone() or (0,)
+        # an application's own blocks, as 0018 allowed them: one never signable, one for
+        # two recipients (which no token can be bound to)
+        block = {"field": "secret", "action": "activation", "secret": "ab" * 32}
+        broken = mailroom.enqueue(owner, "x@example.com", template="activationv1",
+                                  data={"$sign": {**block, "secret": "zz"}})  # fmt: skip
+        widened = mailroom.enqueue(owner, ["y@example.com", "z@example.com"],
+                                   template="activationv1", data={"$sign": block})  # fmt: skip
     operator = login_as("mailroom_operator", db=bare_db)
     # before: the operator reads the raw secret and code, and may enqueue a copy of the
     # signing request to itself (the daemon then mailed it the victim's token)
@@ -319,8 +327,18 @@ def test_the_upgrade_keeps_a_pending_token_email_working_and_closes_the_oracle(
             "SELECT template_data, status FROM mailroom.outbox WHERE id = %s", [message]
         ).fetchone()
         assert kept == ({"login": "vic"}, "pending")  # neither the block nor the code
+        dead = owner.execute(
+            "SELECT status, last_error, template_data FROM mailroom.outbox WHERE id = %s",
+            [broken],
+        ).fetchone()
+        assert dead is not None
+        assert dead[0] == "dead"
+        assert dead[1].startswith("InvalidSignBlock:")
+        assert dead[2] == {}
         token = owner.execute(
             "SELECT recipient, action, field, secret, code FROM mailroom.message_tokens"
+            " WHERE message_id = %s",
+            [message],
         ).fetchall()
         assert token == [(VICTIM, "password_recovery", "secret",
                           bytes.fromhex(data["$sign"]["secret"]), data["code"])]  # fmt: skip
@@ -336,8 +354,14 @@ def test_the_upgrade_keeps_a_pending_token_email_working_and_closes_the_oracle(
 
     spawn(MAILROOM_DATABASE_URL=bare_db, MAILROOM_SECRET_KEY=KEY.hex())
     with psycopg.connect(bare_db, autocommit=True) as owner:
-        wait_for(lambda: all_final(owner, 1))
-        (mail,) = standin.sent()
+        wait_for(lambda: all_final(owner, 3))
+        (mail,) = standin.sent()  # the two-recipient block is not signed, nor sent
+        refused = owner.execute(
+            "SELECT status, last_error FROM mailroom.outbox WHERE id = %s", [widened]
+        ).fetchone()
+        assert refused is not None
+        assert refused[0] == "dead"
+        assert refused[1].startswith("TokenNotIssued:")
         assert mail["to"] == [VICTIM]
         sent = mail["template_data"]
         assert sent["code"] == data["code"]
@@ -375,3 +399,23 @@ def test_the_console_and_the_logs_name_the_token_never_its_secret(
     shown = mailroom_cli("show", str(message), db=login_as("mailroom_operator"))
     assert "token            password_recovery" in shown.stdout
     assert secret.hex() not in shown.stdout + server.log.read_text()
+
+
+def test_an_application_cannot_choose_a_tokens_secret(
+    lc: psycopg.Connection[Any], login_as: Callable[..., str]
+) -> None:
+    lc.execute("INSERT INTO mailroom.accounts (login, email) VALUES ('vic', %s)", [VICTIM])
+    chosen = hashlib.sha256(bytes(32)).digest()
+    with psycopg.connect(login_as("mailroom_app"), autocommit=True) as app:
+        app.execute(
+            "INSERT INTO mailroom.tokens (account_id, action, secret_hash)"
+            " SELECT id, 'password_recovery', %s FROM mailroom.accounts",
+            [chosen],
+        )
+        stored = app.execute(
+            "SELECT secret_hash FROM mailroom.tokens WHERE action = 'password_recovery'"
+        ).fetchone()
+        assert stored is not None
+        assert bytes(stored[0]) != chosen  # the trigger drew its own
+        with pytest.raises(errors.ObjectNotInPrerequisiteState, match="cannot be changed"):
+            app.execute("UPDATE mailroom.tokens SET secret_hash = %s", [chosen])
