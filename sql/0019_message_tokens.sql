@@ -13,6 +13,9 @@ CREATE TABLE mailroom.message_tokens (
     message_id bigint PRIMARY KEY REFERENCES mailroom.outbox (id) ON DELETE CASCADE,
     -- the address the token was issued for, as mailroom.normalize_address gives it
     recipient text NOT NULL,
+    -- the SES template it was issued for: a message switched to another template (one
+    -- that puts the token in someone else's link) is not signed either
+    template text NOT NULL,
     action text NOT NULL CONSTRAINT message_tokens_action_known
         CHECK (action OPERATOR(pg_catalog.=) ANY
                (ARRAY['activation', 'password_recovery']::pg_catalog.text[])),
@@ -36,11 +39,12 @@ CREATE VIEW mailroom.message_token_actions AS
 
 -- Upgrade: pending token messages keep their token. Each valid "$sign" block becomes a
 -- message_tokens row bound to the message's first recipient (a message with several
--- recipients is then refused by the daemon: TokenNotIssued); the lifecycle's copy of the
+-- recipients is then refused by the daemon: TokenNotIssued) and to its template; the lifecycle's copy of the
 -- code in the template data goes too (the daemon puts it back at send time). A block that
 -- could never be signed ends the message dead, as the daemon would have.
-INSERT INTO mailroom.message_tokens (message_id, recipient, action, field, secret, code)
-SELECT o.id, mailroom.normalize_address(o.to_addresses[1]), s.block->>'action',
+INSERT INTO mailroom.message_tokens (message_id, recipient, template, action, field, secret,
+                                     code)
+SELECT o.id, mailroom.normalize_address(o.to_addresses[1]), o.template, s.block->>'action',
        coalesce(s.block->>'field', 'secret'),
        pg_catalog.decode(s.block->>'secret', 'hex'), s.block->>'code'
 FROM mailroom.outbox AS o
@@ -48,6 +52,7 @@ CROSS JOIN LATERAL (SELECT o.template_data->'$sign') AS s(block)
 WHERE o.template_data OPERATOR(pg_catalog.?) '$sign'
   AND o.status OPERATOR(pg_catalog.=) ANY
       (ARRAY['pending', 'retrying', 'sending']::pg_catalog.text[])
+  AND o.template IS NOT NULL
   AND pg_catalog.jsonb_typeof(s.block) OPERATOR(pg_catalog.=) 'object'
   AND (s.block->>'secret') OPERATOR(pg_catalog.~) '^[0-9a-fA-F]{64}$'
   AND coalesce(s.block->>'field', 'secret') OPERATOR(pg_catalog.~) '^[A-Za-z0-9_]{1,64}$'

@@ -148,8 +148,9 @@ def _seed_console(conn: psycopg.Connection[Any]) -> dict[str, int]:
     )  # fmt: skip
     # its token, as the lifecycle stores it (0019): only the daemon may read it
     conn.execute(
-        "INSERT INTO mailroom.message_tokens (message_id, recipient, action, secret, code)"
-        " VALUES (%s, 'reset.me@example.com', 'password_recovery', %s, '01234')",
+        "INSERT INTO mailroom.message_tokens"
+        " (message_id, recipient, template, action, secret, code) VALUES"
+        " (%s, 'reset.me@example.com', 'passwordrecoveryv1', 'password_recovery', %s, '01234')",
         (ids["token_pending"], bytes.fromhex(SECRET_HEX)),
     )
     _set(conn, ids["token_pending"], "status = 'retrying', attempts = 1, next_attempt_at = "

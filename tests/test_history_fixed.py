@@ -150,8 +150,8 @@ def test_a_token_secret_goes_with_the_final_state_whoever_writes_it(
     ]
     for message in ids:  # the tokens of 0019, as the lifecycle's trigger stores them
         conn.execute(
-            "INSERT INTO mailroom.message_tokens (message_id, recipient, action, secret)"
-            " VALUES (%s, 'ann@example.com', 'activation', %s)",
+            "INSERT INTO mailroom.message_tokens (message_id, recipient, template, action, secret)"
+            " VALUES (%s, 'ann@example.com', 'activationv1', 'activation', %s)",
             [message, bytes(32)],
         )
     for message, status in zip(ids, ("sent", "dead", "cancelled", "retrying"), strict=True):

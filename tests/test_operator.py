@@ -152,8 +152,8 @@ def test_cancel_discards_a_token_secret(operator: str, conn: psycopg.Connection[
     token = _enqueue(conn, "t@example.com", idempotency_key="mailroom-token:9",
                      data={"login": "t"})  # fmt: skip
     conn.execute(
-        "INSERT INTO mailroom.message_tokens (message_id, recipient, action, secret)"
-        " VALUES (%s, 't@example.com', 'activation', %s)",
+        "INSERT INTO mailroom.message_tokens (message_id, recipient, template, action, secret)"
+        " VALUES (%s, 't@example.com', 'activationv1', 'activation', %s)",
         [token, bytes(32)],
     )
     assert mailroom_cli("cancel", str(token), "--reason", "abuse", db=operator).returncode == 0

@@ -210,14 +210,18 @@ def test_a_re_addressed_token_email_is_not_signed(
     assert second is not None
     lc.execute("UPDATE mailroom.outbox SET bcc_addresses = ARRAY['evil@example.com'] WHERE id = %s",
                [second[0]])  # fmt: skip
+    # and switches a third to another template (one that could put the token in its link)
+    assert lifecycle.request_password_recovery(lc, VICTIM)
+    lc.execute("UPDATE mailroom.outbox SET template = 'phishv1' WHERE id = (SELECT max(id)"
+               " FROM mailroom.outbox)")  # fmt: skip
     daemon = spawn(MAILROOM_SECRET_KEY=KEY.hex())
-    wait_for(lambda: all_final(lc, 2))
+    wait_for(lambda: all_final(lc, 3))
     assert standin.sent() == []
     rows = lc.execute("SELECT status, last_error FROM mailroom.outbox ORDER BY id").fetchall()
-    assert [r[0] for r in rows] == ["dead", "dead"]
-    for _, error in rows:
+    assert [r[0] for r in rows] == ["dead", "dead", "dead"]
+    for (_, error), why in zip(rows, ("recipients", "recipients", "template"), strict=True):
         assert error.startswith(
-            "TokenNotIssued: this message's token was not issued for its recipients"
+            f"TokenNotIssued: this message's token was not issued for its {why}"
         )
         assert secret.hex() not in error
         assert code not in error
@@ -228,7 +232,7 @@ def test_a_re_addressed_token_email_is_not_signed(
     assert "TokenNotIssued" in log
     # the log names the token's kind, never the token
     dead = [e for e in daemon.events() if e.get("event") == "cannot_sign"]
-    assert [e["token"] for e in dead] == ["password_recovery", "password_recovery"]
+    assert [e["token"] for e in dead] == ["password_recovery"] * 3
 
 
 def test_send_now_and_dead_retry_reach_only_the_victim(
@@ -336,11 +340,11 @@ def test_the_upgrade_keeps_a_pending_token_email_working_and_closes_the_oracle(
         assert dead[1].startswith("InvalidSignBlock:")
         assert dead[2] == {}
         token = owner.execute(
-            "SELECT recipient, action, field, secret, code FROM mailroom.message_tokens"
-            " WHERE message_id = %s",
+            "SELECT recipient, template, action, field, secret, code"
+            " FROM mailroom.message_tokens WHERE message_id = %s",
             [message],
         ).fetchall()
-        assert token == [(VICTIM, "password_recovery", "secret",
+        assert token == [(VICTIM, "passwordrecoveryv1", "password_recovery", "secret",
                           bytes.fromhex(data["$sign"]["secret"]), data["code"])]  # fmt: skip
     with (
         psycopg.connect(operator) as op,

@@ -75,8 +75,10 @@ BEGIN
         RAISE EXCEPTION 'idempotency key mailroom-token:% already names another message', NEW.id
             USING ERRCODE = 'unique_violation';
     END IF;
-    INSERT INTO mailroom.message_tokens (message_id, recipient, action, field, secret, code)
-    VALUES (new_message, bound_to, NEW.action::pg_catalog.text, 'secret', raw_secret, raw_code);
+    INSERT INTO mailroom.message_tokens (message_id, recipient, template, action, field,
+                                         secret, code)
+    VALUES (new_message, bound_to, template_name, NEW.action::pg_catalog.text, 'secret',
+            raw_secret, raw_code);
     RETURN NEW;
 END
 $$;

@@ -43,13 +43,15 @@ def query(name: str, **identifiers: str) -> sql.Composed:
 @dataclass(frozen=True, slots=True)
 class MessageToken:
     """A token the daemon signs into one message (mailroom.message_tokens, 0019): issued
-    for that message id and for ``recipient`` alone. Secret and code never in a repr."""
+    for that message id, for ``recipient`` alone and for ``template``. Secret and code
+    never in a repr."""
 
     action: str
     field: str
     secret: bytes = dataclass_field(repr=False)
     code: str | None = dataclass_field(repr=False)
     recipient: str = dataclass_field(repr=False)
+    template: str | None = None  # the SES template it was issued for
 
 
 class Message(NamedTuple):
@@ -86,8 +88,8 @@ _TOKEN_AT = len(Message._fields) - 1  # the claim's token columns follow the mes
 
 
 def _token(row: Sequence[Any]) -> MessageToken:
-    action, field, secret, code, recipient = row[_TOKEN_AT:]
-    return MessageToken(str(action), str(field), bytes(secret), code, str(recipient))
+    action, field, secret, code, recipient, template = row[_TOKEN_AT:]
+    return MessageToken(str(action), str(field), bytes(secret), code, str(recipient), template)
 
 
 # What a caller of Outbox treats as "the database is unavailable right now".

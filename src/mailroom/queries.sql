@@ -61,7 +61,7 @@ RETURNING m.id, m.attempts, m.max_attempts, m.from_address, m.to_addresses,
 SELECT c.id, c.attempts, c.max_attempts, c.from_address, c.to_addresses, c.cc_addresses,
        c.bcc_addresses, c.reply_to_addresses, c.config_set, c.template, c.template_data,
        c.subject, c.body_text, c.body_html, c.raw_mime, c.created, c.enqueued_by,
-       t.action, t.field, t.secret, t.code, t.recipient
+       t.action, t.field, t.secret, t.code, t.recipient, t.template
 FROM claimed AS c
 LEFT JOIN mailroom.message_tokens AS t ON t.message_id = c.id
 ORDER BY c.priority DESC, c.next_attempt_at, c.id
