@@ -27,7 +27,7 @@ CREATE TABLE mailroom.message_tokens (
     -- a recovery's code (it goes into the template field "code" at send time), else NULL
     code text CONSTRAINT message_tokens_code_only_for_recovery
         CHECK (CASE WHEN action OPERATOR(pg_catalog.=) 'password_recovery'
-                    THEN code OPERATOR(pg_catalog.~) '^[0-9]{5}$'
+                    THEN coalesce(code OPERATOR(pg_catalog.~) '^[0-9]{5}$', false)
                     ELSE code IS NULL END),
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
