@@ -30,7 +30,7 @@ from test_admin import _enqueue, _row, _set, seed
 USER, PASSWORD = "oncall", "correct horse battery"
 AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
-SECRET_HEX = "5ec2e7" * 10 + "abcd"  # a raw token secret in a "$sign" block: never shown
+SECRET_HEX = "5ec2e7" * 10 + "abcd"  # a token's raw secret (message_tokens): never shown
 
 
 def _free_port() -> int:
@@ -144,8 +144,15 @@ def _seed_console(conn: psycopg.Connection[Any]) -> dict[str, int]:
     ids["token_pending"] = _enqueue(
         conn, "reset.me@example.com", template="passwordrecoveryv1",
         idempotency_key="mailroom-token:42",
-        data={"login": "reset", "$sign": {"secret": SECRET_HEX, "code": "01234"}},
+        data={"login": "reset"},
     )  # fmt: skip
+    # its token, as the lifecycle stores it (0019): only the daemon may read it
+    conn.execute(
+        "INSERT INTO mailroom.message_tokens"
+        " (message_id, recipient, template, action, secret, code) VALUES"
+        " (%s, 'reset.me@example.com', 'passwordrecoveryv1', 'password_recovery', %s, '01234')",
+        (ids["token_pending"], bytes.fromhex(SECRET_HEX)),
+    )
     _set(conn, ids["token_pending"], "status = 'retrying', attempts = 1, next_attempt_at = "
          "now() + interval '3 minutes', last_error = 'Throttling: slow'")  # fmt: skip
     conn.execute(
@@ -188,7 +195,7 @@ def test_pages_search_and_message_in_a_browser(
     browser.get(f"{console.url}/messages/{ids['token_pending']}")
     page = browser.page_source
     assert "r***@example.com" in page
-    assert "$sign" in _text(browser, "content")  # the key, named
+    assert "password_recovery" in _text(browser, "content")  # the token's kind, named
     assert SECRET_HEX not in page  # never its value
     assert "01234" not in page
     _el(browser, "reveal").click()

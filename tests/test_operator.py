@@ -150,9 +150,16 @@ def test_cancel_discards_a_token_secret(operator: str, conn: psycopg.Connection[
     from test_admin import _enqueue  # noqa: PLC0415
 
     token = _enqueue(conn, "t@example.com", idempotency_key="mailroom-token:9",
-                     data={"login": "t", "$sign": {"secret": "00" * 32}})  # fmt: skip
+                     data={"login": "t"})  # fmt: skip
+    conn.execute(
+        "INSERT INTO mailroom.message_tokens (message_id, recipient, template, action, secret)"
+        " VALUES (%s, 't@example.com', 'activationv1', 'activation', %s)",
+        [token, bytes(32)],
+    )
     assert mailroom_cli("cancel", str(token), "--reason", "abuse", db=operator).returncode == 0
     assert _row(conn, token, "template_data") == ({"login": "t"},)
+    # the token went with the final state (0019), though the operator may not delete it
+    assert conn.execute("SELECT count(*) FROM mailroom.message_tokens").fetchone() == (0,)
 
 
 def test_send_now_expedites_a_backoff_and_a_daemon_sends_it(

@@ -154,7 +154,13 @@ def _recovery_codes(conn: psycopg.Connection[Any], n: int) -> list[str]:
         "INSERT INTO mailroom.tokens (account_id, action)"
         " SELECT id, 'password_recovery' FROM mailroom.accounts"
     )
-    rows = conn.execute("SELECT code FROM mailroom.tokens WHERE action = 'password_recovery'")
+    # where the codes are kept: mailroom.tokens before lifecycle 1003, message_tokens since
+    since_1003 = conn.execute("SELECT to_regclass('mailroom.message_tokens')").fetchone()
+    rows = conn.execute(
+        "SELECT code FROM mailroom.message_tokens WHERE action = 'password_recovery'"
+        if since_1003 and since_1003[0] is not None
+        else "SELECT code FROM mailroom.tokens WHERE action = 'password_recovery'"
+    )
     return [str(code) for (code,) in rows.fetchall()]
 
 

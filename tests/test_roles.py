@@ -70,6 +70,7 @@ def test_public_gets_nothing(conn: psycopg.Connection[Any], login_as: Any) -> No
         "is_suppressed",
         "cancel",
         "prune_events",  # 0013: the daemon prunes old events without DELETE on them
+        "outbox_forget_token",  # 0019: a token goes with its message's final state
     }
     for _, config in definers:
         assert "search_path=pg_catalog, pg_temp" in config
@@ -113,7 +114,7 @@ def test_roles_created_later_get_their_grants_on_the_next_migrate(
             "INSERT INTO mailroom.accounts (login, email) VALUES ('ann', 'ann@example.com')"
         )
         key = bytes.fromhex("11" * 32)
-        secret = conn.execute("SELECT secret FROM mailroom.tokens").fetchone()
+        secret = conn.execute("SELECT secret FROM mailroom.message_tokens").fetchone()
         assert secret is not None
         token = tokens.sign(key, tokens.Action.ACTIVATION, bytes(secret[0]))
         result = lifecycle.consume_token(app, token, tokens.Action.ACTIVATION, [key])

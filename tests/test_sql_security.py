@@ -149,6 +149,17 @@ DEFINER_CALLS: dict[str, tuple[str, ...]] = {
         "SELECT mailroom.cancel(mailroom.enqueue(ARRAY['Ann <ann@bücher.de>'],"
         " subject => 's', body_text => 'b'))",
     ),
+    # the lifecycle's token trigger (1003) runs as the owner: fired by a token insert
+    "token_created": (
+        "INSERT INTO mailroom.accounts (login, email) VALUES ('cy', 'cy@example.com')",
+        "INSERT INTO mailroom.tokens (account_id, action)"
+        " SELECT id, 'password_recovery' FROM mailroom.accounts WHERE login = 'cy'",
+    ),
+    # drops a message's token with its final state (0019): fired by cancelling a message
+    "outbox_forget_token": (
+        "SELECT mailroom.cancel(mailroom.enqueue(ARRAY['ann@example.com'],"
+        " subject => 's', body_text => 'b'))",
+    ),
 }
 
 # What the application may do directly that fires lifecycle triggers (they run as the

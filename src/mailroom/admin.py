@@ -98,7 +98,7 @@ _SHOW = [
     "id", "queue", "status", "priority", "from", "to", "cc", "bcc", "reply_to", "config_set",
     "template", "subject", "data_keys", "idempotency_key", "attempts", "max_attempts",
     "created_at", "not_before", "next_attempt_at", "locked_by", "locked_until", "updated_at",
-    "sent_at", "provider_message_id", "last_error",
+    "sent_at", "provider_message_id", "last_error", "token",
 ]  # fmt: skip
 _MASKED = ("from", "to", "cc", "bcc", "reply_to", "idempotency_key", "last_error")
 
@@ -152,6 +152,7 @@ def format_show(m: dict[str, Any]) -> str:
         ("from", m["from"] or "(MAILROOM_SES_SOURCE)"),
         ("template", m["template"]),
         ("data keys", ", ".join(m["data_keys"])),
+        ("token", m["token"]),  # its kind only (0019): never the token, secret or code
         ("subject", m["subject"]),
         ("config set", m["config_set"]),
         ("priority", m["priority"]),

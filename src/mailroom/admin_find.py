@@ -63,7 +63,7 @@ class Filter:
 
 _FOUND = [
     "id", "queue", "status", "template", "to", "attempts", "created_at", "next_attempt_at",
-    "sent_at", "ses_id", "reason",
+    "sent_at", "ses_id", "reason", "token",
 ]  # fmt: skip
 
 

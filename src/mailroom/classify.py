@@ -85,7 +85,8 @@ ERROR_CODE: dict[str, Verdict] = {
     "InternalError": Verdict.RETRY,  # a transport bug: retried, bounded by max_attempts
     # signing a token at send time
     "NoSecretKey": Verdict.DEFER,  # MAILROOM_SECRET_KEY unset: the operator must set it
-    "InvalidSignBlock": Verdict.DEAD,  # template data "$sign" that cannot be signed
+    "InvalidSignBlock": Verdict.DEAD,  # a "$sign" block found unsignable at upgrade (0019)
+    "TokenNotIssued": Verdict.DEAD,  # a token bound to other recipients: never signed
     "capped": Verdict.DEAD,  # a recipient reached its per-recipient cap (mailroom.caps)
     # the account cannot send at all
     "SendingPausedException": Verdict.PAUSE,

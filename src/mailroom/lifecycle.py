@@ -12,6 +12,7 @@ application's own role, never as one that bypasses row-level security.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +42,9 @@ def _check(
     result = tokens.verify_any(token, action, keys, now=time.time(), code=code)
     if isinstance(result, tokens.Rejected):
         return Refused(result.reason.value)
-    return {"secret": result.secret, "action": action.value, "code": code}
+    # the row is found by the secret's hash (lifecycle 1003); the HMAC just checked binds
+    # the code, which the database no longer keeps
+    return {"secret_hash": hashlib.sha256(result.secret).digest(), "action": action.value}
 
 
 def _outcome(row: tuple[Any, ...] | None) -> Consumed | Refused:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime
 from importlib import resources
 from typing import Any, NamedTuple
@@ -38,6 +40,20 @@ def query(name: str, **identifiers: str) -> sql.Composed:
     return template.format(**{k: sql.Identifier(v) for k, v in identifiers.items()})
 
 
+@dataclass(frozen=True, slots=True)
+class MessageToken:
+    """A token the daemon signs into one message (mailroom.message_tokens, 0019): issued
+    for that message id, for ``recipient`` alone and for ``template``. Secret and code
+    never in a repr."""
+
+    action: str
+    field: str
+    secret: bytes = dataclass_field(repr=False)
+    code: str | None = dataclass_field(repr=False)
+    recipient: str = dataclass_field(repr=False)
+    template: str | None = None  # the SES template it was issued for
+
+
 class Message(NamedTuple):
     """A claimed outbox row: what a transport needs to send it. A tuple: thousands are
     built per second straight from result rows."""
@@ -59,12 +75,21 @@ class Message(NamedTuple):
     raw_mime: bytes | None
     created_at: float  # unix seconds, for enqueue-to-send latency
     enqueued_by: str | None = None  # the enqueuing login role (None: enqueued before 0008)
+    token: MessageToken | None = None  # the token to sign at send time, if any (0019)
 
     @property
     def kind(self) -> str:
         if self.template is not None:
             return "template"
         return "raw" if self.raw_mime is not None else "simple"
+
+
+_TOKEN_AT = len(Message._fields) - 1  # the claim's token columns follow the message's
+
+
+def _token(row: Sequence[Any]) -> MessageToken:
+    action, field, secret, code, recipient, template = row[_TOKEN_AT:]
+    return MessageToken(str(action), str(field), bytes(secret), code, str(recipient), template)
 
 
 # What a caller of Outbox treats as "the database is unavailable right now".
@@ -112,7 +137,10 @@ class Outbox:
         async with self.connection() as conn:
             cur = await conn.execute(self._claim, params)
             rows = await cur.fetchall()
-        return [Message._make(row) for row in rows]
+        return [
+            Message._make((*row[:_TOKEN_AT], None if row[_TOKEN_AT] is None else _token(row)))
+            for row in rows
+        ]
 
     async def record(self, outcomes: Sequence[tuple[int, Disposition]]) -> set[int]:
         """Write a batch's outcomes in one round trip; returns the ids actually written."""

@@ -56,11 +56,15 @@ RETURNING m.id, m.attempts, m.max_attempts, m.from_address, m.to_addresses,
 )
 -- RETURNING comes in the table's order: sorted here, a batch's calls start in claim order
 -- (highest priority, then oldest due), however big the batch (claims grow under a backlog)
-SELECT id, attempts, max_attempts, from_address, to_addresses, cc_addresses, bcc_addresses,
-       reply_to_addresses, config_set, template, template_data, subject, body_text,
-       body_html, raw_mime, created, enqueued_by
-FROM claimed
-ORDER BY priority DESC, next_attempt_at, id
+-- A token to sign (0019) comes with its message: one primary-key probe per claimed
+-- message into a table holding only the pending token emails.
+SELECT c.id, c.attempts, c.max_attempts, c.from_address, c.to_addresses, c.cc_addresses,
+       c.bcc_addresses, c.reply_to_addresses, c.config_set, c.template, c.template_data,
+       c.subject, c.body_text, c.body_html, c.raw_mime, c.created, c.enqueued_by,
+       t.action, t.field, t.secret, t.code, t.recipient, t.template
+FROM claimed AS c
+LEFT JOIN mailroom.message_tokens AS t ON t.message_id = c.id
+ORDER BY c.priority DESC, c.next_attempt_at, c.id
 
 -- name: record
 -- Apply a whole batch's outcomes in one round trip and append one attempt row per try.
@@ -260,11 +264,13 @@ SELECT
     ), 0)::float8
 
 -- name: consume_token
--- Check and consume a token in one round trip; says why when it cannot.
+-- Check and consume a token in one round trip; says why when it cannot. Found by the
+-- secret's SHA-256 (lifecycle 1003: the raw secret is not kept); its HMAC, checked
+-- before, binds the code, so no code is compared here.
 WITH found AS (
-    SELECT id, account_id, consumed_at, expires_at, code
+    SELECT id, account_id, consumed_at, expires_at
     FROM mailroom.tokens
-    WHERE secret = %(secret)s AND action = %(action)s::mailroom.token_action
+    WHERE secret_hash = %(secret_hash)s AND action = %(action)s::mailroom.token_action
     FOR UPDATE
 ),
 consumed AS (
@@ -274,15 +280,13 @@ consumed AS (
     WHERE t.id = found.id
       AND found.consumed_at IS NULL
       AND found.expires_at > now()
-      AND (%(code)s::text IS NULL OR found.code = %(code)s::text)
     RETURNING t.account_id
 )
 SELECT
     (SELECT account_id FROM consumed),
     (SELECT CASE
         WHEN consumed_at IS NOT NULL THEN 'already consumed'
-        WHEN expires_at <= now() THEN 'expired'
-        ELSE 'wrong code'
+        ELSE 'expired'
      END FROM found),
     EXISTS (SELECT FROM found)
 
@@ -347,8 +351,8 @@ GROUP BY locked_by
 ORDER BY locked_by
 
 -- name: message_show
--- One message without its content: the template data's keys only (a "$sign" block holds
--- a raw token secret), no bodies.
+-- One message without its content: the template data's keys only, no bodies; whether it
+-- carries a token, and of which kind (never the token: 0019).
 SELECT id, queue, status, priority, from_address, to_addresses, cc_addresses,
        bcc_addresses, reply_to_addresses, config_set,
        coalesce(template, CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
@@ -356,7 +360,8 @@ SELECT id, queue, status, priority, from_address, to_addresses, cc_addresses,
        coalesce((SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(template_data) AS k),
                 ARRAY[]::text[]),
        idempotency_key, attempts, max_attempts, created_at, not_before, next_attempt_at,
-       locked_by, locked_until, updated_at, sent_at, provider_message_id, last_error
+       locked_by, locked_until, updated_at, sent_at, provider_message_id, last_error,
+       (SELECT t.action FROM mailroom.message_token_actions AS t WHERE t.message_id = outbox.id)
 FROM mailroom.outbox
 WHERE id = %(id)s
 
@@ -527,6 +532,8 @@ SELECT count(*) FROM deleted
 SELECT p.what
 FROM (VALUES
     ('SELECT on mailroom.outbox', has_table_privilege('mailroom.outbox', 'SELECT')),
+    ('SELECT on mailroom.message_tokens',
+     has_table_privilege('mailroom.message_tokens', 'SELECT')),
     -- column grants since 0017: the outcome columns only
     ('UPDATE on mailroom.outbox (status, lease, outcome)',
      has_column_privilege('mailroom.outbox', 'status', 'UPDATE')
@@ -783,7 +790,9 @@ SELECT o.id, o.queue, o.status,
        coalesce(o.template, CASE WHEN o.raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
        o.to_addresses, o.attempts, o.created_at, o.next_attempt_at, o.sent_at,
        o.provider_message_id,
-       left(substring(o.last_error FROM '^(gave up after [0-9]+ attempts: [^:]*|[^:]*)'), 200)
+       left(substring(o.last_error FROM '^(gave up after [0-9]+ attempts: [^:]*|[^:]*)'), 200),
+       -- the kind of token the message carries (0019), never the token
+       (SELECT t.action FROM mailroom.message_token_actions AS t WHERE t.message_id = o.id)
 FROM mailroom.outbox AS o
 WHERE (%(recipient)s::text IS NULL
        OR lower(%(recipient)s::text) IN (
@@ -804,11 +813,12 @@ LIMIT %(limit)s
 
 -- name: act_states
 -- For `cancel` and `send-now ID...`: what each id is; whether it is a token email, and
--- whether it still holds the raw secret its token is signed from.
-SELECT id, status, coalesce(starts_with(idempotency_key, 'mailroom-token:'), false),
-       coalesce(template_data ? '$sign', false), next_attempt_at <= now()
-FROM mailroom.outbox
-WHERE id = ANY (%(ids)s::bigint[])
+-- whether it still carries its token (0019: the operator sees only that it does).
+SELECT m.id, m.status, coalesce(starts_with(m.idempotency_key, 'mailroom-token:'), false),
+       EXISTS (SELECT FROM mailroom.message_token_actions AS t WHERE t.message_id = m.id),
+       m.next_attempt_at <= now()
+FROM mailroom.outbox AS m
+WHERE m.id = ANY (%(ids)s::bigint[])
 
 -- name: cancel
 -- Pending (scheduled included) and retrying messages end "cancelled", with the operator's
@@ -841,7 +851,8 @@ WITH expedited AS (
     WHERE m.id = ANY (%(ids)s::bigint[]) AND m.status IN ('pending', 'retrying')
       AND m.next_attempt_at > now()
       AND NOT (coalesce(starts_with(m.idempotency_key, 'mailroom-token:'), false)
-               AND NOT coalesce(m.template_data ? '$sign', false))
+               AND NOT EXISTS (SELECT FROM mailroom.message_token_actions AS t
+                               WHERE t.message_id = m.id))
     RETURNING m.id, m.queue
 ),
 audited AS (

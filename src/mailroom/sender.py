@@ -17,7 +17,7 @@ import structlog
 
 from mailroom import account, metrics, suppression, tokens
 from mailroom.classify import Verdict, pause_cause, reason_class
-from mailroom.outbox import UNAVAILABLE, Message
+from mailroom.outbox import UNAVAILABLE, Message, MessageToken
 from mailroom.retry import Disposition, Policy, dispose, released
 from mailroom.transports import BULK_MAX_ENTRIES, Defaults, Result, Transport, bulk_key
 
@@ -52,34 +52,51 @@ def plan(batch: Sequence[Message]) -> list[Call]:
 
 
 def render(message: Message, keys: Sequence[bytes]) -> Message | Result:
-    """Sign the token a message asks for: template data ``"$sign": {"field", "action",
-    "secret" (hex), "code"?}`` becomes ``field: <signed token>``. The raw secret goes no
-    further than this function: not to SES, not to a log, not to an error message."""
-    text = message.template_data
-    if not text or '"$sign"' not in text:
+    """Sign the token issued for this message (``message.token``, from
+    mailroom.message_tokens): the signed token goes into its template field
+    (``secret``), a recovery's code into ``code``. Only if the message's recipients (to,
+    cc and bcc together) are exactly the one address the token was issued for, and its
+    template the one it was issued for: a copied, re-addressed, widened or re-templated
+    message is never signed (dead, ``TokenNotIssued``). Template data itself is never a
+    signing request (0019 refuses ``"$sign"``). The raw secret and code go no further
+    than this function: not to a log, not to an error message."""
+    token = message.token
+    if token is None:
         return message  # the common case: the stored JSON goes to SES untouched
     if not keys:
         detail = "MAILROOM_SECRET_KEY is not set: this message's token cannot be signed"
         return Result(Verdict.DEFER, code="NoSecretKey", detail=detail)
+    refused = _not_issued(message, token)
+    if refused:
+        return Result(Verdict.DEAD, code="TokenNotIssued", detail=refused)
+    data = json.loads(message.template_data or "{}")  # stored by jsonb: an object
     try:
-        data = json.loads(text)
-    except RecursionError:
-        return Result(
-            Verdict.DEAD, code="InvalidSignBlock", detail="template data nested too deeply"
+        data[token.field] = tokens.sign(
+            keys[0], tokens.Action(token.action), token.secret, code=token.code
         )
-    if not isinstance(data, dict) or not isinstance(data.get("$sign"), dict):
-        return message  # "$sign" only appeared inside a value
-    spec = data["$sign"]
+    except ValueError as exc:  # a stored token the signer refuses: its type, never its value
+        detail = f"this message's token cannot be signed: {type(exc).__name__}"
+        return Result(Verdict.DEAD, code="TokenNotIssued", detail=detail)
+    if token.code is not None:
+        data["code"] = token.code
+    return message._replace(template_data=json.dumps(data))
+
+
+def _not_issued(message: Message, token: MessageToken) -> str | None:
+    """Why the token may not be signed into this message, or None. Its template data must
+    be an object to hold it (a document nested too deeply cannot be parsed here)."""
+    every = (*message.to, *message.cc, *message.bcc)
+    if {suppression.normalize_address(a) for a in every} != {token.recipient}:
+        return "this message's token was not issued for its recipients"
+    if message.template != token.template:
+        return "this message's token was not issued for its template"
     try:
-        action = tokens.Action(spec["action"])
-        secret = bytes.fromhex(spec["secret"])
-        token = tokens.sign(keys[0], action, secret, code=spec.get("code"))
-        rendered = {k: v for k, v in data.items() if k != "$sign"}
-        rendered[str(spec["field"])] = token
-    except (KeyError, TypeError, ValueError) as exc:
-        detail = f"template data $sign cannot be signed: {type(exc).__name__}"
-        return Result(Verdict.DEAD, code="InvalidSignBlock", detail=detail)
-    return message._replace(template_data=json.dumps(rendered))
+        data = json.loads(message.template_data or "{}")
+    except RecursionError:
+        data = None
+    if not isinstance(data, dict):
+        return "template data is not an object: the token has nowhere to go"
+    return None
 
 
 def _error(result: Result) -> str | None:
@@ -154,7 +171,8 @@ class Sender:
         for message in batch:
             rendered = render(message, self.keys)
             if isinstance(rendered, Result):
-                log.warning("cannot_sign", message_id=message.id, code=rendered.code)
+                log.warning("cannot_sign", message_id=message.id, code=rendered.code,
+                            token=message.token and message.token.action)  # fmt: skip
                 results.append((message, rendered))
             else:
                 ready.append(rendered)
@@ -379,7 +397,8 @@ class Sender:
         elif disposition.status == "dead":
             counts["dead", template, reason_class(result.code)] += 1
             log.warning("message_dead", message_id=message.id, attempt=message.attempts,
-                        code=result.code, template=template)  # fmt: skip
+                        code=result.code, template=template,
+                        token=message.token and message.token.action)  # fmt: skip
         return disposition
 
 
