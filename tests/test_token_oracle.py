@@ -121,11 +121,13 @@ def test_the_operator_and_a_second_application_read_no_secret_and_no_code(
                       "mailroom.outbox"):  # fmt: skip
             with pytest.raises(errors.InsufficientPrivilege):
                 app.execute(f"SELECT * FROM {table}")  # noqa: S608 -- test literals
-        # the lifecycle table holds the secret's hash only, and no code
-        rows = json.dumps(app.execute("SELECT to_jsonb(t) FROM mailroom.tokens AS t").fetchall())
-        assert secret.hex() not in rows
-        assert code not in rows
-        assert hashlib.sha256(secret).hexdigest() in rows
+        # another application's tokens are not its rows at all (lifecycle 1004)
+        assert app.execute("SELECT to_jsonb(t) FROM mailroom.tokens AS t").fetchall() == []
+    # and the lifecycle table holds the secret's hash only, and no code, for anyone
+    rows = json.dumps(lc.execute("SELECT to_jsonb(t) FROM mailroom.tokens AS t").fetchall())
+    assert secret.hex() not in rows
+    assert code not in rows
+    assert hashlib.sha256(secret).hexdigest() in rows
 
 
 def test_a_sign_block_is_refused_for_every_role(
@@ -300,7 +302,9 @@ def test_the_upgrade_keeps_a_pending_token_email_working_and_closes_the_oracle(
         owner.execute("INSERT INTO mailroom.accounts (login, email) VALUES ('vic', %s)", [VICTIM])
         owner.execute("UPDATE mailroom.accounts SET status = 'active'")
         owner.execute("DELETE FROM mailroom.outbox")
-        assert lifecycle.request_password_recovery(owner, VICTIM)
+        # as the 0018/1002 schema's own helper did (today's also checks the 1004 owner)
+        owner.execute("INSERT INTO mailroom.tokens (account_id, action)"
+                      " SELECT id, 'password_recovery' FROM mailroom.accounts")  # fmt: skip
         (message,) = owner.execute("SELECT id FROM mailroom.outbox").fetchone() or (0,)
         # an application's own blocks, as 0018 allowed them: one never signable, one for
         # two recipients (which no token can be bound to)
@@ -408,10 +412,17 @@ def test_the_console_and_the_logs_name_the_token_never_its_secret(
 def test_an_application_cannot_choose_a_tokens_secret(
     lc: psycopg.Connection[Any], login_as: Callable[..., str]
 ) -> None:
-    lc.execute("INSERT INTO mailroom.accounts (login, email) VALUES ('vic', %s)", [VICTIM])
     chosen = hashlib.sha256(bytes(32)).digest()
     with psycopg.connect(login_as("mailroom_app"), autocommit=True) as app:
-        app.execute(
+        app.execute("INSERT INTO mailroom.accounts (login, email) VALUES ('vic', %s)", [VICTIM])
+        with pytest.raises(errors.InsufficientPrivilege):  # not a column it may write (1004)
+            app.execute(
+                "INSERT INTO mailroom.tokens (account_id, action, secret_hash)"
+                " SELECT id, 'password_recovery', %s FROM mailroom.accounts",
+                [chosen],
+            )
+        # the owner may write the column: the trigger still draws its own secret
+        lc.execute(
             "INSERT INTO mailroom.tokens (account_id, action, secret_hash)"
             " SELECT id, 'password_recovery', %s FROM mailroom.accounts",
             [chosen],
@@ -421,5 +432,7 @@ def test_an_application_cannot_choose_a_tokens_secret(
         ).fetchone()
         assert stored is not None
         assert bytes(stored[0]) != chosen  # the trigger drew its own
-        with pytest.raises(errors.ObjectNotInPrerequisiteState, match="cannot be changed"):
+        with pytest.raises(errors.InsufficientPrivilege):
             app.execute("UPDATE mailroom.tokens SET secret_hash = %s", [chosen])
+    with pytest.raises(errors.ObjectNotInPrerequisiteState, match="cannot be changed"):
+        lc.execute("UPDATE mailroom.tokens SET secret_hash = %s", [chosen])
