@@ -61,10 +61,14 @@ async def wait_until_blocked(watcher: psycopg.AsyncConnection[Any], pid: int) ->
             await anyio.sleep(0.02)
 
 
+# max_attempts 1: the reaper makes the message dead, and the late success still wins
+@pytest.mark.parametrize("max_attempts", [10, 1])
 async def test_a_success_racing_the_reaper_is_one_row_naming_the_holder(
-    db: str, pool: AsyncConnectionPool[Any], conn: psycopg.Connection[Any]
+    db: str, pool: AsyncConnectionPool[Any], conn: psycopg.Connection[Any], max_attempts: int
 ) -> None:
-    message_id = mailroom.enqueue(conn, "ann@example.com", subject="Hello", text="Hi")
+    message_id = mailroom.enqueue(
+        conn, "ann@example.com", subject="Hello", text="Hi", max_attempts=max_attempts
+    )
     holder = Outbox(pool, queue=QUEUE, owner="holder")
     [claimed] = await holder.claim(1, 0.2)
     assert (claimed.id, claimed.attempts) == (message_id, 1)
