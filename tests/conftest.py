@@ -230,5 +230,5 @@ def spawn(daemon_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., 
     for daemon in started:  # JSON logs stay JSON, library warnings included
         if daemon.env.get("MAILROOM_LOG_FORMAT") == "json":
             unparsed = [e["line"] for e in daemon.events() if e["event"] == "unparsed"]
-            if unparsed and not unparsed[0].startswith("mailroom: "):  # fatal CLI errors
+            if unparsed:  # start-up failures included (issue 19, finding 8)
                 pytest.fail(f"non-JSON lines in {daemon.log_path.name}: {unparsed[:3]}")

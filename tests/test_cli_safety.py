@@ -69,6 +69,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
     monkeypatch.setenv("MAILROOM_DEBUG", "true")  # no AWS set-up needed by `run`
     monkeypatch.setenv("MAILROOM_SES_OUTPUT_PATH", str(tmp_path / "out"))
     monkeypatch.setenv("MAILROOM_HTTP_PORT", "0")
+    # `run` without a terminal logs JSON, refusals included; these tests read the plain
+    # "mailroom: " refusal (the JSON one: tests/test_startup_log.py)
+    monkeypatch.setenv("MAILROOM_LOG_FORMAT", "console")
     return monkeypatch
 
 

@@ -420,7 +420,8 @@ async def test_reap_expired_leases(
     assert "lease expired" in error
     assert "crashed" in error
     assert due_in <= 0.0
-    assert attempt_rows(conn, retried) == [(1, "lease_expired", None, error, "reaper")]
+    # the try was crashed's: its row names the holder, not the reaper (issue 19, finding 7)
+    assert attempt_rows(conn, retried) == [(1, "lease_expired", None, error, "crashed")]
 
     assert row(conn, exhausted, "status, attempts, locked_by") == ("dead", 1, None)
     assert [r[:2] for r in attempt_rows(conn, exhausted)] == [(1, "lease_expired")]

@@ -49,7 +49,18 @@ See docs/cli.md.
 """
 
 
+# Set by `run` once its log is JSON lines (MAILROOM_LOG_FORMAT=json, or auto without a
+# terminal): its start-up failures are then JSON log lines too, not text in a JSON log
+# (issue 19, finding 8).
+_log_json = False
+
+
 def _fail(message: str, code: int = 2) -> int:
+    if _log_json:
+        from mailroom import logs  # noqa: PLC0415
+
+        logs.fatal(message, code)
+        return code
     for line in message.splitlines() or [""]:
         print(f"mailroom: {line}", file=sys.stderr)
     return code
@@ -121,8 +132,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mailroom.daemon import Daemon, make_transport  # noqa: PLC0415
     from mailroom.transports import SetupError  # noqa: PLC0415
 
-    cfg = _load()
-    logs.configure(level=cfg.log_level, fmt=cfg.log_format, reveal_addresses=cfg.reveal_addresses)
+    global _log_json  # noqa: PLW0603 -- main()'s error paths must know how `run` logs
+    try:
+        cfg = _load()
+    except configuration.ConfigError:
+        # a bad setting, maybe not the log format's: log the refusal as that asks for
+        fmt = os.environ.get("MAILROOM_LOG_FORMAT", "auto").lower()  # as config reads it
+        if fmt in ("auto", "json", "console"):
+            _log_json = logs.configure(fmt=fmt)
+        raise
+    _log_json = logs.configure(
+        level=cfg.log_level, fmt=cfg.log_format, reveal_addresses=cfg.reveal_addresses
+    )
     try:  # configuration first: a bad setting exits 2 whether or not the database is up
         transport = make_transport(cfg)
     except SetupError as exc:
@@ -449,6 +470,8 @@ def _operator_commands(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global _log_json  # noqa: PLW0603 -- a command run in-process earlier must not leak it
+    _log_json = False
     words = list(sys.argv[1:] if argv is None else argv)
     problem = text_arguments(words)
     if problem:

@@ -35,7 +35,8 @@ def _mask_addresses(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
-def configure(*, level: str = "info", fmt: str = "auto", reveal_addresses: bool = False) -> None:
+def configure(*, level: str = "info", fmt: str = "auto", reveal_addresses: bool = False) -> bool:
+    """Set up logging; returns whether the log is JSON lines."""
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -68,3 +69,13 @@ def configure(*, level: str = "info", fmt: str = "auto", reveal_addresses: bool 
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(max(numeric, logging.WARNING))  # library chatter only from warnings up
+    return not console
+
+
+def fatal(message: str, code: int) -> None:
+    """A start-up failure as a log line (one per line of ``message``): in a JSON log,
+    whatever reads it line by line gets this one too."""
+    # a new proxy: loggers cached before configure() may still write to an older stderr
+    logger = structlog.get_logger("mailroom")
+    for line in message.splitlines() or [""]:
+        logger.error("startup_failed", detail=line, exit_code=code)

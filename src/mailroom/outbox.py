@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, NamedTuple
 
@@ -88,9 +88,12 @@ _TOKEN_AT = len(Message._fields) - 1  # the claim's token columns follow the mes
 
 
 def _token(row: Sequence[Any]) -> MessageToken:
-    action, field, secret, code, recipient, template = row[_TOKEN_AT:]
+    action, field, secret, code, recipient, template = row[_TOKEN_AT:-1]  # then the lease
     return MessageToken(str(action), str(field), bytes(secret), code, str(recipient), template)
 
+
+# Claimed tries remembered before old ones are forgotten: far above any number in flight.
+TRIES_KEPT = 100_000
 
 # What a caller of Outbox treats as "the database is unavailable right now".
 UNAVAILABLE = (psycopg.Error, TimeoutError)
@@ -113,6 +116,11 @@ class Outbox:
         self.timeout = timeout
         self._claim = query("claim")
         self._record = query("record")
+        # Each claimed message's try number and lease end, until its outcome is recorded:
+        # the lease is the try's key in the attempts log (0023), so that a late success
+        # replaces the reaper's lease_expired row instead of adding a second one. Bounded
+        # by the messages in flight (the daemon records every batch it claims).
+        self._tries: dict[int, tuple[int, datetime]] = {}
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -137,10 +145,22 @@ class Outbox:
         async with self.connection() as conn:
             cur = await conn.execute(self._claim, params)
             rows = await cur.fetchall()
-        return [
-            Message._make((*row[:_TOKEN_AT], None if row[_TOKEN_AT] is None else _token(row)))
-            for row in rows
-        ]
+        if len(self._tries) > TRIES_KEPT:
+            self._forget_old_tries()
+        messages = []
+        for row in rows:
+            token = None if row[_TOKEN_AT] is None else _token(row)
+            message = Message._make((*row[:_TOKEN_AT], token))
+            self._tries[message.id] = (message.attempts, row[-1])  # the lease's end, last
+            messages.append(message)
+        return messages
+
+    def _forget_old_tries(self) -> None:
+        """Drop tries whose lease ended long ago: refused outcomes no success followed."""
+        horizon = datetime.now(UTC) - timedelta(hours=1)
+        for message_id, (_, lease_until) in list(self._tries.items()):
+            if lease_until < horizon:
+                del self._tries[message_id]
 
     async def record(self, outcomes: Sequence[tuple[int, Disposition]]) -> set[int]:
         """Write a batch's outcomes in one round trip; returns the ids actually written."""
@@ -155,6 +175,8 @@ class Outbox:
             "delays": None,
             "errors": None,
             "attempt_outcomes": None,
+            "tries": [self._tries.get(i, (None, None))[0] for i, _ in outcomes],
+            "leases": [self._tries.get(i, (None, None))[1] for i, _ in outcomes],
         }
         if any(d.status != "sent" for _, d in outcomes):
             params["statuses"] = [d.status for _, d in outcomes]
@@ -165,12 +187,16 @@ class Outbox:
         async with self.connection() as conn:
             cur = await conn.execute(self._record, params)
             row = await cur.fetchone()
-        return set(row[0]) if row else set()
+        written = set(row[0]) if row else set()
+        # A refused outcome keeps its entry: the holder may still report that try's success
+        # (always worth recording). Claiming the message again replaces the entry.
+        for message_id in written:
+            self._tries.pop(message_id, None)
+        return written
 
     async def reap_expired(self) -> int:
         async with self.connection() as conn:
-            params = {"queue": self.queue, "owner": self.owner}
-            cur = await conn.execute(query("reap_expired"), params)
+            cur = await conn.execute(query("reap_expired"), {"queue": self.queue})
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 

@@ -52,16 +52,18 @@ RETURNING m.id, m.attempts, m.max_attempts, m.from_address, m.to_addresses,
           m.cc_addresses, m.bcc_addresses, m.reply_to_addresses, m.config_set,
           m.template, m.template_data::text AS template_data, m.subject, m.body_text,
           m.body_html, m.raw_mime, extract(epoch FROM m.created_at)::float8 AS created,
-          m.enqueued_by, m.priority, m.next_attempt_at
+          m.enqueued_by, m.priority, m.next_attempt_at, m.locked_until
 )
 -- RETURNING comes in the table's order: sorted here, a batch's calls start in claim order
 -- (highest priority, then oldest due), however big the batch (claims grow under a backlog)
 -- A token to sign (0019) comes with its message: one primary-key probe per claimed
--- message into a table holding only the pending token emails.
+-- message into a table holding only the pending token emails. locked_until last: the
+-- lease is the try's key in mailroom.attempts (0023), given back by the holder when it
+-- records.
 SELECT c.id, c.attempts, c.max_attempts, c.from_address, c.to_addresses, c.cc_addresses,
        c.bcc_addresses, c.reply_to_addresses, c.config_set, c.template, c.template_data,
        c.subject, c.body_text, c.body_html, c.raw_mime, c.created, c.enqueued_by,
-       t.action, t.field, t.secret, t.code, t.recipient, t.template
+       t.action, t.field, t.secret, t.code, t.recipient, t.template, c.locked_until
 FROM claimed AS c
 LEFT JOIN mailroom.message_tokens AS t ON t.message_id = c.id
 ORDER BY c.priority DESC, c.next_attempt_at, c.id
@@ -72,15 +74,24 @@ ORDER BY c.priority DESC, c.next_attempt_at, c.id
 -- stops a second daemon that reclaimed an expired lease from sending again, and a
 -- message reaped to dead while SES was accepting it was in fact delivered.
 -- NULL statuses, refunds, delays, errors and attempt outcomes mean "all sent": unnest pads
--- a NULL array with NULLs, and the coalesces below supply the sent defaults.
+-- a NULL array with NULLs, and the coalesces below supply the sent defaults. tries and
+-- leases are the holder's try number and lease end from its claim (NULL: not known; the
+-- row then counts the try from the outbox row and has no key).
+-- DISTINCT ON: one outcome per message, the first given, so that one statement never
+-- writes one try twice (ON CONFLICT DO UPDATE refuses to touch a row twice).
 WITH outcome AS (
-    SELECT id, coalesce(status, 'sent') AS status, coalesce(refund, 0) AS refund,
+    SELECT DISTINCT ON (id)
+           id, coalesce(status, 'sent') AS status, coalesce(refund, 0) AS refund,
            coalesce(delay, 0) AS delay, provider_id, error,
-           CASE WHEN status IS NULL THEN 'sent' ELSE attempt_outcome END AS attempt_outcome
+           CASE WHEN status IS NULL THEN 'sent' ELSE attempt_outcome END AS attempt_outcome,
+           try, lease_until
     FROM unnest(
         %(ids)s::bigint[], %(statuses)s::text[], %(refunds)s::int[], %(delays)s::float8[],
-        %(provider_ids)s::text[], %(errors)s::text[], %(attempt_outcomes)s::text[]
-    ) AS o(id, status, refund, delay, provider_id, error, attempt_outcome)
+        %(provider_ids)s::text[], %(errors)s::text[], %(attempt_outcomes)s::text[],
+        %(tries)s::int[], %(leases)s::timestamptz[]
+    ) WITH ORDINALITY
+        AS o(id, status, refund, delay, provider_id, error, attempt_outcome, try, lease_until, n)
+    ORDER BY id, n
 ),
 updated AS (
     UPDATE mailroom.outbox AS m
@@ -105,36 +116,36 @@ updated AS (
       AND ((m.status = 'sending' AND m.locked_by = %(owner)s)
            OR (o.status = 'sent' AND m.status IN ('sending', 'retrying', 'pending', 'dead')))
     RETURNING m.id, m.attempts
-),
+)
 -- A holder whose lease expired while it was still sending: the reaper logged its try as
--- "lease_expired" (naming this holder); that row becomes this "sent" one, keeping the
--- try's number: one try, one row. The partial index attempts_lease_expired keeps this
--- probe cheap: it is almost always empty.
-superseded AS (
-    UPDATE mailroom.attempts AS a
-    SET outcome = 'sent', provider_message_id = o.provider_id, error = NULL,
-        worker = %(owner)s, at = now()
-    FROM updated AS u
-    JOIN outcome AS o USING (id)
-    WHERE o.attempt_outcome = 'sent' AND a.outcome = 'lease_expired' AND a.message_id = u.id
-      AND a.error = 'lease expired: ' || %(owner)s || ' did not record an outcome'
-    RETURNING a.message_id
-),
-logged AS (
-    INSERT INTO mailroom.attempts (message_id, attempt, outcome, provider_message_id, error, worker)
-    SELECT u.id, u.attempts + o.refund, o.attempt_outcome, o.provider_id, o.error, %(owner)s
+-- "lease_expired" under the same lease; that row becomes this one, keeping the try's
+-- number: one try, one row. The unique index attempts_one_per_try (0023) finds the row
+-- even when the reaper committed it after this statement's snapshot was taken (the record
+-- waited on the reaper's row lock): a snapshot would not see it, the index check does.
+-- Any other row of the same lease is this try's already: nothing is written twice.
+, logged AS (
+    INSERT INTO mailroom.attempts AS a
+        (message_id, attempt, outcome, provider_message_id, error, worker, lease_until)
+    SELECT u.id, coalesce(o.try, u.attempts + o.refund), o.attempt_outcome, o.provider_id,
+           o.error, %(owner)s, o.lease_until
     FROM updated AS u
     JOIN outcome AS o USING (id)
     WHERE o.attempt_outcome IS NOT NULL
-      AND u.id NOT IN (SELECT message_id FROM superseded)
+    ON CONFLICT (message_id, lease_until) DO UPDATE
+    SET outcome = excluded.outcome, provider_message_id = excluded.provider_message_id,
+        error = excluded.error, worker = excluded.worker, at = now()
+    WHERE a.outcome = 'lease_expired'
 )
 SELECT coalesce(array_agg(id), ARRAY[]::bigint[]) FROM updated
 
 -- name: reap_expired
 -- Leases whose holder died: back to due at once, or dead when the crashed try was the
--- last one allowed (a message that crashes the daemon must not loop for ever).
+-- last one allowed (a message that crashes the daemon must not loop for ever). The
+-- attempt row names the holder (whose try it was, not the reaper's) and carries the
+-- lease, so that the holder's late record finds it (see record). FOR UPDATE returns the
+-- row's latest version, so locked_by and locked_until are the lease being ended.
 WITH expired AS MATERIALIZED (
-    SELECT id
+    SELECT id, locked_by, locked_until
     FROM mailroom.outbox
     WHERE queue = %(queue)s AND status = 'sending' AND locked_until < now()
     ORDER BY locked_until
@@ -151,11 +162,14 @@ updated AS (
         updated_at = now()
     FROM expired
     WHERE m.id = expired.id
-    RETURNING m.id, m.attempts, m.last_error
+    RETURNING m.id, m.attempts, m.last_error, expired.locked_by, expired.locked_until
 ),
+-- (a row of this lease cannot exist: the holder's record ends the lease; DO NOTHING keeps
+-- the reaper from failing, and so retrying for ever, if one ever did)
 logged AS (
-    INSERT INTO mailroom.attempts (message_id, attempt, outcome, error, worker)
-    SELECT id, attempts, 'lease_expired', last_error, %(owner)s FROM updated
+    INSERT INTO mailroom.attempts (message_id, attempt, outcome, error, worker, lease_until)
+    SELECT id, attempts, 'lease_expired', last_error, locked_by, locked_until FROM updated
+    ON CONFLICT (message_id, lease_until) DO NOTHING
 )
 SELECT count(*) FROM updated
 
