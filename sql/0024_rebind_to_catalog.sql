@@ -1,0 +1,233 @@
+-- 0024: rebuild what an older `mailroom migrate` bound to objects planted outside
+-- pg_catalog (issue 18, item 3).
+--
+-- Until 0016's release, migrate ran each migration with the caller's search_path. A CHECK
+-- constraint, a column default, an index expression or predicate, a view, a trigger's
+-- WHEN clause, a policy and a SQL-standard function body (RETURN / BEGIN ATOMIC) bind
+-- their operators and functions when they are created: on an install migrated while
+-- someone had planted an exact-type overload in public (`public.>(float8, int4)`,
+-- `public.%(int8, int4)`, `public.length(text)`, `public.now()`...), those objects call
+-- the plant on every write, as whoever writes. What 0001-0018 and lifecycle 1001-1002
+-- create of these kinds:
+--   CHECK constraints on outbox, attempts, settings, rate_buckets, suppressions, events,
+--     daemons, audit, recipient_sends, accounts, tokens (lengths, ranges, addresses,
+--     statuses, the rate factor in (0, 1], token secret and code shapes);
+--   column defaults (now() on every timestamp, the token secret, code and expiry);
+--   the partial indexes' predicates (status IN (...), IS NOT NULL);
+--   SQL-standard bodies: mailroom.new_token_secret(), mailroom.new_token_code() and any
+--     other RETURN / BEGIN ATOMIC function of the schema;
+--   trigger WHEN clauses and policies, should an install carry any.
+-- Only those that depend (pg_depend) on a function, operator, type or collation outside
+-- pg_catalog and mailroom are rebuilt; on a clean install nothing is (idempotent).
+--
+-- How, generically (static SQL, one function): each bound object is deparsed (pg_get_*def)
+-- with the foreign schemas first on the path, so that the plants it calls print
+-- unqualified (`length(login)`, `factor > 0`) while everything else prints as it binds
+-- (mailroom.* qualified, pg_catalog unqualified or qualified where shadowed); the text is
+-- then executed under search_path pg_catalog, pg_temp, where those unqualified names can
+-- only resolve to pg_catalog. Deparsing from the catalog, rather than re-stating 0001's
+-- text here, also rebuilds an object as it is now (after 0019-0023's changes), not as it
+-- once was. While the foreign schemas are on the path, the function runs nothing but
+-- schema-qualified calls with exact argument types, so no plant can run here. Constraints
+-- are dropped and re-added in one ALTER TABLE and validated against the existing rows
+-- (those already NOT VALID stay so); indexes are re-created; views and SQL-standard bodies
+-- are replaced (owner and grants kept); triggers keep their enabled state. A dependency
+-- that cannot be rebuilt this way (a column whose type is a plant, a FOREIGN KEY's
+-- operator) is left and reported by a WARNING and by `mailroom check --schema`.
+-- Owner only (no SECURITY DEFINER, EXECUTE revoked from PUBLIC); lifecycle 1005 runs it
+-- again for the lifecycle tables. Returns how many objects it rebuilt.
+
+CREATE FUNCTION mailroom.rebind_to_catalog() RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    safe_path constant text := 'pg_catalog, pg_temp';
+    deparse_path text;
+    kinds text[];
+    oids oid[];
+    target_oid oid;
+    statements text[] := '{}';
+    definition text;
+    check_clause text;
+    rel regclass;
+    objname name;
+    expr pg_node_tree;
+    expr2 pg_node_tree;
+    state "char";
+    valid boolean;
+    domain_type regtype;
+    statement text;
+    remaining text;
+BEGIN
+    WITH refs AS (  -- dependencies on an object outside pg_catalog and mailroom
+        SELECT d.classid, d.objid, ref.schema
+        FROM pg_depend AS d
+        CROSS JOIN LATERAL pg_identify_object(d.refclassid, d.refobjid, 0) AS ref
+        WHERE d.refclassid = ANY (ARRAY['pg_proc', 'pg_operator', 'pg_type',
+                                        'pg_collation']::regclass[])
+          AND ref.schema <> ALL (ARRAY['pg_catalog', 'mailroom'])
+    ), owned AS (  -- ... held by an object of the mailroom schema this can rebuild
+        SELECT 'constraint' AS kind, c.oid, r.schema
+        FROM refs AS r JOIN pg_constraint AS c ON c.oid = r.objid
+        WHERE r.classid = 'pg_constraint'::regclass AND c.contype = 'c'
+          AND c.connamespace = 'mailroom'::regnamespace
+        UNION ALL
+        SELECT 'default', a.oid, r.schema
+        FROM refs AS r JOIN pg_attrdef AS a ON a.oid = r.objid
+        JOIN pg_class AS t ON t.oid = a.adrelid
+        JOIN pg_attribute AS col ON col.attrelid = a.adrelid AND col.attnum = a.adnum
+        WHERE r.classid = 'pg_attrdef'::regclass AND col.attgenerated = ''
+          AND t.relnamespace = 'mailroom'::regnamespace
+        UNION ALL
+        SELECT 'index', i.oid, r.schema
+        FROM refs AS r JOIN pg_class AS i ON i.oid = r.objid
+        WHERE r.classid = 'pg_class'::regclass AND i.relkind = 'i'
+          AND i.relnamespace = 'mailroom'::regnamespace
+          AND NOT EXISTS (SELECT FROM pg_constraint AS c WHERE c.conindid = i.oid)
+        UNION ALL
+        SELECT 'view', v.oid, r.schema
+        FROM refs AS r JOIN pg_rewrite AS w ON w.oid = r.objid
+        JOIN pg_class AS v ON v.oid = w.ev_class
+        WHERE r.classid = 'pg_rewrite'::regclass AND v.relkind = 'v'
+          AND w.rulename = '_RETURN' AND v.relnamespace = 'mailroom'::regnamespace
+        UNION ALL
+        SELECT 'trigger', tg.oid, r.schema
+        FROM refs AS r JOIN pg_trigger AS tg ON tg.oid = r.objid
+        JOIN pg_class AS t ON t.oid = tg.tgrelid
+        WHERE r.classid = 'pg_trigger'::regclass AND NOT tg.tgisinternal
+          AND t.relnamespace = 'mailroom'::regnamespace
+        UNION ALL
+        SELECT 'function', p.oid, r.schema
+        FROM refs AS r JOIN pg_proc AS p ON p.oid = r.objid
+        WHERE r.classid = 'pg_proc'::regclass AND p.prosqlbody IS NOT NULL
+          AND p.pronamespace = 'mailroom'::regnamespace
+        UNION ALL
+        SELECT 'policy', pol.oid, r.schema
+        FROM refs AS r JOIN pg_policy AS pol ON pol.oid = r.objid
+        JOIN pg_class AS t ON t.oid = pol.polrelid
+        WHERE r.classid = 'pg_policy'::regclass AND t.relnamespace = 'mailroom'::regnamespace
+    ), targets AS (
+        SELECT DISTINCT kind, oid FROM owned
+    )
+    SELECT array_agg(t.kind ORDER BY t.kind, t.oid), array_agg(t.oid ORDER BY t.kind, t.oid),
+           (SELECT string_agg(quote_ident(s.schema), ', ' ORDER BY s.schema)
+            FROM (SELECT DISTINCT schema FROM owned) AS s)
+    INTO kinds, oids, deparse_path
+    FROM targets AS t;
+    IF kinds IS NULL THEN
+        RETURN 0;
+    END IF;
+    deparse_path := deparse_path || ', ' || safe_path;
+
+    -- Deparse: under deparse_path only the four lines between the set_config calls run,
+    -- each a schema-qualified catalog function on exact types.
+    FOR i IN 1 .. cardinality(kinds) LOOP
+        target_oid := oids[i];
+        IF kinds[i] = 'constraint' THEN
+            SELECT c.conrelid, c.contypid, c.conname, c.convalidated
+            INTO rel, domain_type, objname, valid
+            FROM pg_constraint AS c WHERE c.oid = target_oid;
+            PERFORM pg_catalog.set_config('search_path', deparse_path, true);
+            definition := pg_catalog.pg_get_constraintdef(target_oid);
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            IF domain_type::oid = 0 THEN  -- a table's (a domain's has no relation)
+                statements := statements || format(
+                    'ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s',
+                    rel, objname, objname, definition);
+            ELSE
+                statements := statements
+                    || format('ALTER DOMAIN %s DROP CONSTRAINT %I', domain_type, objname)
+                    || format('ALTER DOMAIN %s ADD CONSTRAINT %I %s',
+                              domain_type, objname, definition);
+            END IF;
+        ELSIF kinds[i] = 'default' THEN
+            SELECT a.adrelid, a.adbin, col.attname INTO rel, expr, objname
+            FROM pg_attrdef AS a
+            JOIN pg_attribute AS col ON col.attrelid = a.adrelid AND col.attnum = a.adnum
+            WHERE a.oid = target_oid;
+            PERFORM pg_catalog.set_config('search_path', deparse_path, true);
+            definition := pg_catalog.pg_get_expr(expr, rel);
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            statements := statements || format(
+                'ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', rel, objname, definition);
+        ELSIF kinds[i] = 'index' THEN
+            PERFORM pg_catalog.set_config('search_path', deparse_path, true);
+            definition := pg_catalog.pg_get_indexdef(target_oid);
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            statements := statements || format('DROP INDEX %s', target_oid::regclass)
+                || definition;
+        ELSIF kinds[i] = 'view' THEN
+            PERFORM pg_catalog.set_config('search_path', deparse_path, true);
+            definition := pg_catalog.pg_get_viewdef(target_oid);
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            -- CREATE OR REPLACE VIEW replaces the options: give back those it had
+            SELECT coalesce(' WITH (' || array_to_string(v.reloptions, ', ') || ')', '')
+            INTO check_clause FROM pg_class AS v WHERE v.oid = target_oid;
+            statements := statements || format(
+                'CREATE OR REPLACE VIEW %s%s AS %s',
+                target_oid::regclass, check_clause, definition);
+        ELSIF kinds[i] = 'trigger' THEN
+            SELECT tg.tgrelid, tg.tgname, tg.tgenabled INTO rel, objname, state
+            FROM pg_trigger AS tg WHERE tg.oid = target_oid;
+            PERFORM pg_catalog.set_config('search_path', deparse_path, true);
+            definition := pg_catalog.pg_get_triggerdef(target_oid);
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            statements := statements || format('DROP TRIGGER %I ON %s', objname, rel)
+                || definition;
+            IF state <> 'O' THEN
+                statements := statements || format(
+                    'ALTER TABLE %s %s TRIGGER %I', rel,
+                    CASE state WHEN 'D' THEN 'DISABLE' WHEN 'R' THEN 'ENABLE REPLICA'
+                               ELSE 'ENABLE ALWAYS' END,
+                    objname);
+            END IF;
+        ELSIF kinds[i] = 'function' THEN
+            PERFORM pg_catalog.set_config('search_path', deparse_path, true);
+            definition := pg_catalog.pg_get_functiondef(target_oid);
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            statements := statements || definition;
+        ELSIF kinds[i] = 'policy' THEN
+            SELECT pol.polrelid, pol.polname, pol.polqual, pol.polwithcheck
+            INTO rel, objname, expr, expr2
+            FROM pg_policy AS pol WHERE pol.oid = target_oid;
+            PERFORM pg_catalog.set_config('search_path', deparse_path, true);
+            definition := pg_catalog.pg_get_expr(expr, rel);
+            check_clause := pg_catalog.pg_get_expr(expr2, rel);
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            statements := statements || format(
+                'ALTER POLICY %I ON %s%s%s', objname, rel,
+                ' USING (' || definition || ')', ' WITH CHECK (' || check_clause || ')');
+        END IF;
+    END LOOP;
+
+    -- Rebuild, under the safe path only.
+    PERFORM set_config('search_path', safe_path, true);
+    FOREACH statement IN ARRAY statements LOOP
+        EXECUTE statement;
+    END LOOP;
+
+    SELECT string_agg(pg_describe_object(d.classid, d.objid, d.objsubid) || ' -> '
+                      || pg_describe_object(d.refclassid, d.refobjid, 0), '; ')
+    INTO remaining
+    FROM pg_depend AS d
+    CROSS JOIN LATERAL pg_identify_object(d.refclassid, d.refobjid, 0) AS ref
+    WHERE d.refclassid = ANY (ARRAY['pg_proc', 'pg_operator', 'pg_type',
+                                    'pg_collation']::regclass[])
+      AND ref.schema <> ALL (ARRAY['pg_catalog', 'mailroom'])
+      AND (d.classid, d.objid) IN (SELECT 'pg_constraint'::regclass, c.oid
+                                   FROM pg_constraint AS c
+                                   WHERE c.connamespace = 'mailroom'::regnamespace
+                                   UNION ALL
+                                   SELECT 'pg_proc'::regclass, p.oid FROM pg_proc AS p
+                                   WHERE p.pronamespace = 'mailroom'::regnamespace);
+    IF remaining IS NOT NULL THEN
+        RAISE WARNING 'mailroom objects still bound outside pg_catalog: %', remaining
+            USING HINT = 'see `mailroom check --schema` and docs/operations.md';
+    END IF;
+    RETURN cardinality(kinds);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION mailroom.rebind_to_catalog() FROM PUBLIC;
+
+SELECT mailroom.rebind_to_catalog();
