@@ -214,3 +214,84 @@ def test_check_schema_on_an_empty_database_reports_nothing(
     del pg_admin_dsn
     code, out = _check(make_conninfo(planted.admin), capsys)
     assert code == 0, out
+
+
+# Objects of every kind the rebuild handles, created in the mailroom schema by the old
+# runner's kind of session (public first): what 0019-0023, or an administrator, might have
+# added. Each calls the planted length(text) (the index an IMMUTABLE plant: an index must);
+# the trigger is disabled, the view has options.
+IMMUTABLE_PLANT = """
+CREATE FUNCTION public.upper(t text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog AS $$
+BEGIN
+    RETURN pg_catalog.upper(t);  -- (an immutable function may not write the sightings)
+END $$;
+"""
+EVERY_KIND = """
+CREATE DOMAIN mailroom.t_login AS text CONSTRAINT t_login_not_empty CHECK (length(VALUE) > 0);
+CREATE TABLE mailroom.t_extra (
+    login mailroom.t_login,
+    n int4 NOT NULL DEFAULT length('four'),
+    CONSTRAINT t_extra_short CHECK (length(login) < 100)
+);
+CREATE INDEX t_extra_by_length ON mailroom.t_extra (upper(login)) WHERE upper(login) > '';
+CREATE VIEW mailroom.t_extra_view WITH (security_barrier = true) AS
+    SELECT login, length(login) AS size FROM mailroom.t_extra;
+CREATE FUNCTION mailroom.t_size(t text) RETURNS int4 LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp RETURN length(t);
+CREATE FUNCTION mailroom.t_noop() RETURNS trigger LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER t_extra_noop BEFORE INSERT ON mailroom.t_extra
+    FOR EACH ROW WHEN (length(NEW.login) > 2) EXECUTE FUNCTION mailroom.t_noop();
+ALTER TABLE mailroom.t_extra DISABLE TRIGGER t_extra_noop;
+CREATE POLICY t_extra_policy ON mailroom.t_extra
+    USING (length(login) > 0) WITH CHECK (length(login) > 1);
+INSERT INTO mailroom.t_extra (login) VALUES ('kept');
+"""
+
+
+def test_the_rebuild_handles_every_kind_of_bound_object(planted: Planted) -> None:
+    _old_runner(planted.admin)
+    with psycopg.connect(make_conninfo(planted.admin, user=planted.attacker)) as attacker:
+        attacker.execute(IMMUTABLE_PLANT)
+    with _unsafe_session(planted.admin) as conn:
+        conn.execute(EVERY_KIND)
+    with psycopg.connect(planted.admin, autocommit=True) as conn:
+        conn.execute(migrate.query("safe_search_path"))
+        before = {
+            obj
+            for obj, _ in schema_check.bindings(conn)
+            if any(name in obj for name in ("t_extra", "t_login", "t_size"))
+        }
+        migrate.migrate(conn, channel="mailroom_outbox", modules=("lifecycle",))
+        after = schema_check.bindings(conn)
+        conn.execute("TRUNCATE public.sightings")
+        assert conn.execute("SELECT login, size FROM mailroom.t_extra_view").fetchall() == [
+            ("kept", 4)
+        ]
+        conn.execute("INSERT INTO mailroom.t_extra (login) VALUES ('more')")
+        assert conn.execute("SELECT mailroom.t_size('abc')").fetchone() == (3,)
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("INSERT INTO mailroom.t_extra (login) VALUES ('')")  # the domain's
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("INSERT INTO mailroom.t_extra (login) VALUES (repeat('x', 200))")
+        kept = conn.execute(
+            "SELECT (SELECT reloptions FROM pg_catalog.pg_class"
+            "        WHERE oid = 'mailroom.t_extra_view'::pg_catalog.regclass),"
+            "       (SELECT tgenabled FROM pg_catalog.pg_trigger WHERE tgname = 't_extra_noop'),"
+            "       (SELECT n FROM mailroom.t_extra WHERE login = 'more')"
+        ).fetchone()
+        seen = _sightings(conn)
+    assert before == {
+        "constraint t_login_not_empty",  # the domain's
+        "constraint t_extra_short on table mailroom.t_extra",
+        "default value for column n of table mailroom.t_extra",
+        "index mailroom.t_extra_by_length",
+        "rule _RETURN on view mailroom.t_extra_view",
+        "function mailroom.t_size(text)",
+        "trigger t_extra_noop on table mailroom.t_extra",
+        "policy t_extra_policy on table mailroom.t_extra",
+    }
+    assert after == []
+    assert seen == []
+    assert kept == (["security_barrier=true"], "D", 4)
