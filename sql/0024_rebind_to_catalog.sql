@@ -33,9 +33,74 @@
 -- (those already NOT VALID stay so); indexes are re-created; views and SQL-standard bodies
 -- are replaced (owner and grants kept); triggers keep their enabled state. A dependency
 -- that cannot be rebuilt this way (a column whose type is a plant, a FOREIGN KEY's
--- operator) is left and reported by a WARNING and by `mailroom check --schema`.
--- Owner only (no SECURITY DEFINER, EXECUTE revoked from PUBLIC); lifecycle 1005 runs it
--- again for the lifecycle tables. Returns how many objects it rebuilt.
+-- operator) is left to `mailroom check --schema` to report; an object rebuilt and still
+-- bound gets a WARNING.
+-- mailroom.bound_outside_catalog() lists what can be rebuilt (the same dependencies as
+-- `mailroom check --schema`'s query, restricted to the kinds above); both functions are
+-- owner only (no SECURITY DEFINER, EXECUTE revoked from PUBLIC); lifecycle 1005 runs the
+-- rebuild again for the lifecycle tables. rebind_to_catalog() returns how many objects it
+-- rebuilt.
+
+-- What the rebuild can re-create: (kind, object, schema the binding points into) for every
+-- object of the mailroom schema depending on a function, operator, type or collation
+-- outside pg_catalog and mailroom. Run before the rebuild (what to do) and after (what is
+-- left). The string body is parsed at each call under the SET path below.
+CREATE FUNCTION mailroom.bound_outside_catalog()
+RETURNS TABLE (kind text, object oid, schema text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH refs AS (  -- dependencies on an object outside pg_catalog and mailroom
+    SELECT d.classid, d.objid, ref.schema
+    FROM pg_depend AS d
+    CROSS JOIN LATERAL pg_identify_object(d.refclassid, d.refobjid, 0) AS ref
+    WHERE d.refclassid = ANY (ARRAY['pg_proc', 'pg_operator', 'pg_type',
+                                    'pg_collation']::regclass[])
+      AND ref.schema <> ALL (ARRAY['pg_catalog', 'mailroom'])
+), owned AS (  -- ... held by an object of the mailroom schema this can rebuild
+    SELECT 'constraint' AS kind, c.oid, r.schema
+    FROM refs AS r JOIN pg_constraint AS c ON c.oid = r.objid
+    WHERE r.classid = 'pg_constraint'::regclass AND c.contype = 'c'
+      AND c.connamespace = 'mailroom'::regnamespace
+    UNION ALL
+    SELECT 'default', a.oid, r.schema
+    FROM refs AS r JOIN pg_attrdef AS a ON a.oid = r.objid
+    JOIN pg_class AS t ON t.oid = a.adrelid
+    JOIN pg_attribute AS col ON col.attrelid = a.adrelid AND col.attnum = a.adnum
+    WHERE r.classid = 'pg_attrdef'::regclass AND col.attgenerated = ''
+      AND t.relnamespace = 'mailroom'::regnamespace
+    UNION ALL
+    SELECT 'index', i.oid, r.schema
+    FROM refs AS r JOIN pg_class AS i ON i.oid = r.objid
+    WHERE r.classid = 'pg_class'::regclass AND i.relkind = 'i'
+      AND i.relnamespace = 'mailroom'::regnamespace
+      AND NOT EXISTS (SELECT FROM pg_constraint AS c WHERE c.conindid = i.oid)
+    UNION ALL
+    SELECT 'view', v.oid, r.schema
+    FROM refs AS r JOIN pg_rewrite AS w ON w.oid = r.objid
+    JOIN pg_class AS v ON v.oid = w.ev_class
+    WHERE r.classid = 'pg_rewrite'::regclass AND v.relkind = 'v'
+      AND w.rulename = '_RETURN' AND v.relnamespace = 'mailroom'::regnamespace
+    UNION ALL
+    SELECT 'trigger', tg.oid, r.schema
+    FROM refs AS r JOIN pg_trigger AS tg ON tg.oid = r.objid
+    JOIN pg_class AS t ON t.oid = tg.tgrelid
+    WHERE r.classid = 'pg_trigger'::regclass AND NOT tg.tgisinternal
+      AND t.relnamespace = 'mailroom'::regnamespace
+    UNION ALL
+    SELECT 'function', p.oid, r.schema
+    FROM refs AS r JOIN pg_proc AS p ON p.oid = r.objid
+    WHERE r.classid = 'pg_proc'::regclass AND p.prosqlbody IS NOT NULL
+      AND p.pronamespace = 'mailroom'::regnamespace
+    UNION ALL
+    SELECT 'policy', pol.oid, r.schema
+    FROM refs AS r JOIN pg_policy AS pol ON pol.oid = r.objid
+    JOIN pg_class AS t ON t.oid = pol.polrelid
+    WHERE r.classid = 'pg_policy'::regclass AND t.relnamespace = 'mailroom'::regnamespace
+)
+SELECT DISTINCT kind, oid, schema FROM owned
+$$;
+REVOKE EXECUTE ON FUNCTION mailroom.bound_outside_catalog() FROM PUBLIC;
 
 CREATE FUNCTION mailroom.rebind_to_catalog() RETURNS integer
 LANGUAGE plpgsql
@@ -55,64 +120,14 @@ DECLARE
     expr pg_node_tree;
     expr2 pg_node_tree;
     state "char";
-    valid boolean;
     domain_type regtype;
     statement text;
     remaining text;
 BEGIN
-    WITH refs AS (  -- dependencies on an object outside pg_catalog and mailroom
-        SELECT d.classid, d.objid, ref.schema
-        FROM pg_depend AS d
-        CROSS JOIN LATERAL pg_identify_object(d.refclassid, d.refobjid, 0) AS ref
-        WHERE d.refclassid = ANY (ARRAY['pg_proc', 'pg_operator', 'pg_type',
-                                        'pg_collation']::regclass[])
-          AND ref.schema <> ALL (ARRAY['pg_catalog', 'mailroom'])
-    ), owned AS (  -- ... held by an object of the mailroom schema this can rebuild
-        SELECT 'constraint' AS kind, c.oid, r.schema
-        FROM refs AS r JOIN pg_constraint AS c ON c.oid = r.objid
-        WHERE r.classid = 'pg_constraint'::regclass AND c.contype = 'c'
-          AND c.connamespace = 'mailroom'::regnamespace
-        UNION ALL
-        SELECT 'default', a.oid, r.schema
-        FROM refs AS r JOIN pg_attrdef AS a ON a.oid = r.objid
-        JOIN pg_class AS t ON t.oid = a.adrelid
-        JOIN pg_attribute AS col ON col.attrelid = a.adrelid AND col.attnum = a.adnum
-        WHERE r.classid = 'pg_attrdef'::regclass AND col.attgenerated = ''
-          AND t.relnamespace = 'mailroom'::regnamespace
-        UNION ALL
-        SELECT 'index', i.oid, r.schema
-        FROM refs AS r JOIN pg_class AS i ON i.oid = r.objid
-        WHERE r.classid = 'pg_class'::regclass AND i.relkind = 'i'
-          AND i.relnamespace = 'mailroom'::regnamespace
-          AND NOT EXISTS (SELECT FROM pg_constraint AS c WHERE c.conindid = i.oid)
-        UNION ALL
-        SELECT 'view', v.oid, r.schema
-        FROM refs AS r JOIN pg_rewrite AS w ON w.oid = r.objid
-        JOIN pg_class AS v ON v.oid = w.ev_class
-        WHERE r.classid = 'pg_rewrite'::regclass AND v.relkind = 'v'
-          AND w.rulename = '_RETURN' AND v.relnamespace = 'mailroom'::regnamespace
-        UNION ALL
-        SELECT 'trigger', tg.oid, r.schema
-        FROM refs AS r JOIN pg_trigger AS tg ON tg.oid = r.objid
-        JOIN pg_class AS t ON t.oid = tg.tgrelid
-        WHERE r.classid = 'pg_trigger'::regclass AND NOT tg.tgisinternal
-          AND t.relnamespace = 'mailroom'::regnamespace
-        UNION ALL
-        SELECT 'function', p.oid, r.schema
-        FROM refs AS r JOIN pg_proc AS p ON p.oid = r.objid
-        WHERE r.classid = 'pg_proc'::regclass AND p.prosqlbody IS NOT NULL
-          AND p.pronamespace = 'mailroom'::regnamespace
-        UNION ALL
-        SELECT 'policy', pol.oid, r.schema
-        FROM refs AS r JOIN pg_policy AS pol ON pol.oid = r.objid
-        JOIN pg_class AS t ON t.oid = pol.polrelid
-        WHERE r.classid = 'pg_policy'::regclass AND t.relnamespace = 'mailroom'::regnamespace
-    ), targets AS (
-        SELECT DISTINCT kind, oid FROM owned
-    )
-    SELECT array_agg(t.kind ORDER BY t.kind, t.oid), array_agg(t.oid ORDER BY t.kind, t.oid),
-           (SELECT string_agg(quote_ident(s.schema), ', ' ORDER BY s.schema)
-            FROM (SELECT DISTINCT schema FROM owned) AS s)
+    WITH targets AS (SELECT DISTINCT b.kind, b.object FROM mailroom.bound_outside_catalog() AS b)
+    SELECT array_agg(t.kind ORDER BY t.kind, t.object), array_agg(t.object ORDER BY t.kind, t.object),
+           (SELECT string_agg(DISTINCT quote_ident(b.schema), ', ')
+            FROM mailroom.bound_outside_catalog() AS b)
     INTO kinds, oids, deparse_path
     FROM targets AS t;
     IF kinds IS NULL THEN
@@ -125,8 +140,7 @@ BEGIN
     FOR i IN 1 .. cardinality(kinds) LOOP
         target_oid := oids[i];
         IF kinds[i] = 'constraint' THEN
-            SELECT c.conrelid, c.contypid, c.conname, c.convalidated
-            INTO rel, domain_type, objname, valid
+            SELECT c.conrelid, c.contypid, c.conname INTO rel, domain_type, objname
             FROM pg_constraint AS c WHERE c.oid = target_oid;
             PERFORM pg_catalog.set_config('search_path', deparse_path, true);
             definition := pg_catalog.pg_get_constraintdef(target_oid);
@@ -207,20 +221,14 @@ BEGIN
         EXECUTE statement;
     END LOOP;
 
-    SELECT string_agg(pg_describe_object(d.classid, d.objid, d.objsubid) || ' -> '
-                      || pg_describe_object(d.refclassid, d.refobjid, 0), '; ')
+    SELECT string_agg(DISTINCT pg_describe_object(c.oid, b.object, 0) || ' -> ' || b.schema, '; ')
     INTO remaining
-    FROM pg_depend AS d
-    CROSS JOIN LATERAL pg_identify_object(d.refclassid, d.refobjid, 0) AS ref
-    WHERE d.refclassid = ANY (ARRAY['pg_proc', 'pg_operator', 'pg_type',
-                                    'pg_collation']::regclass[])
-      AND ref.schema <> ALL (ARRAY['pg_catalog', 'mailroom'])
-      AND (d.classid, d.objid) IN (SELECT 'pg_constraint'::regclass, c.oid
-                                   FROM pg_constraint AS c
-                                   WHERE c.connamespace = 'mailroom'::regnamespace
-                                   UNION ALL
-                                   SELECT 'pg_proc'::regclass, p.oid FROM pg_proc AS p
-                                   WHERE p.pronamespace = 'mailroom'::regnamespace);
+    FROM mailroom.bound_outside_catalog() AS b
+    CROSS JOIN LATERAL (SELECT CASE b.kind
+        WHEN 'constraint' THEN 'pg_constraint' WHEN 'default' THEN 'pg_attrdef'
+        WHEN 'index' THEN 'pg_class' WHEN 'view' THEN 'pg_class'
+        WHEN 'trigger' THEN 'pg_trigger' WHEN 'function' THEN 'pg_proc'
+        ELSE 'pg_policy' END::regclass AS oid) AS c;
     IF remaining IS NOT NULL THEN
         RAISE WARNING 'mailroom objects still bound outside pg_catalog: %', remaining
             USING HINT = 'see `mailroom check --schema` and docs/operations.md';
