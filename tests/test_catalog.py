@@ -164,6 +164,15 @@ def test_upgrade_rebuilds_a_poisoned_install_and_keeps_its_data(
             conn.execute(
                 "INSERT INTO mailroom.accounts (login, email) VALUES ('', 'e@example.com')"
             )
+        # a token issued before the upgrade still works: consuming it activates its account
+        conn.execute(
+            "UPDATE mailroom.tokens SET consumed_at = pg_catalog.now()"
+            " WHERE action = 'activation' AND account_id = %s",
+            (before["accounts"][0][0],),
+        )
+        assert conn.execute(
+            "SELECT status::text FROM mailroom.accounts WHERE id = %s", (before["accounts"][0][0],)
+        ).fetchone() == ("active",)
         assert _sightings(conn) == []  # no write called a plant
     assert len(set(new_codes)) > 1, new_codes
     assert _check(operator, capsys) == (
