@@ -179,7 +179,7 @@ def test_upgrade_rebuilds_a_poisoned_install_and_keeps_its_data(
         0,
         "schema: nothing in mailroom depends on an object outside pg_catalog and mailroom\n",
     )
-    code, out = _check(operator, capsys, "--json")
+    code, out = _check(operator, capsys, "--json", "--dsn", operator)  # --dsn after, too
     assert code == 0
     assert json.loads(out) == {"ok": True, "bindings": [], "fix": None}
 

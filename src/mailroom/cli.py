@@ -269,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
         "exit 1 if any",
     )  # fmt: skip
     check.add_argument("--json", action="store_true", help="with --ses/--schema: as JSON")
+    check.add_argument("--dsn", default=argparse.SUPPRESS, help="with --schema: database URL")
     check.set_defaults(handler=cmd_check)
     demo = sub.add_parser(
         "demo",
