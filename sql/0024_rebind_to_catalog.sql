@@ -124,8 +124,11 @@ DECLARE
     statement text;
     remaining text;
 BEGIN
-    WITH targets AS (SELECT DISTINCT b.kind, b.object FROM mailroom.bound_outside_catalog() AS b)
-    SELECT array_agg(t.kind ORDER BY t.kind, t.object), array_agg(t.object ORDER BY t.kind, t.object),
+    WITH targets AS (
+        SELECT DISTINCT b.kind, b.object FROM mailroom.bound_outside_catalog() AS b
+    )
+    SELECT array_agg(t.kind ORDER BY t.kind, t.object),
+           array_agg(t.object ORDER BY t.kind, t.object),
            (SELECT string_agg(DISTINCT quote_ident(b.schema), ', ')
             FROM mailroom.bound_outside_catalog() AS b)
     INTO kinds, oids, deparse_path
@@ -135,8 +138,9 @@ BEGIN
     END IF;
     deparse_path := deparse_path || ', ' || safe_path;
 
-    -- Deparse: under deparse_path only the four lines between the set_config calls run,
-    -- each a schema-qualified catalog function on exact types.
+    -- Deparse: under deparse_path nothing runs but the assignment(s) between each pair of
+    -- set_config calls, each a schema-qualified catalog function on exact types (no
+    -- operator or unqualified name a plant could take).
     FOR i IN 1 .. cardinality(kinds) LOOP
         target_oid := oids[i];
         IF kinds[i] = 'constraint' THEN
@@ -221,7 +225,8 @@ BEGIN
         EXECUTE statement;
     END LOOP;
 
-    SELECT string_agg(DISTINCT pg_describe_object(c.oid, b.object, 0) || ' -> ' || b.schema, '; ')
+    SELECT string_agg(DISTINCT pg_describe_object(c.oid, b.object, 0) || ' -> ' || b.schema,
+                      '; ')
     INTO remaining
     FROM mailroom.bound_outside_catalog() AS b
     CROSS JOIN LATERAL (SELECT CASE b.kind
