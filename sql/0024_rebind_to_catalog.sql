@@ -1,22 +1,41 @@
 -- 0024: rebuild what an older `mailroom migrate` bound to objects planted outside
 -- pg_catalog (issue 18, item 3).
 --
--- Until 0016's release, migrate ran each migration with the caller's search_path. A CHECK
+-- Before issue 18's fix, migrate ran each migration with the caller's search_path. A CHECK
 -- constraint, a column default, an index expression or predicate, a view, a trigger's
 -- WHEN clause, a policy and a SQL-standard function body (RETURN / BEGIN ATOMIC) bind
 -- their operators and functions when they are created: on an install migrated while
 -- someone had planted an exact-type overload in public (`public.>(float8, int4)`,
 -- `public.%(int8, int4)`, `public.length(text)`, `public.now()`...), those objects call
 -- the plant on every write, as whoever writes. What 0001-0018 and lifecycle 1001-1002
--- create of these kinds:
---   CHECK constraints on outbox, attempts, settings, rate_buckets, suppressions, events,
---     daemons, audit, recipient_sends, accounts, tokens (lengths, ranges, addresses,
---     statuses, the rate factor in (0, 1], token secret and code shapes);
---   column defaults (now() on every timestamp, the token secret, code and expiry);
---   the partial indexes' predicates (status IN (...), IS NOT NULL);
---   SQL-standard bodies: mailroom.new_token_secret(), mailroom.new_token_code() and any
---     other RETURN / BEGIN ATOMIC function of the schema;
---   trigger WHEN clauses and policies, should an install carry any.
+-- create of these kinds, each rebuilt if it is bound outside pg_catalog:
+--   CHECK constraints: accounts_email_must_be_ascii_user_at_domain,
+--     accounts_login_1_to_255_chars, attempts_outcome_known, audit_action_known,
+--     audit_reason_at_most_500_chars, audit_via_known, daemons_mode_known,
+--     daemons_pause_reason_at_most_300_chars, daemons_transport_at_most_500_chars,
+--     daemons_worker_at_most_200_chars, events_detail_at_most_1000_chars,
+--     events_recipient_normalized, events_type_known, outbox_max_attempts_between_1_and_100,
+--     outbox_sending_has_lease, outbox_status_known, rate_buckets_factor_in_0_1,
+--     settings_channel_is_identifier, settings_singleton_check,
+--     suppressions_address_normalized, suppressions_detail_at_most_1000_chars,
+--     suppressions_reason_known, tokens_code_is_5_digits, tokens_secret_is_32_bytes;
+--   column defaults: accounts (created_at, status, updated_at), attempts.at, audit (actor,
+--     at, messages), daemons.seen_at, events (received_at, subtype), outbox (attempts,
+--     bcc/cc/reply_to_addresses, created_at, enqueued_by, max_attempts, next_attempt_at,
+--     not_before, priority, queue, status, updated_at), rate_buckets (day_sent, factor,
+--     updated_at), recipient_sends.at, schema_migrations.applied_at, settings (channel,
+--     singleton), suppressions (created_at, created_by), tokens (code, created_at,
+--     expires_at, secret);
+--   index expressions and predicates: attempts_lease_expired, events_bounces_by_recipient,
+--     outbox_cancelled, outbox_dead, outbox_due_by_priority, outbox_due_by_time,
+--     outbox_idempotency_key, outbox_leases, outbox_provider_message_id, outbox_sent_at;
+--   SQL-standard bodies: are_valid_addresses(text[]), bare_address(text),
+--     dead_letter_matches(...), is_valid_addr_spec(text), is_valid_address(text),
+--     new_token_code(), new_token_secret(), normalize_address(text), rate_factor(...),
+--     rate_quota(...), recipient_key(text), ses_addresses(text[]);
+--   the trigger WHEN clause of outbox_forget_token;
+--   no views or policies (handled all the same, should 0019-0023 or an administrator add
+--   some under an unsafe path).
 -- Only those that depend (pg_depend) on a function, operator, type or collation outside
 -- pg_catalog and mailroom are rebuilt; on a clean install nothing is (idempotent).
 --
