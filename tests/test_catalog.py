@@ -323,3 +323,37 @@ def test_what_the_rebuild_cannot_fix_stays_reported(
     code, out = _check(planted.admin, capsys)
     assert code == 1
     assert "column x of table mailroom.t_column depends on type public.t_text" in out
+
+
+EQUALS_PLANT = """
+CREATE FUNCTION public.planted_eq(a text, b text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog AS $$
+BEGIN
+    RETURN a OPERATOR(pg_catalog.=) b;  -- (immutable, to get into the index predicates)
+END $$;
+CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.planted_eq);
+"""
+
+
+def test_a_planted_text_equality_in_the_real_schema_is_rebuilt(planted: Planted) -> None:
+    """`status IN (...)` in the outbox's CHECKs and partial indexes binds text = text: the
+    real schema's indexes rebuilt (0017 already qualified outbox_forget_token's WHEN)."""
+    with psycopg.connect(make_conninfo(planted.admin, user=planted.attacker)) as attacker:
+        attacker.execute(EQUALS_PLANT)
+    _old_runner(planted.admin)
+    with psycopg.connect(planted.admin, autocommit=True) as conn:
+        conn.execute(migrate.query("safe_search_path"))
+        before = {obj for obj, dep in schema_check.bindings(conn) if "public.=" in dep}
+        conn.execute("TRUNCATE public.sightings")
+        migrate.migrate(conn, channel="mailroom_outbox", modules=("lifecycle",))
+        after = schema_check.bindings(conn)
+        message = client.enqueue(conn, "a@example.com", subject="s", text="x")
+        conn.execute("UPDATE mailroom.outbox SET status = 'dead' WHERE id = %s", (message,))
+        due = conn.execute("SELECT count(*) FROM mailroom.outbox WHERE status = 'dead'").fetchone()
+    assert {
+        "index mailroom.outbox_dead",
+        "index mailroom.outbox_due_by_time",
+        "constraint outbox_status_known on table mailroom.outbox",
+    } <= before, sorted(before)
+    assert after == []
+    assert due == (1,)
