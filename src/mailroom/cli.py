@@ -164,6 +164,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     if args.ses:
         return _check_ses(args)
+    if args.schema:
+        from mailroom.schema_check import cmd_check_schema  # noqa: PLC0415
+
+        return cmd_check_schema(args)
     cfg = _load(require_database=False)
     if not cfg.http_port:
         return _fail("MAILROOM_HTTP_PORT is 0: the health endpoints are off")
@@ -292,7 +296,14 @@ def parser() -> argparse.ArgumentParser:
         "configuration set and event destination, pending messages' templates); exit 0 "
         "when nothing fails, 1 otherwise",
     )  # fmt: skip
-    check.add_argument("--json", action="store_true", help="with --ses: machine-readable")
+    check.add_argument(
+        "--schema", action="store_true",
+        help="instead: list mailroom objects bound to an operator, function, type or "
+        "collation outside pg_catalog (an install migrated under an unsafe search_path); "
+        "exit 1 if any",
+    )  # fmt: skip
+    check.add_argument("--json", action="store_true", help="with --ses/--schema: as JSON")
+    check.add_argument("--dsn", default=argparse.SUPPRESS, help="with --schema: database URL")
     check.set_defaults(handler=cmd_check)
     demo = sub.add_parser(
         "demo",

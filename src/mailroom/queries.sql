@@ -1061,3 +1061,81 @@ SELECT mailroom.prune_events(%(keep_seconds)s::float8, %(limit)s::int)
 -- Lifecycle accounts from before lifecycle 1004 whose owner could not be derived: visible
 -- to no application until the schema owner assigns them (mailroom.assign_account_owner).
 SELECT pg_catalog.count(*) FROM mailroom.accounts AS a WHERE a.owner IS NULL
+
+-- name: schema_foreign_bindings
+-- `mailroom check --schema`: every object of the mailroom schema (constraint, default,
+-- index, view rule, trigger, function, policy, type, column) that depends on a function,
+-- operator, type or collation outside pg_catalog and mailroom: bound, when it was
+-- created, by a search_path that put another schema first (issue 18; 0024 rebuilds them).
+-- The catalogs are readable by every role; qualified throughout, whatever the path.
+WITH dep AS (
+    SELECT d.classid, d.objid, d.objsubid, d.refclassid, d.refobjid,
+           CASE
+               WHEN d.classid OPERATOR(pg_catalog.=)
+                   'pg_catalog.pg_constraint'::pg_catalog.regclass THEN
+                   (SELECT c.connamespace FROM pg_catalog.pg_constraint AS c
+                    WHERE c.oid OPERATOR(pg_catalog.=) d.objid)
+               WHEN d.classid OPERATOR(pg_catalog.=)
+                   'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN
+                   (SELECT r.relnamespace FROM pg_catalog.pg_attrdef AS a
+                    JOIN pg_catalog.pg_class AS r ON r.oid OPERATOR(pg_catalog.=) a.adrelid
+                    WHERE a.oid OPERATOR(pg_catalog.=) d.objid)
+               WHEN d.classid OPERATOR(pg_catalog.=)
+                   'pg_catalog.pg_class'::pg_catalog.regclass THEN
+                   (SELECT r.relnamespace FROM pg_catalog.pg_class AS r
+                    WHERE r.oid OPERATOR(pg_catalog.=) d.objid)
+               WHEN d.classid OPERATOR(pg_catalog.=)
+                   'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN
+                   (SELECT r.relnamespace FROM pg_catalog.pg_rewrite AS w
+                    JOIN pg_catalog.pg_class AS r ON r.oid OPERATOR(pg_catalog.=) w.ev_class
+                    WHERE w.oid OPERATOR(pg_catalog.=) d.objid)
+               WHEN d.classid OPERATOR(pg_catalog.=)
+                   'pg_catalog.pg_trigger'::pg_catalog.regclass THEN
+                   (SELECT r.relnamespace FROM pg_catalog.pg_trigger AS t
+                    JOIN pg_catalog.pg_class AS r ON r.oid OPERATOR(pg_catalog.=) t.tgrelid
+                    WHERE t.oid OPERATOR(pg_catalog.=) d.objid)
+               WHEN d.classid OPERATOR(pg_catalog.=)
+                   'pg_catalog.pg_policy'::pg_catalog.regclass THEN
+                   (SELECT r.relnamespace FROM pg_catalog.pg_policy AS p
+                    JOIN pg_catalog.pg_class AS r ON r.oid OPERATOR(pg_catalog.=) p.polrelid
+                    WHERE p.oid OPERATOR(pg_catalog.=) d.objid)
+               WHEN d.classid OPERATOR(pg_catalog.=)
+                   'pg_catalog.pg_proc'::pg_catalog.regclass THEN
+                   (SELECT p.pronamespace FROM pg_catalog.pg_proc AS p
+                    WHERE p.oid OPERATOR(pg_catalog.=) d.objid)
+               WHEN d.classid OPERATOR(pg_catalog.=)
+                   'pg_catalog.pg_type'::pg_catalog.regclass THEN
+                   (SELECT t.typnamespace FROM pg_catalog.pg_type AS t
+                    WHERE t.oid OPERATOR(pg_catalog.=) d.objid)
+           END AS namespace,
+           CASE
+               WHEN d.refclassid OPERATOR(pg_catalog.=)
+                   'pg_catalog.pg_proc'::pg_catalog.regclass THEN
+                   (SELECT p.pronamespace FROM pg_catalog.pg_proc AS p
+                    WHERE p.oid OPERATOR(pg_catalog.=) d.refobjid)
+               WHEN d.refclassid OPERATOR(pg_catalog.=)
+                   'pg_catalog.pg_operator'::pg_catalog.regclass THEN
+                   (SELECT o.oprnamespace FROM pg_catalog.pg_operator AS o
+                    WHERE o.oid OPERATOR(pg_catalog.=) d.refobjid)
+               WHEN d.refclassid OPERATOR(pg_catalog.=)
+                   'pg_catalog.pg_type'::pg_catalog.regclass THEN
+                   (SELECT t.typnamespace FROM pg_catalog.pg_type AS t
+                    WHERE t.oid OPERATOR(pg_catalog.=) d.refobjid)
+               WHEN d.refclassid OPERATOR(pg_catalog.=)
+                   'pg_catalog.pg_collation'::pg_catalog.regclass THEN
+                   (SELECT c.collnamespace FROM pg_catalog.pg_collation AS c
+                    WHERE c.oid OPERATOR(pg_catalog.=) d.refobjid)
+           END AS refnamespace
+    FROM pg_catalog.pg_depend AS d
+)
+SELECT DISTINCT
+       pg_catalog.pg_describe_object(dep.classid, dep.objid, dep.objsubid) AS object,
+       pg_catalog.pg_describe_object(dep.refclassid, dep.refobjid, 0) AS depends_on
+FROM dep
+JOIN pg_catalog.pg_namespace AS n ON n.oid OPERATOR(pg_catalog.=) dep.namespace
+JOIN pg_catalog.pg_namespace AS rn ON rn.oid OPERATOR(pg_catalog.=) dep.refnamespace
+WHERE n.nspname OPERATOR(pg_catalog.=) 'mailroom'::pg_catalog.name
+  AND rn.nspname OPERATOR(pg_catalog.<>) ALL (
+      ARRAY['pg_catalog', 'mailroom']::pg_catalog.name[]
+  )
+ORDER BY 1, 2
