@@ -121,6 +121,10 @@ def ingest_params(events: Sequence[Event], config: Config) -> dict[str, Any]:
         "suppress": [suppression_reason(e) for e in events],
         "transient_count": config.suppress_transient_count,
         "transient_window": config.suppress_transient_window,
+        # events_lock: the addresses whose transient-bounce count this batch changes
+        "lock_addresses": sorted(
+            {e.recipient for e in events if e.type == "Bounce" and e.bounce_type != "Permanent"}
+        ),
     }
 
 

@@ -182,10 +182,17 @@ class Outbox:
 
     async def ingest_events(self, params: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """Store a batch of events (mailroom.events_reader builds ``params``); returns the
-        keys that were new and the suppression reasons added, in one round trip."""
+        keys that were new and the suppression reasons added, in one round trip; two
+        in one transaction when the batch holds transient bounces (``events_lock``)."""
         async with self.connection() as conn:
-            cur = await conn.execute(query("events_ingest"), dict(params))
-            row = await cur.fetchone()
+            if params.get("lock_addresses"):
+                async with conn.transaction():
+                    await conn.execute(query("events_lock"), dict(params))
+                    cur = await conn.execute(query("events_ingest"), dict(params))
+                    row = await cur.fetchone()
+            else:
+                cur = await conn.execute(query("events_ingest"), dict(params))
+                row = await cur.fetchone()
         assert row is not None  # noqa: S101 -- a SELECT of scalar subqueries returns one row
         return list(row[0]), list(row[1])
 

@@ -627,6 +627,18 @@ ORDER BY template
 -- events_reader.py, sender.py (through outbox.py), admin.py's `show` and
 -- suppressions.py's `suppression` commands run these; the console may reuse them.
 
+-- name: events_lock
+-- Transient-bounce counting is serialised per address (issue 19, item 5): run in the
+-- ingest's READ COMMITTED transaction BEFORE events_ingest, this waits for every other
+-- transaction storing a transient bounce of the same addresses to commit, so that the
+-- ingest statement's snapshot (taken after the wait) counts their bounces. Transaction-
+-- scoped advisory locks, in a fixed order (no deadlock between two batches); a hash
+-- collision only makes two addresses wait for each other. 1835365236: this lock's own
+-- key space (caps_lock uses 1835102829).
+SELECT pg_catalog.count(pg_catalog.pg_advisory_xact_lock(1835365236, k))
+FROM (SELECT DISTINCT pg_catalog.hashtext(a) AS k
+      FROM pg_catalog.unnest(%(lock_addresses)s::text[]) AS a ORDER BY k) AS s
+
 -- name: events_ingest
 -- One round trip for a batch of SES events. An event already stored (same event_key: a
 -- redelivery, another replica, another path) is skipped, and so is its effect: nothing is
