@@ -67,6 +67,10 @@ class Event:
     subtype: str  # "Permanent/General", a complaint's feedback type, a delay's type...
     detail: str | None  # diagnostic code, SMTP response, reject reason: no bodies
     occurred_at: datetime
+    # A bounce's or complaint's key by the formula used before it covered the bounce type
+    # and feedback id: a redelivery of an event stored then is recognised by it (with the
+    # same subtype); None for the types whose key did not change.
+    legacy_key: str | None = None
 
     @property
     def bounce_type(self) -> str:
@@ -191,9 +195,21 @@ def _records(event: dict[str, Any]) -> list[Event]:
         stamp = at.isoformat() if kind in ("Open", "Click", "DeliveryDelay") else ""
         feedback = body.get("feedbackId") if kind in ("Bounce", "Complaint") else None
         parts = (kind, str(message_id or feedback or ""), address, stamp)
-        key = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
-        records.append(Event(key, message_id, address, kind, subtype, item_detail, at))
+        key, legacy = _key(parts), None
+        if kind in _DISCRIMINATED:
+            # One message and recipient may have several: a Transient then a Permanent
+            # bounce, two complaints. The old key (parts alone) made them collide.
+            legacy = key
+            key = _key((*parts, subtype if kind == "Bounce" else str(feedback or "")))
+        records.append(Event(key, message_id, address, kind, subtype, item_detail, at, legacy))
     return records
+
+
+_DISCRIMINATED = frozenset({"Bounce", "Complaint"})
+
+
+def _key(parts: tuple[str, ...]) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
 def _fields(

@@ -112,6 +112,7 @@ def ingest_params(events: Sequence[Event], config: Config) -> dict[str, Any]:
     """The events_ingest query's parameters: one array per column."""
     return {
         "keys": [e.key for e in events],
+        "legacy_keys": [e.legacy_key for e in events],
         "provider_ids": [e.provider_message_id for e in events],
         "recipients": [e.recipient for e in events],
         "types": [e.type for e in events],

@@ -647,14 +647,17 @@ FROM (SELECT DISTINCT pg_catalog.hashtext(a) AS k
 -- bounces suppress once %(transient_count)s of them fell within the window. The existing
 -- rows are read from the statement's snapshot, the new ones from "inserted": together each
 -- bounce once. Returns the keys stored and the suppression reasons added.
+-- A bounce or complaint stored before its key covered the bounce type and feedback id
+-- (mailroom.events.Event.legacy_key) is found by its old key and its subtype: its
+-- redelivery is a duplicate, a Permanent bounce after a stored Transient one is not.
 WITH input AS (
     SELECT *
     FROM unnest(
         %(keys)s::text[], %(provider_ids)s::text[], %(recipients)s::text[],
         %(types)s::text[], %(subtypes)s::text[], %(details)s::text[],
-        %(occurred)s::timestamptz[], %(suppress)s::text[]
+        %(occurred)s::timestamptz[], %(suppress)s::text[], %(legacy_keys)s::text[]
     ) AS e(event_key, provider_message_id, recipient, event_type, subtype, detail,
-           occurred_at, suppress)
+           occurred_at, suppress, legacy_key)
 ),
 inserted AS (
     INSERT INTO mailroom.events AS ev
@@ -662,6 +665,10 @@ inserted AS (
     SELECT DISTINCT ON (event_key) event_key, provider_message_id, recipient, event_type,
            subtype, detail, occurred_at
     FROM input
+    WHERE NOT EXISTS (
+        SELECT FROM mailroom.events AS old
+        WHERE old.event_key = input.legacy_key AND old.subtype = input.subtype
+    )
     ORDER BY event_key
     ON CONFLICT (event_key) DO NOTHING
     RETURNING ev.event_key, ev.recipient, ev.event_type, ev.subtype, ev.occurred_at
