@@ -120,6 +120,7 @@ def ingest_params(events: Sequence[Event], config: Config) -> dict[str, Any]:
         "details": [e.detail for e in events],
         "occurred": [e.occurred_at for e in events],
         "suppress": [suppression_reason(e) for e in events],
+        "unknown": config.events_unknown,
         "transient_count": config.suppress_transient_count,
         "transient_window": config.suppress_transient_window,
         # events_lock: the addresses whose transient-bounce count this batch changes
@@ -304,20 +305,23 @@ class EventsReader:
         return done, None
 
     async def _write(self, events: list[Event]) -> None:
-        new, suppressed = await self.outbox.ingest_events(ingest_params(events, self.config))
+        params = ingest_params(events, self.config)
+        new, suppressed, dropped = await self.outbox.ingest_events(params)
+        for _, reason in dropped:  # not a recipient of our message, or an unknown message
+            metrics.EVENTS_DROPPED.labels(reason).inc()
         fresh = set(new)
         counted: set[str] = set()
         for event in events:
             if event.key in fresh and event.key not in counted:
                 counted.add(event.key)
                 metrics.EVENTS.labels(event.type, _label(event)).inc()
-        duplicates = len({e.key for e in events}) - len(counted)
+        duplicates = len({e.key for e in events} - {key for key, _ in dropped}) - len(counted)
         if duplicates:
             metrics.EVENTS_DUPLICATE.inc(duplicates)
         for reason in suppressed:
             metrics.SUPPRESSIONS_ADDED.labels(reason).inc()
         log.info("events_stored", events=len(counted), duplicates=duplicates,
-                 suppressed=len(suppressed))  # fmt: skip
+                 suppressed=len(suppressed), dropped=len(dropped))  # fmt: skip
 
     def _malformed(self, message: dict[str, Any], reason: str, detail: str) -> None:
         metrics.EVENTS_MALFORMED.labels(reason).inc()

@@ -159,6 +159,12 @@ EVENTS_MALFORMED = Counter(
     "mailroom_events_malformed", "SQS messages holding no usable SES event (deleted after "
     "counting).", ["reason"], registry=REGISTRY,
 )  # fmt: skip
+EVENTS_DROPPED = Counter(
+    "mailroom_events_dropped", "SES events (per recipient) not stored: not_a_recipient of "
+    "the message named, unknown_message (MAILROOM_EVENTS_UNKNOWN=ignore), "
+    "too_many_recipients (over 50 in one event), too_long (an address over 320 characters).",
+    ["reason"], registry=REGISTRY,
+)  # fmt: skip
 EVENTS_IGNORED = Counter(
     "mailroom_events_ignored", "SQS messages that are notifications, not events (SNS "
     "subscription confirmations).", registry=REGISTRY,

@@ -650,6 +650,12 @@ FROM (SELECT DISTINCT pg_catalog.hashtext(a) AS k
 -- A bounce or complaint stored before its key covered the bounce type and feedback id
 -- (mailroom.events.Event.legacy_key) is found by its old key and its subtype: its
 -- redelivery is a duplicate, a Permanent bounce after a stored Transient one is not.
+-- Only recipients of our own messages (issue 19, item 3): an event naming a messageId that
+-- mailroom sent (outbox.provider_message_id) is stored only for an address that message
+-- had (to, cc, bcc, normalised); the others are dropped as "not_a_recipient". An event
+-- for an unknown messageId (or none) is stored and suppresses, unless %(unknown)s is
+-- 'ignore' (MAILROOM_EVENTS_UNKNOWN): then it is dropped as "unknown_message". Also
+-- returns the keys and reasons of the events dropped.
 WITH input AS (
     SELECT *
     FROM unnest(
@@ -659,13 +665,31 @@ WITH input AS (
     ) AS e(event_key, provider_message_id, recipient, event_type, subtype, detail,
            occurred_at, suppress, legacy_key)
 ),
+sent AS (
+    SELECT o.provider_message_id, mailroom.normalize_address(a) AS recipient
+    FROM mailroom.outbox AS o
+    CROSS JOIN LATERAL unnest(o.to_addresses || o.cc_addresses || o.bcc_addresses) AS a
+    WHERE o.provider_message_id = ANY (%(provider_ids)s::text[])
+),
+judged AS (
+    SELECT input.*,
+           CASE WHEN NOT EXISTS (SELECT FROM sent AS s
+                                 WHERE s.provider_message_id = input.provider_message_id)
+                    THEN CASE WHEN %(unknown)s::text = 'ignore' THEN 'unknown_message' END
+                WHEN NOT EXISTS (SELECT FROM sent AS s
+                                 WHERE s.provider_message_id = input.provider_message_id
+                                   AND s.recipient = input.recipient)
+                    THEN 'not_a_recipient'
+           END AS dropped
+    FROM input
+),
 inserted AS (
     INSERT INTO mailroom.events AS ev
         (event_key, provider_message_id, recipient, event_type, subtype, detail, occurred_at)
     SELECT DISTINCT ON (event_key) event_key, provider_message_id, recipient, event_type,
            subtype, detail, occurred_at
-    FROM input
-    WHERE NOT EXISTS (
+    FROM judged AS input
+    WHERE input.dropped IS NULL AND NOT EXISTS (
         SELECT FROM mailroom.events AS old
         WHERE old.event_key = input.legacy_key AND old.subtype = input.subtype
     )
@@ -706,7 +730,11 @@ suppressed AS (
     RETURNING s.reason
 )
 SELECT coalesce((SELECT array_agg(event_key) FROM inserted), ARRAY[]::text[]),
-       coalesce((SELECT array_agg(reason) FROM suppressed), ARRAY[]::text[])
+       coalesce((SELECT array_agg(reason) FROM suppressed), ARRAY[]::text[]),
+       coalesce(d.keys, ARRAY[]::text[]), coalesce(d.reasons, ARRAY[]::text[])
+FROM (SELECT array_agg(event_key) AS keys, array_agg(dropped) AS reasons
+      FROM (SELECT DISTINCT event_key, dropped FROM judged WHERE dropped IS NOT NULL) AS j
+     ) AS d
 
 -- name: suppressed_among
 -- The sender's one query per batch: which of these normalized recipients are suppressed,
