@@ -6,6 +6,7 @@ first, against a real PostgreSQL, through the named queries the daemon runs."""
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -136,3 +137,43 @@ def test_the_unknown_setting_is_read_and_checked() -> None:
     )
     with pytest.raises(configuration.ConfigError, match="MAILROOM_EVENTS_UNKNOWN"):
         configuration.load({**env, "MAILROOM_EVENTS_UNKNOWN": "drop"})
+
+
+# -- timestamps clamped to a plausible window -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stamp", "clamped_to"),
+    [
+        ("0001-01-01T00:00:00+14:00", "past"),  # 1 BC in UTC: PostgreSQL stored it so
+        ("9999-12-31T23:59:59-14:00", "future"),  # year 10000 in UTC
+        ("2000-01-01T00:00:00Z", "past"),
+        ("2999-01-01T00:00:00Z", "future"),
+    ],
+)
+def test_implausible_timestamps_are_clamped(
+    conn: psycopg.Connection[Any], stamp: str, clamped_to: str
+) -> None:
+    document = fixture("delivery_delay")
+    document["deliveryDelay"]["timestamp"] = stamp
+    records = events.parse(sns(document))
+    ingest(conn, records)
+    row = conn.execute(
+        "SELECT bool_and(occurred_at BETWEEN now() - interval '30 days 1 minute'"
+        "                            AND now() - interval '30 days'),"
+        " bool_and(occurred_at BETWEEN now() + interval '14 minutes'"
+        "                          AND now() + interval '15 minutes') FROM mailroom.events"
+    ).fetchone()
+    assert row == ((True, False) if clamped_to == "past" else (False, True))
+    # the key is the event's own: a redelivery next week is still a duplicate
+    assert ingest(conn, events.parse(sns(document)))[0] == []
+
+
+def test_plausible_timestamps_are_kept_as_they_are(conn: psycopg.Connection[Any]) -> None:
+    document = fixture("delivery_delay")
+    document["deliveryDelay"]["timestamp"] = "2026-01-01T00:00:00Z"
+    (record,) = events.parse(sns(document))
+    recent = dataclasses.replace(record, occurred_at=datetime.now(UTC) - timedelta(days=29))
+    ingest(conn, [recent])
+    row = conn.execute("SELECT occurred_at FROM mailroom.events").fetchone()
+    assert row == (recent.occurred_at,)

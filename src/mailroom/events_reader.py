@@ -34,7 +34,7 @@ import structlog
 
 from mailroom import metrics
 from mailroom.config import Config
-from mailroom.events import Event, Malformed, parse, suppression_reason
+from mailroom.events import Event, Malformed, parse_counted, suppression_reason
 from mailroom.outbox import UNAVAILABLE, Outbox
 
 log = structlog.get_logger("mailroom.events")
@@ -251,7 +251,9 @@ class EventsReader:
         done: list[dict[str, Any]] = []  # malformed or ignored: delete without storing
         for message in received:
             try:
-                events = parse(str(message.get("Body", "")))
+                events, dropped = parse_counted(str(message.get("Body", "")))
+                for reason, count in dropped.items():  # over 50 recipients, over 320 chars
+                    metrics.EVENTS_DROPPED.labels(reason).inc(count)
             except Malformed as exc:
                 self._malformed(message, exc.reason, str(exc))
                 done.append(message)

@@ -209,6 +209,8 @@ for _reason in (
     "refused",
 ):
     EVENTS_MALFORMED.labels(_reason)  # exported at 0: an alert must see the series exist
+for _reason in ("not_a_recipient", "unknown_message", "too_many_recipients", "too_long"):
+    EVENTS_DROPPED.labels(_reason)  # exported at 0, as above
 # Which mode a daemon runs in, for dashboards and the MailroomDebugMode alert: a daemon left
 # in debug mode (MAILROOM_DEBUG: sends nothing) must not look healthy. Set by Daemon.run.
 INFO = Gauge(

@@ -656,8 +656,16 @@ FROM (SELECT DISTINCT pg_catalog.hashtext(a) AS k
 -- for an unknown messageId (or none) is stored and suppresses, unless %(unknown)s is
 -- 'ignore' (MAILROOM_EVENTS_UNKNOWN): then it is dropped as "unknown_message". Also
 -- returns the keys and reasons of the events dropped.
+-- Timestamps are clamped to [now - 30 days, now + 15 minutes] (docs/deliverability.md,
+-- "Limits"): SQS keeps a message 14 days at most and clocks drift by seconds, so nothing
+-- outside is an SES event as it happened; 1 BC or 9999 is never stored as such, and a
+-- future bounce cannot stay in the transient-bounce window for ever. The key (computed
+-- from the event's own timestamp) is unchanged by the clamp.
 WITH input AS (
-    SELECT *
+    SELECT e.event_key, e.provider_message_id, e.recipient, e.event_type, e.subtype,
+           e.detail, e.suppress, e.legacy_key,
+           greatest(least(e.occurred_at, now() + interval '15 minutes'),
+                    now() - interval '30 days') AS occurred_at
     FROM unnest(
         %(keys)s::text[], %(provider_ids)s::text[], %(recipients)s::text[],
         %(types)s::text[], %(subtypes)s::text[], %(details)s::text[],
