@@ -109,14 +109,19 @@ def test_delivery_state_whatever_order_the_events_arrive_in(
 ) -> None:
     delivered = sent_message(conn, ["carol@example.com", "dave@example.com"], "0100018f-message-3")
     assert states(conn, delivered)[0] == "sent"
-    send, delivery, opened = (events.parse(sns(fixture(n))) for n in ("send", "delivery", "open"))
+    # recent: older timestamps are clamped to 30 days ago (events_ingest)
+    delivered_at = datetime.now(UTC).replace(microsecond=500000) - timedelta(hours=1)
+    delivery_document = fixture("delivery")
+    delivery_document["delivery"]["timestamp"] = delivered_at.isoformat()
+    delivery = events.parse(sns(delivery_document))
+    send, opened = (events.parse(sns(fixture(n))) for n in ("send", "open"))
     ingest(conn, opened)  # out of order: the open first, then delivery, then send
     ingest(conn, delivery)
     ingest(conn, send)
     state, at, reason = states(conn, delivered)
     assert state == "delivered"
     assert reason == "Delivery: 250 2.6.0 Message received"
-    assert at == datetime(2024, 5, 1, 10, 0, 1, 500000, tzinfo=UTC)
+    assert at == delivered_at
 
     delayed = sent_message(conn, "frank@example.com", "0100018f-message-5")
     ingest(conn, events.parse(sns(fixture("delivery_delay"))))
@@ -217,9 +222,13 @@ def test_suppression_entries_are_normalized_and_reasons_known(
 
 
 def test_reputation_window(conn: psycopg.Connection[Any]) -> None:
-    delivered = fixture("delivery")
-    delivered["delivery"]["recipients"] = [f"r{i}@example.com" for i in range(97)]
-    ingest(conn, events.parse(sns(delivered)))
+    for first, count in ((0, 50), (50, 47)):  # at most 50 recipients per event
+        delivered = fixture("delivery")
+        delivered["mail"]["messageId"] = f"m-delivered-{first}"
+        delivered["delivery"]["recipients"] = [
+            f"r{i}@example.com" for i in range(first, first + count)
+        ]
+        ingest(conn, events.parse(sns(delivered)))
     for i in range(3):
         ingest(conn, [bounce(f"b{i}@example.com", message_id=f"m-{i}")])
     (complaint,) = events.parse(sns(fixture("complaint")))

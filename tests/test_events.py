@@ -369,3 +369,41 @@ def test_a_one_shot_worker_leaves_no_thread_behind() -> None:
     for thread in leftover:
         thread.join(5)
     assert not any(t.is_alive() for t in leftover)
+
+
+# -- bounded input (issue 19, item 2) -------------------------------------------------------
+
+
+def many(count: int) -> dict[str, Any]:
+    event = fixture("bounce")
+    event["bounce"]["bouncedRecipients"] = [
+        {"emailAddress": f"r{i}@example.com"} for i in range(count)
+    ]
+    return event
+
+
+def test_at_most_50_recipients_per_event_the_rest_dropped_and_counted() -> None:
+    """SES's own limit: 50 recipients per message. Before: 51 gave 51 records."""
+    assert len(events.parse(sns(many(50)))) == 50
+    records, dropped = events.parse_counted(sns(many(51)))
+    assert [r.recipient for r in records] == [f"r{i}@example.com" for i in range(50)]
+    assert dropped == {"too_many_recipients": 1}
+    records, dropped = events.parse_counted(sns(many(5000)))
+    assert len(records) == 50
+    assert dropped == {"too_many_recipients": 4950}
+
+
+def test_an_address_over_320_characters_is_counted_as_dropped() -> None:
+    event = many(2)
+    event["bounce"]["bouncedRecipients"][0]["emailAddress"] = "a" * 320 + "@example.com"
+    records, dropped = events.parse_counted(sns(event))
+    assert [r.recipient for r in records] == ["r1@example.com"]
+    assert dropped == {"too_long": 1}
+
+
+def test_diagnostic_text_is_truncated_within_the_columns_limit() -> None:
+    event = fixture("bounce")
+    event["bounce"]["bouncedRecipients"][0]["diagnosticCode"] = "x" * 5000
+    (record,) = events.parse(sns(event))
+    assert record.detail == "x" * events.MAX_DETAIL
+    assert events.MAX_DETAIL <= 1000  # events_detail_at_most_1000_chars (sql/0009)

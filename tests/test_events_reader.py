@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+import mailroom
 from mailroom import events_reader, metrics
 from mailroom.config import load
 from mailroom.events import Event
@@ -133,3 +134,24 @@ async def test_a_crashing_reader_is_restarted_and_counted(anyio_backend: str) ->
         await events_reader.supervise(flaky, cap=0.05)
     assert runs == 3
     assert metrics.EVENTS_READER_RESTARTS._value.get() == restarts + 2
+
+
+async def test_dropped_events_are_counted_by_reason_and_not_as_duplicates(
+    pool: AsyncConnectionPool[Any], conn: psycopg.Connection[Any], db: str,
+) -> None:  # fmt: skip
+    message_id = mailroom.enqueue(conn, "ann@example.com", subject="S", text="t")
+    conn.execute(
+        "UPDATE mailroom.outbox SET status = 'sent', provider_message_id = 'ses-ours'"
+        " WHERE id = %s",
+        [message_id],
+    )
+    reader = EventsReader(load({"MAILROOM_DATABASE_URL": db}), Outbox(pool, queue="q", owner="w"))
+    stranger = metrics.EVENTS_DROPPED.labels("not_a_recipient")
+    before, duplicates = stranger._value.get(), metrics.EVENTS_DUPLICATE._value.get()
+    batch = [bounce("ann@example.com", "ses-ours"), bounce("eve@example.org", "ses-ours")]
+    done, outage = await reader._store([({"MessageId": "sqs-1"}, batch)])
+    assert (len(done), outage) == (1, None)
+    assert stranger._value.get() == before + 1
+    assert metrics.EVENTS_DUPLICATE._value.get() == duplicates
+    rows = conn.execute("SELECT recipient FROM mailroom.events").fetchall()
+    assert rows == [("ann@example.com",)]

@@ -271,7 +271,9 @@ def test_the_setting_is_a_boolean_with_a_one_line_error() -> None:
         f"(arn:aws:sns:<region>:<account>:<name>) (got '{TOPIC},arn:aws:sqs:us-east-1:1:q')"
     ]
     for command in ("config", "run"):  # the daemon refuses to start, in the same words
-        result = mailroom_cli(command, env={**base, "MAILROOM_EVENTS_REQUIRE_SIGNATURE": "2"})
+        result = mailroom_cli(command, env={  # a console log: `run` speaks JSON without one
+            **base, "MAILROOM_EVENTS_REQUIRE_SIGNATURE": "2", "MAILROOM_LOG_FORMAT": "console",
+        })  # fmt: skip
         assert result.returncode == 2
         assert result.stderr.splitlines() == [
             "mailroom: MAILROOM_EVENTS_REQUIRE_SIGNATURE: must be true or false (got '2')"

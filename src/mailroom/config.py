@@ -85,6 +85,9 @@ class Config:
     # Each poller waits for two SQS round trips per 10 events: at 10 ms a call, 4 pollers
     # stored 1,400 events/s and 8 stored 2,200 (docs/BENCHMARKS.md, "SES event ingestion")
     events_pollers: int = 8
+    # events naming a messageId mailroom did not send: "suppress" (mail other systems send
+    # through the same account) or "ignore" (docs/deliverability.md, "Trust")
+    events_unknown: str = "suppress"
     suppress_transient_count: int = 3
     suppress_transient_window: float = 7 * 86400.0  # seconds
     retention_events: float = 30 * 86400.0  # seconds; 0 keeps SES events for ever
@@ -346,6 +349,13 @@ SETTINGS: tuple[_Setting, ...] = (
         "events_pollers",
         values.pollers,
         "SQS long polls in flight at once (each takes up to 10 messages).",
+    ),
+    _Setting(
+        "MAILROOM_EVENTS_UNKNOWN",
+        "events_unknown",
+        values.choice("suppress", "ignore"),
+        "Events naming a message mailroom did not send: suppress their bounced and "
+        "complaining addresses (mail other systems send through the account) or ignore them.",
     ),
     _Setting(
         "MAILROOM_SUPPRESS_TRANSIENT_COUNT",

@@ -43,6 +43,10 @@ MAX_DETAIL = 500  # characters of a diagnostic kept: enough to act on, bounded i
 # and suppressions indexes, refusing the whole batch they came in.
 MAX_ADDRESS = 320
 MAX_MESSAGE_ID = 256
+# SES sends a message to at most 50 recipients: an event naming more is not SES's. The
+# first 50 are kept; the rest are dropped and counted (DROPPED_REASONS).
+MAX_RECIPIENTS = 50
+DROPPED_REASONS = ("too_many_recipients", "too_long")
 # What PostgreSQL text cannot hold (NUL) and what cannot be encoded as UTF-8 (a surrogate
 # code point: json.loads joins valid pairs, so any left is a lone one, and psycopg would
 # raise UnicodeEncodeError on it).
@@ -67,6 +71,10 @@ class Event:
     subtype: str  # "Permanent/General", a complaint's feedback type, a delay's type...
     detail: str | None  # diagnostic code, SMTP response, reject reason: no bodies
     occurred_at: datetime
+    # A bounce's or complaint's key by the formula used before it covered the bounce type
+    # and feedback id: a redelivery of an event stored then is recognised by it (with the
+    # same subtype); None for the types whose key did not change.
+    legacy_key: str | None = None
 
     @property
     def bounce_type(self) -> str:
@@ -87,14 +95,20 @@ def sanitize(value: Any) -> Any:
 
 def parse(body: str) -> list[Event]:
     """The events of one SQS message body ([] for a notification that is no event)."""
+    return parse_counted(body)[0]
+
+
+def parse_counted(body: str) -> tuple[list[Event], dict[str, int]]:
+    """:func:`parse`, and how many recipients were dropped by reason (DROPPED_REASONS)."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
         raise Malformed("not_json", "the message body is not JSON") from None
+    dropped: dict[str, int] = {}
     try:
         document = sanitize(document)
         event = _unwrap(document)
-        return [] if event is None else _records(event)
+        return ([] if event is None else _records(event, dropped)), dropped
     except Malformed:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
@@ -145,10 +159,13 @@ def _text(value: Any, limit: int = MAX_DETAIL) -> str | None:
     return str(value)[:limit]
 
 
-def _addresses(items: Any, what: str) -> list[tuple[str, dict[str, Any]]]:
+def _addresses(items: Any, what: str, dropped: dict[str, int]) -> list[tuple[str, dict[str, Any]]]:
     """(normalized address, the item) for a list of recipient objects or strings."""
     if not isinstance(items, list) or not items:
         raise Malformed("missing_field", f"{what} lists no recipient")
+    if len(items) > MAX_RECIPIENTS:
+        dropped["too_many_recipients"] = len(items) - MAX_RECIPIENTS
+        items = items[:MAX_RECIPIENTS]
     out = []
     for item in items:
         raw = item.get("emailAddress") if isinstance(item, dict) else item
@@ -156,14 +173,16 @@ def _addresses(items: Any, what: str) -> list[tuple[str, dict[str, Any]]]:
             raise Malformed("bad_field", f"{what}: a recipient is not an address")
         address = normalize_address(raw)
         if len(address) > MAX_ADDRESS:
-            continue  # no mailbox has it: dropped, the event's other recipients kept
+            # no mailbox has it: dropped, the event's other recipients kept
+            dropped["too_long"] = dropped.get("too_long", 0) + 1
+            continue
         out.append((address, item if isinstance(item, dict) else {}))
     if not out:
         raise Malformed("too_long", f"{what}: every recipient is over {MAX_ADDRESS} characters")
     return out
 
 
-def _records(event: dict[str, Any]) -> list[Event]:
+def _records(event: dict[str, Any], dropped: dict[str, int]) -> list[Event]:
     raw_type = event.get("eventType") or event.get("notificationType")
     kind = _ALIASES.get(raw_type, raw_type) if isinstance(raw_type, str) else None
     if kind not in EVENT_TYPES:
@@ -180,7 +199,7 @@ def _records(event: dict[str, Any]) -> list[Event]:
     if kind in _NEEDS_BODY and not isinstance(body, dict):
         raise Malformed("missing_field", f"{kind} event without its {_BODY[kind]} object")
     body = body if isinstance(body, dict) else {}
-    recipients, subtype, detail, at = _fields(kind, body, mail)
+    recipients, subtype, detail, at = _fields(kind, body, mail, dropped)
     records = []
     for address, item in recipients:
         item_detail = detail
@@ -191,36 +210,48 @@ def _records(event: dict[str, Any]) -> list[Event]:
         stamp = at.isoformat() if kind in ("Open", "Click", "DeliveryDelay") else ""
         feedback = body.get("feedbackId") if kind in ("Bounce", "Complaint") else None
         parts = (kind, str(message_id or feedback or ""), address, stamp)
-        key = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
-        records.append(Event(key, message_id, address, kind, subtype, item_detail, at))
+        key, legacy = _key(parts), None
+        if kind in _DISCRIMINATED:
+            # One message and recipient may have several: a Transient then a Permanent
+            # bounce, two complaints. The old key (parts alone) made them collide.
+            legacy = key
+            key = _key((*parts, subtype if kind == "Bounce" else str(feedback or "")))
+        records.append(Event(key, message_id, address, kind, subtype, item_detail, at, legacy))
     return records
 
 
+_DISCRIMINATED = frozenset({"Bounce", "Complaint"})
+
+
+def _key(parts: tuple[str, ...]) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
 def _fields(
-    kind: str, body: dict[str, Any], mail: dict[str, Any]
+    kind: str, body: dict[str, Any], mail: dict[str, Any], dropped: dict[str, int]
 ) -> tuple[list[tuple[str, dict[str, Any]]], str, str | None, datetime]:
     """(recipients, subtype, detail, time) of one event by its type."""
     subtype, detail = "", None
     stamp = body.get("timestamp") or mail.get("timestamp")
     if kind == "Bounce":
-        recipients = _addresses(body.get("bouncedRecipients"), "bounce")
+        recipients = _addresses(body.get("bouncedRecipients"), "bounce", dropped)
         bounce_type = body.get("bounceType")
         if bounce_type not in ("Permanent", "Transient", "Undetermined"):
             raise Malformed("bad_field", "bounceType is not Permanent, Transient or Undetermined")
         subtype = f"{bounce_type}/{_text(body.get('bounceSubType'), 60) or 'Undetermined'}"
     elif kind == "Complaint":
-        recipients = _addresses(body.get("complainedRecipients"), "complaint")
+        recipients = _addresses(body.get("complainedRecipients"), "complaint", dropped)
         subtype = _text(body.get("complaintFeedbackType"), 60) or ""
         sub = _text(body.get("complaintSubType"), 60)
         subtype = f"{subtype}/{sub}" if sub else subtype
     elif kind == "Delivery":
-        recipients = _addresses(body.get("recipients"), "delivery")
+        recipients = _addresses(body.get("recipients"), "delivery", dropped)
         detail = _text(body.get("smtpResponse"))
     elif kind == "DeliveryDelay":
-        recipients = _addresses(body.get("delayedRecipients"), "deliveryDelay")
+        recipients = _addresses(body.get("delayedRecipients"), "deliveryDelay", dropped)
         subtype = _text(body.get("delayType"), 60) or ""
     else:  # Send, Reject, RenderingFailure, Open, Click, Subscription: every destination
-        recipients = _addresses(mail.get("destination"), f"{kind} mail.destination")
+        recipients = _addresses(mail.get("destination"), f"{kind} mail.destination", dropped)
         if kind == "Reject":
             detail = _text(body.get("reason"))
         elif kind == "RenderingFailure":

@@ -38,7 +38,7 @@ import structlog
 
 from mailroom import metrics
 from mailroom.config import Config
-from mailroom.events import Event, Malformed, parse, suppression_reason
+from mailroom.events import Event, Malformed, parse_counted, suppression_reason
 from mailroom.outbox import UNAVAILABLE, Outbox
 from mailroom.sns import refuse
 from mailroom.sns_certs import Verifier
@@ -118,6 +118,7 @@ def ingest_params(events: Sequence[Event], config: Config) -> dict[str, Any]:
     """The events_ingest query's parameters: one array per column."""
     return {
         "keys": [e.key for e in events],
+        "legacy_keys": [e.legacy_key for e in events],
         "provider_ids": [e.provider_message_id for e in events],
         "recipients": [e.recipient for e in events],
         "types": [e.type for e in events],
@@ -125,8 +126,13 @@ def ingest_params(events: Sequence[Event], config: Config) -> dict[str, Any]:
         "details": [e.detail for e in events],
         "occurred": [e.occurred_at for e in events],
         "suppress": [suppression_reason(e) for e in events],
+        "unknown": config.events_unknown,
         "transient_count": config.suppress_transient_count,
         "transient_window": config.suppress_transient_window,
+        # events_lock: the addresses whose transient-bounce count this batch changes
+        "lock_addresses": sorted(
+            {e.recipient for e in events if e.type == "Bounce" and e.bounce_type != "Permanent"}
+        ),
     }
 
 
@@ -271,7 +277,9 @@ class EventsReader:
                 # reaches the dead-letter queue after maxReceiveCount
                 continue
             try:
-                events = parse(body)
+                events, dropped = parse_counted(body)
+                for reason, count in dropped.items():  # over 50 recipients, over 320 chars
+                    metrics.EVENTS_DROPPED.labels(reason).inc(count)
             except Malformed as exc:
                 self._malformed(message, exc.reason, str(exc))
                 done.append(message)
@@ -325,20 +333,23 @@ class EventsReader:
         return done, None
 
     async def _write(self, events: list[Event]) -> None:
-        new, suppressed = await self.outbox.ingest_events(ingest_params(events, self.config))
+        params = ingest_params(events, self.config)
+        new, suppressed, dropped = await self.outbox.ingest_events(params)
+        for _, reason in dropped:  # not a recipient of our message, or an unknown message
+            metrics.EVENTS_DROPPED.labels(reason).inc()
         fresh = set(new)
         counted: set[str] = set()
         for event in events:
             if event.key in fresh and event.key not in counted:
                 counted.add(event.key)
                 metrics.EVENTS.labels(event.type, _label(event)).inc()
-        duplicates = len({e.key for e in events}) - len(counted)
+        duplicates = len({e.key for e in events} - {key for key, _ in dropped}) - len(counted)
         if duplicates:
             metrics.EVENTS_DUPLICATE.inc(duplicates)
         for reason in suppressed:
             metrics.SUPPRESSIONS_ADDED.labels(reason).inc()
         log.info("events_stored", events=len(counted), duplicates=duplicates,
-                 suppressed=len(suppressed))  # fmt: skip
+                 suppressed=len(suppressed), dropped=len(dropped))  # fmt: skip
 
     def _malformed(self, message: dict[str, Any], reason: str, detail: str) -> None:
         metrics.EVENTS_MALFORMED.labels(reason).inc()

@@ -159,6 +159,12 @@ EVENTS_MALFORMED = Counter(
     "mailroom_events_malformed", "SQS messages holding no usable SES event, or refused for "
     "their SNS signature (deleted after counting).", ["reason"], registry=REGISTRY,
 )  # fmt: skip
+EVENTS_DROPPED = Counter(
+    "mailroom_events_dropped", "SES events (per recipient) not stored: not_a_recipient of "
+    "the message named, unknown_message (MAILROOM_EVENTS_UNKNOWN=ignore), "
+    "too_many_recipients (over 50 in one event), too_long (an address over 320 characters).",
+    ["reason"], registry=REGISTRY,
+)  # fmt: skip
 EVENTS_IGNORED = Counter(
     "mailroom_events_ignored", "SQS messages that are notifications, not events (SNS "
     "subscription confirmations).", registry=REGISTRY,
@@ -207,6 +213,8 @@ for _reason in (
 for _reason in ("bad_signature", "bad_cert_url", "unsupported_version", "cert_unavailable",
                 "unsigned", "unknown_topic"):  # fmt: skip
     EVENTS_MALFORMED.labels(_reason)
+for _reason in ("not_a_recipient", "unknown_message", "too_many_recipients", "too_long"):
+    EVENTS_DROPPED.labels(_reason)  # exported at 0, as above
 # Which mode a daemon runs in, for dashboards and the MailroomDebugMode alert: a daemon left
 # in debug mode (MAILROOM_DEBUG: sends nothing) must not look healthy. Set by Daemon.run.
 INFO = Gauge(

@@ -234,14 +234,24 @@ class Outbox:
             cur = await conn.execute(query("suppressed_among"), {"addresses": list(addresses)})
             return [(str(a), str(r), since) for a, r, since in await cur.fetchall()]
 
-    async def ingest_events(self, params: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    async def ingest_events(
+        self, params: Mapping[str, Any]
+    ) -> tuple[list[str], list[str], list[tuple[str, str]]]:
         """Store a batch of events (mailroom.events_reader builds ``params``); returns the
-        keys that were new and the suppression reasons added, in one round trip."""
+        keys that were new, the suppression reasons added and the (key, reason) of the
+        events dropped (not a recipient, unknown message), in one round trip; two
+        in one transaction when the batch holds transient bounces (``events_lock``)."""
         async with self.connection() as conn:
-            cur = await conn.execute(query("events_ingest"), dict(params))
-            row = await cur.fetchone()
+            if params.get("lock_addresses"):
+                async with conn.transaction():
+                    await conn.execute(query("events_lock"), dict(params))
+                    cur = await conn.execute(query("events_ingest"), dict(params))
+                    row = await cur.fetchone()
+            else:
+                cur = await conn.execute(query("events_ingest"), dict(params))
+                row = await cur.fetchone()
         assert row is not None  # noqa: S101 -- a SELECT of scalar subqueries returns one row
-        return list(row[0]), list(row[1])
+        return list(row[0]), list(row[1]), list(zip(row[2], row[3], strict=True))
 
     async def reputation(self, window: int) -> tuple[int, int, int]:
         """(recipients in the window, permanent bounces, complaints) for the rate gauges."""

@@ -651,6 +651,18 @@ ORDER BY template
 -- events_reader.py, sender.py (through outbox.py), admin.py's `show` and
 -- suppressions.py's `suppression` commands run these; the console may reuse them.
 
+-- name: events_lock
+-- Transient-bounce counting is serialised per address (issue 19, item 5): run in the
+-- ingest's READ COMMITTED transaction BEFORE events_ingest, this waits for every other
+-- transaction storing a transient bounce of the same addresses to commit, so that the
+-- ingest statement's snapshot (taken after the wait) counts their bounces. Transaction-
+-- scoped advisory locks, in a fixed order (no deadlock between two batches); a hash
+-- collision only makes two addresses wait for each other. 1835365236: this lock's own
+-- key space (caps_lock uses 1835102829).
+SELECT pg_catalog.count(pg_catalog.pg_advisory_xact_lock(1835365236, k))
+FROM (SELECT DISTINCT pg_catalog.hashtext(a) AS k
+      FROM pg_catalog.unnest(%(lock_addresses)s::text[]) AS a ORDER BY k) AS s
+
 -- name: events_ingest
 -- One round trip for a batch of SES events. An event already stored (same event_key: a
 -- redelivery, another replica, another path) is skipped, and so is its effect: nothing is
@@ -659,21 +671,60 @@ ORDER BY template
 -- bounces suppress once %(transient_count)s of them fell within the window. The existing
 -- rows are read from the statement's snapshot, the new ones from "inserted": together each
 -- bounce once. Returns the keys stored and the suppression reasons added.
+-- A bounce or complaint stored before its key covered the bounce type and feedback id
+-- (mailroom.events.Event.legacy_key) is found by its old key and its subtype: its
+-- redelivery is a duplicate, a Permanent bounce after a stored Transient one is not.
+-- Only recipients of our own messages (issue 19, item 3): an event naming a messageId that
+-- mailroom sent (outbox.provider_message_id) is stored only for an address that message
+-- had (to, cc, bcc, normalised); the others are dropped as "not_a_recipient". An event
+-- for an unknown messageId (or none) is stored and suppresses, unless %(unknown)s is
+-- 'ignore' (MAILROOM_EVENTS_UNKNOWN): then it is dropped as "unknown_message". Also
+-- returns the keys and reasons of the events dropped.
+-- Timestamps are clamped to [now - 30 days, now + 15 minutes] (docs/deliverability.md,
+-- "Limits"): SQS keeps a message 14 days at most and clocks drift by seconds, so nothing
+-- outside is an SES event as it happened; 1 BC or 9999 is never stored as such, and a
+-- future bounce cannot stay in the transient-bounce window for ever. The key (computed
+-- from the event's own timestamp) is unchanged by the clamp.
 WITH input AS (
-    SELECT *
+    SELECT e.event_key, e.provider_message_id, e.recipient, e.event_type, e.subtype,
+           e.detail, e.suppress, e.legacy_key,
+           greatest(least(e.occurred_at, now() + interval '15 minutes'),
+                    now() - interval '30 days') AS occurred_at
     FROM unnest(
         %(keys)s::text[], %(provider_ids)s::text[], %(recipients)s::text[],
         %(types)s::text[], %(subtypes)s::text[], %(details)s::text[],
-        %(occurred)s::timestamptz[], %(suppress)s::text[]
+        %(occurred)s::timestamptz[], %(suppress)s::text[], %(legacy_keys)s::text[]
     ) AS e(event_key, provider_message_id, recipient, event_type, subtype, detail,
-           occurred_at, suppress)
+           occurred_at, suppress, legacy_key)
+),
+sent AS (
+    SELECT o.provider_message_id, mailroom.normalize_address(a) AS recipient
+    FROM mailroom.outbox AS o
+    CROSS JOIN LATERAL unnest(o.to_addresses || o.cc_addresses || o.bcc_addresses) AS a
+    WHERE o.provider_message_id = ANY (%(provider_ids)s::text[])
+),
+judged AS (
+    SELECT input.*,
+           CASE WHEN NOT EXISTS (SELECT FROM sent AS s
+                                 WHERE s.provider_message_id = input.provider_message_id)
+                    THEN CASE WHEN %(unknown)s::text = 'ignore' THEN 'unknown_message' END
+                WHEN NOT EXISTS (SELECT FROM sent AS s
+                                 WHERE s.provider_message_id = input.provider_message_id
+                                   AND s.recipient = input.recipient)
+                    THEN 'not_a_recipient'
+           END AS dropped
+    FROM input
 ),
 inserted AS (
     INSERT INTO mailroom.events AS ev
         (event_key, provider_message_id, recipient, event_type, subtype, detail, occurred_at)
     SELECT DISTINCT ON (event_key) event_key, provider_message_id, recipient, event_type,
            subtype, detail, occurred_at
-    FROM input
+    FROM judged AS input
+    WHERE input.dropped IS NULL AND NOT EXISTS (
+        SELECT FROM mailroom.events AS old
+        WHERE old.event_key = input.legacy_key AND old.subtype = input.subtype
+    )
     ORDER BY event_key
     ON CONFLICT (event_key) DO NOTHING
     RETURNING ev.event_key, ev.recipient, ev.event_type, ev.subtype, ev.occurred_at
@@ -711,7 +762,11 @@ suppressed AS (
     RETURNING s.reason
 )
 SELECT coalesce((SELECT array_agg(event_key) FROM inserted), ARRAY[]::text[]),
-       coalesce((SELECT array_agg(reason) FROM suppressed), ARRAY[]::text[])
+       coalesce((SELECT array_agg(reason) FROM suppressed), ARRAY[]::text[]),
+       coalesce(d.keys, ARRAY[]::text[]), coalesce(d.reasons, ARRAY[]::text[])
+FROM (SELECT array_agg(event_key) AS keys, array_agg(dropped) AS reasons
+      FROM (SELECT DISTINCT event_key, dropped FROM judged WHERE dropped IS NOT NULL) AS j
+     ) AS d
 
 -- name: suppressed_among
 -- The sender's one query per batch: which of these normalized recipients are suppressed,
