@@ -70,6 +70,11 @@ def test_public_gets_nothing(conn: psycopg.Connection[Any], login_as: Any) -> No
         "is_suppressed",
         "cancel",
         "prune_events",  # 0013: the daemon prunes old events without DELETE on them
+        # 0020: the operator's actions, each with its audit row, without DML on the tables
+        "operator_cancel",
+        "operator_send_now",
+        "operator_dead_retry",
+        "operator_dead_purge",
     }
     for _, config in definers:
         assert "search_path=pg_catalog, pg_temp" in config

@@ -1,8 +1,8 @@
 """``mailroom dead list | retry | purge``: dead letters by id or filter, in batches.
 
-Retry and purge write an audit row per batch in the same statement as the batch (the
-``dead_retry_batch`` / ``dead_purge_batch`` queries), so a role that may not write the
-audit trail changes nothing.
+Retry and purge call one database function per batch (the ``dead_retry_batch`` /
+``dead_purge_batch`` queries, migration 0020) that changes the rows and writes the
+batch's audit row in one transaction; the operator may not write the tables directly.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def dead_retry(
 
 
 def cmd_dead_retry(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    admin_audit.require(conn, "dead retry", admin_audit.ACTS)
+    admin_audit.require(conn, "dead retry", admin_audit.RETRIES)
     selection = _selected(args, cfg, "retry")
     problems = retry_refusals(conn, selection.ids) if selection.ids else []
     if problems:

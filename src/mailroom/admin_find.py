@@ -174,7 +174,7 @@ def _reason(text: str | None, *, required: bool) -> str | None:
 
 
 def cmd_cancel(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    admin_audit.require(conn, "cancel", admin_audit.ACTS)
+    admin_audit.require(conn, "cancel", admin_audit.CANCELS)
     reason = _reason(args.reason, required=True)
     ids = list(dict.fromkeys(args.ids))
     problems = refusals(conn, ids, "cancel")
@@ -194,7 +194,7 @@ def cmd_cancel(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
 
 
 def cmd_send_now(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    admin_audit.require(conn, "send-now", admin_audit.ACTS)
+    admin_audit.require(conn, "send-now", admin_audit.SENDS_NOW)
     reason = _reason(args.reason, required=False)
     ids = list(dict.fromkeys(args.ids))
     problems = refusals(conn, ids, "send-now")
