@@ -8,10 +8,12 @@ queries): this module only says who is acting and reads the trail back.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -53,6 +55,22 @@ def require(conn: Connection, command: str, needs: tuple[tuple[str, str], ...] =
                 "lacks: connect as a member of mailroom_operator",
                 3,
             )
+
+
+@contextlib.contextmanager
+def refusals_as_errors() -> Iterator[None]:
+    """An action function's refusal of its arguments (SQLSTATE 22023, "mailroom: ...",
+    migration 0020) as a one-line CommandError (exit 1), for the CLI and the console
+    alike; nothing was changed (the function's transaction rolled back)."""
+    try:
+        yield
+    except psycopg.errors.InvalidParameterValue as exc:
+        message = (exc.diag.message_primary or "").strip()
+        if not message.startswith("mailroom: "):
+            raise
+        raise CommandError(
+            "refused, nothing changed: " + message.removeprefix("mailroom: "), 1
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -140,8 +140,9 @@ def _in_batches(
     audit = actor.params(selection.described())
     while True:
         params = {**selection.params(), **audit, "snapshot": snapshot, "limit": size}
-        rows = conn.execute(query(name), {**params, "after_at": cursor[0], "after_id": cursor[1]})
-        batch = rows.fetchall()
+        with admin_audit.refusals_as_errors():
+            cursor_at = {"after_at": cursor[0], "after_id": cursor[1]}
+            batch = conn.execute(query(name), {**params, **cursor_at}).fetchall()
         if not batch:
             return done
         cursor = max((r[-1], r[0]) for r in batch)

@@ -152,13 +152,15 @@ def refusals(conn: Connection, ids: Sequence[int], action: str) -> list[str]:
 
 def cancel(conn: Connection, ids: Sequence[int], actor: Actor) -> list[int]:
     """Cancel the cancellable ones of ``ids``; returns those cancelled."""
-    rows = conn.execute(query("cancel"), {"ids": list(ids), **actor.params()}).fetchall()
+    with admin_audit.refusals_as_errors():
+        rows = conn.execute(query("cancel"), {"ids": list(ids), **actor.params()}).fetchall()
     return [int(r[0]) for r in rows]
 
 
 def send_now(conn: Connection, ids: Sequence[int], actor: Actor, *, channel: str) -> list[int]:
     """Make the waiting ones of ``ids`` due now and wake their daemons; returns them."""
-    rows = conn.execute(query("send_now"), {"ids": list(ids), **actor.params()}).fetchall()
+    with admin_audit.refusals_as_errors():
+        rows = conn.execute(query("send_now"), {"ids": list(ids), **actor.params()}).fetchall()
     for queue in sorted({r[1] for r in rows}):
         conn.execute(query("wake"), {"channel": channel, "queue": queue})
     return [int(r[0]) for r in rows]
