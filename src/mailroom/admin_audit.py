@@ -89,7 +89,8 @@ class Actor:
             name = getpass.getuser()  # $LOGNAME, $USER, ... then the password database
         except (OSError, KeyError):
             name = "unknown"
-        return cls(operator=name, via="cli", reason=reason)
+        # the functions (0020) take 1 to 200 characters: informative, so shortened, not refused
+        return cls(operator=name.strip()[:200] or "unknown", via="cli", reason=reason)
 
     def params(self, selection: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
