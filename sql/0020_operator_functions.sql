@@ -13,8 +13,11 @@
 -- is one audit row, and a run's batches share the caller's action_id. Waking the daemons
 -- (NOTIFY on the configured channel) stays with the caller, after each batch.
 --
--- Suppressions (no audit trail of their own; created_by records the login) and the
--- recipient caps (DELETE on recipient_sends) keep their table grants.
+-- Suppressions are operator writes too: removing one lets mail go again to an address
+-- that bounced or complained. `suppression add | remove | import` go through
+-- operator_suppress / operator_unsuppress, audited as 'suppress' / 'unsuppress' (no
+-- message ids; the addresses changed are in the row's selection). The recipient caps
+-- (DELETE on recipient_sends, lifted by hand) keep their table grant.
 
 -- The checks every action makes; a clear one-line error names the argument.
 CREATE FUNCTION mailroom.operator_check(
@@ -293,6 +296,108 @@ BEGIN
 END
 $$;
 
+ALTER TABLE mailroom.audit DROP CONSTRAINT audit_action_known;
+ALTER TABLE mailroom.audit ADD CONSTRAINT audit_action_known
+    CHECK (action OPERATOR(pg_catalog.=) ANY (ARRAY['cancel', 'send_now', 'dead_retry',
+           'dead_purge', 'suppress', 'unsuppress']::pg_catalog.text[]));
+
+CREATE FUNCTION mailroom.operator_check_addresses(addresses text[]) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF addresses IS NULL OR pg_catalog.cardinality(addresses) OPERATOR(pg_catalog.<) 1
+       OR pg_catalog.cardinality(addresses) OPERATOR(pg_catalog.>) 10000 THEN
+        RAISE EXCEPTION 'mailroom: give 1 to 10000 addresses, got %',
+            coalesce(pg_catalog.cardinality(addresses), 0) USING ERRCODE = '22023';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.unnest(addresses) AS a
+               WHERE a IS NULL OR pg_catalog.char_length(a) OPERATOR(pg_catalog.>) 320) THEN
+        RAISE EXCEPTION 'mailroom: an address is NULL or longer than 320 characters'
+            USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+
+-- Suppress the addresses not yet suppressed (an existing entry keeps its reason and
+-- date): by hand ('manual', one detail for all) or from SES ('ses_import', a detail per
+-- address). Returns the addresses added.
+CREATE FUNCTION mailroom.operator_suppress(
+    addresses text[], reason text, details text[], operator text, via text, action_id uuid
+) RETURNS TABLE (suppressed text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    done text[];
+BEGIN
+    PERFORM mailroom.operator_check_addresses(addresses);
+    PERFORM mailroom.operator_check(action_id, operator, via, NULL, false);
+    IF reason IS NULL OR reason OPERATOR(pg_catalog.<>) ALL (ARRAY['manual', 'ses_import']::pg_catalog.text[]) THEN
+        RAISE EXCEPTION 'mailroom: an operator suppresses as manual or ses_import'
+            USING ERRCODE = '22023';
+    END IF;
+    IF details IS NOT NULL AND pg_catalog.cardinality(details)
+       OPERATOR(pg_catalog.<>) pg_catalog.cardinality(addresses) THEN
+        RAISE EXCEPTION 'mailroom: give one detail per address, or none'
+            USING ERRCODE = '22023';
+    END IF;
+    WITH added AS (
+        INSERT INTO mailroom.suppressions (address, reason, detail)
+        SELECT mailroom.normalize_address(x.a), reason, x.d
+        FROM ROWS FROM (pg_catalog.unnest(addresses), pg_catalog.unnest(details)) AS x (a, d)
+        ON CONFLICT (address) DO NOTHING
+        RETURNING address
+    )
+    SELECT pg_catalog.array_agg(a.address ORDER BY a.address) INTO done FROM added AS a;
+    IF done IS NOT NULL THEN
+        INSERT INTO mailroom.audit (action_id, operator, via, action, message_ids, reason,
+                                    selection)
+        VALUES (action_id, operator, via, 'suppress', '{}',
+                CASE WHEN reason OPERATOR(pg_catalog.=) 'manual'
+                     THEN pg_catalog.left(details[1], 500) END,
+                pg_catalog.jsonb_build_object('reason', reason, 'addresses', done));
+    END IF;
+    RETURN QUERY SELECT pg_catalog.unnest(coalesce(done, '{}'::text[]));
+END
+$$;
+
+-- Unsuppress the addresses; returns each one removed and the reason it had.
+CREATE FUNCTION mailroom.operator_unsuppress(
+    addresses text[], operator text, via text, action_id uuid
+) RETURNS TABLE (unsuppressed text, was text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    done text[];
+    reasons text[];
+BEGIN
+    PERFORM mailroom.operator_check_addresses(addresses);
+    PERFORM mailroom.operator_check(action_id, operator, via, NULL, false);
+    WITH removed AS (
+        DELETE FROM mailroom.suppressions AS s
+        WHERE s.address OPERATOR(pg_catalog.=) ANY (ARRAY(
+            SELECT mailroom.normalize_address(a) FROM pg_catalog.unnest(addresses) AS a))
+        RETURNING s.address, s.reason
+    )
+    SELECT pg_catalog.array_agg(r.address ORDER BY r.address),
+           pg_catalog.array_agg(r.reason ORDER BY r.address)
+    INTO done, reasons FROM removed AS r;
+    IF done IS NOT NULL THEN
+        INSERT INTO mailroom.audit (action_id, operator, via, action, message_ids, selection)
+        VALUES (action_id, operator, via, 'unsuppress', '{}',
+                pg_catalog.jsonb_build_object('addresses', done, 'reasons', reasons));
+    END IF;
+    RETURN QUERY SELECT x.a, x.r
+        FROM ROWS FROM (pg_catalog.unnest(done), pg_catalog.unnest(reasons)) AS x (a, r);
+END
+$$;
+
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA mailroom FROM PUBLIC;
 
 -- Run after grants_0008 and grants_0010 (grant_roles takes them in name order), which
@@ -305,8 +410,10 @@ BEGIN
     IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mailroom_operator') THEN
         REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON mailroom.outbox, mailroom.attempts
             FROM mailroom_operator;
-        REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON mailroom.audit FROM mailroom_operator;
-        GRANT SELECT ON mailroom.outbox, mailroom.attempts, mailroom.audit TO mailroom_operator;
+        REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON mailroom.audit, mailroom.suppressions
+            FROM mailroom_operator;
+        GRANT SELECT ON mailroom.outbox, mailroom.attempts, mailroom.audit,
+            mailroom.suppressions TO mailroom_operator;
         GRANT EXECUTE ON FUNCTION
             mailroom.operator_cancel(bigint[], text, text, text, uuid),
             mailroom.operator_send_now(bigint[], text, text, text, uuid),
@@ -315,7 +422,9 @@ BEGIN
                                          text, uuid, text),
             mailroom.operator_dead_purge(timestamptz, timestamptz, bigint, integer, bigint[],
                                          text, text, text, timestamptz, timestamptz, text,
-                                         text, uuid, text)
+                                         text, uuid, text),
+            mailroom.operator_suppress(text[], text, text[], text, text, uuid),
+            mailroom.operator_unsuppress(text[], text, text, uuid)
         TO mailroom_operator;
     END IF;
 END

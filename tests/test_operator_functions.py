@@ -45,7 +45,8 @@ def _outbox(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
 def _state(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
     attempts = conn.execute("SELECT * FROM mailroom.attempts ORDER BY id").fetchall()
     audit = conn.execute("SELECT * FROM mailroom.audit ORDER BY id").fetchall()
-    return _outbox(conn), attempts, audit
+    suppressed = conn.execute("SELECT * FROM mailroom.suppressions ORDER BY address").fetchall()
+    return _outbox(conn), attempts, audit, suppressed
 
 
 DIRECT_WRITES = (
@@ -61,6 +62,10 @@ DIRECT_WRITES = (
     " VALUES (gen_random_uuid(), 'alice', 'cli', 'cancel', '{{1,2,3}}', 'alice did it')",
     "INSERT INTO mailroom.outbox (to_addresses, subject, body_text)"
     " VALUES (ARRAY['x@example.com'], 's', 'b')",
+    # unsuppressing lets mail go again to an address that complained: audited since 0020
+    "DELETE FROM mailroom.suppressions",
+    "INSERT INTO mailroom.suppressions (address, reason) VALUES ('z@example.com', 'manual')",
+    "UPDATE mailroom.suppressions SET reason = 'manual'",
 )
 
 
@@ -71,6 +76,8 @@ def test_the_operator_cannot_write_the_outbox_attempts_or_audit_directly(
     """Attack: succeeded before 0020 for every statement but the attempts and outbox
     INSERTs (no audit row, or a forged one); now each is refused and nothing changes."""
     ids = seed(conn)
+    conn.execute("INSERT INTO mailroom.suppressions (address, reason) VALUES"
+                 " ('complained@example.com', 'complaint')")  # fmt: skip
     before = _state(conn)
     with (
         psycopg.connect(operator, autocommit=True) as op,
@@ -105,6 +112,30 @@ HOSTILE = (
     ("operator_send_now", _act(None), "ids"),
     ("operator_send_now", _act(list(range(1, 1_000_001))), "ids"),
     ("operator_send_now", _act([1], reason="x" * 501), "reason"),
+    ("operator_suppress", (None, "manual", None, "bob", "cli", uuid.uuid4()), "addresses"),
+    ("operator_suppress", ([None], "manual", None, "bob", "cli", uuid.uuid4()), "address"),
+    (
+        "operator_suppress",
+        (["a" * 400 + "@example.com"], "manual", None, "bob", "cli", uuid.uuid4()),
+        "320",
+    ),
+    (
+        "operator_suppress",
+        (["a@example.com"] * 10_001, "manual", None, "bob", "cli", uuid.uuid4()),
+        "addresses",
+    ),
+    (
+        "operator_suppress",
+        (["a@example.com"], "complaint", None, "bob", "cli", uuid.uuid4()),
+        "manual or ses_import",
+    ),
+    (
+        "operator_suppress",
+        (["a@example.com"], "manual", ["x", "y"], "bob", "cli", uuid.uuid4()),
+        "detail",
+    ),
+    ("operator_unsuppress", ([], "bob", "cli", uuid.uuid4()), "addresses"),
+    ("operator_unsuppress", (["a@example.com"], "", "cli", uuid.uuid4()), "operator"),
 )
 
 
@@ -279,11 +310,12 @@ def test_every_migrate_leaves_the_operator_with_functions_not_table_writes(
 
     # as a role created by hand after the first migrate, or one left with pre-0020 grants
     conn.execute("GRANT INSERT, UPDATE, DELETE ON mailroom.outbox, mailroom.audit,"
-                 " mailroom.attempts TO mailroom_operator")  # fmt: skip
+                 " mailroom.attempts, mailroom.suppressions TO mailroom_operator")  # fmt: skip
     conn.execute("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA mailroom FROM mailroom_operator")
     migrate.migrate(conn, channel="token_insert")
     writes = conn.execute(
-        "SELECT t, p FROM unnest(ARRAY['mailroom.outbox', 'mailroom.audit', 'mailroom.attempts'])"
+        "SELECT t, p FROM unnest(ARRAY['mailroom.outbox', 'mailroom.audit', 'mailroom.attempts',"
+        " 'mailroom.suppressions'])"
         " AS t, unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p"
         " WHERE has_table_privilege('mailroom_operator', t, p)"
     ).fetchall()
@@ -299,4 +331,31 @@ def test_every_migrate_leaves_the_operator_with_functions_not_table_writes(
         " AND proname LIKE 'operator\\_%' AND prosecdef ORDER BY proname"
     ).fetchall()
     assert functions == [("operator_cancel", True), ("operator_dead_purge", True),
-                         ("operator_dead_retry", True), ("operator_send_now", True)]  # fmt: skip
+                         ("operator_dead_retry", True), ("operator_send_now", True),
+                         ("operator_suppress", True), ("operator_unsuppress", True)]  # fmt: skip
+
+
+def test_suppression_add_and_remove_are_audited_with_the_login(
+    operator: str, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute("INSERT INTO mailroom.suppressions (address, reason) VALUES"
+                 " ('complained@example.com', 'complaint')")  # fmt: skip
+    env = {"MAILROOM_QUEUE_NAME": "user_action_queue"}
+    added = mailroom_cli("suppression", "add", "Ann@Example.com", "--note", "asked by phone",
+                         db=operator, env=env)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    removed = mailroom_cli("suppression", "remove", "complained@example.com", db=operator,
+                           env=env)  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    rows = conn.execute(
+        "SELECT actor, action, messages, reason, selection FROM mailroom.audit ORDER BY id"
+    ).fetchall()
+    me = _user(operator)
+    assert rows == [
+        (me, "suppress", 0, "asked by phone",
+         {"reason": "manual", "addresses": ["ann@example.com"]}),
+        (me, "unsuppress", 0, None,
+         {"addresses": ["complained@example.com"], "reasons": ["complaint"]}),
+    ]  # fmt: skip
+    created_by = conn.execute("SELECT created_by FROM mailroom.suppressions").fetchall()
+    assert created_by == [(me,)]

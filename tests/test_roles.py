@@ -75,6 +75,8 @@ def test_public_gets_nothing(conn: psycopg.Connection[Any], login_as: Any) -> No
         "operator_send_now",
         "operator_dead_retry",
         "operator_dead_purge",
+        "operator_suppress",
+        "operator_unsuppress",
     }
     for _, config in definers:
         assert "search_path=pg_catalog, pg_temp" in config

@@ -173,6 +173,14 @@ DEFINER_CALLS: dict[str, tuple[str, ...]] = {
         " 'bulk', NULL, NULL, now() - interval '1 day', NULL, 'mallory', 'cli',"
         " gen_random_uuid(), 'n')",
     ),
+    "operator_suppress": (
+        "SELECT * FROM mailroom.operator_suppress(ARRAY['Ann <ann@bücher.de>'], 'manual',"
+        " ARRAY['asked'], 'mallory', 'cli', gen_random_uuid())",
+    ),
+    "operator_unsuppress": (
+        "SELECT * FROM mailroom.operator_unsuppress(ARRAY['Ann <ann@bücher.de>'], 'mallory',"
+        " 'cli', gen_random_uuid())",
+    ),
 }
 
 # What the application may do directly that fires lifecycle triggers (they run as the
@@ -267,7 +275,8 @@ def test_the_operator_role_gets_nothing_from_the_owner_either(
     actions = conn.execute("SELECT action, sum(messages) FROM mailroom.audit GROUP BY 1")
     # every action ran for real despite the traps
     assert dict(actions.fetchall()) == {"cancel": 1, "send_now": 1, "dead_retry": 2,
-                                        "dead_purge": 2}  # fmt: skip
+                                        "dead_purge": 2, "suppress": 0,
+                                        "unsuppress": 0}  # fmt: skip
     user = psycopg.conninfo.conninfo_to_dict(operator_dsn)["user"]
     gone = "SELECT count(*) = 0 FROM pg_stat_activity WHERE usename = %s"
     wait_for(lambda: conn.execute(gone, [user]).fetchone() == (True,), timeout=10)

@@ -692,27 +692,28 @@ ORDER BY created_at DESC, address
 LIMIT %(limit)s
 
 -- name: suppression_add
--- Adds the addresses not yet suppressed (an existing entry keeps its reason and date).
-INSERT INTO mailroom.suppressions (address, reason, detail)
-SELECT mailroom.normalize_address(a), %(reason)s, %(detail)s
-FROM unnest(%(addresses)s::text[]) AS a
-ON CONFLICT (address) DO NOTHING
-RETURNING address
+-- Adds the addresses not yet suppressed (an existing entry keeps its reason and date);
+-- the function (migration 0020) appends the audit row.
+SELECT suppressed
+FROM mailroom.operator_suppress(%(addresses)s::text[], %(reason)s::text, %(details)s::text[],
+    %(operator)s::text, %(via)s::text, %(action_id)s::uuid)
 
 -- name: suppression_import
 -- One page of the SES account-level list: address, reason (BOUNCE / COMPLAINT) and
--- SES's last update time, kept as the detail.
-INSERT INTO mailroom.suppressions (address, reason, detail)
-SELECT mailroom.normalize_address(a), 'ses_import', 'SES ' || r || ' (' || t || ')'
-FROM unnest(%(addresses)s::text[], %(reasons)s::text[], %(updated)s::text[]) AS x(a, r, t)
-ON CONFLICT (address) DO NOTHING
-RETURNING address
+-- SES's last update time, kept as the detail; audited as one 'suppress' row per page.
+SELECT suppressed
+FROM mailroom.operator_suppress(%(addresses)s::text[], 'ses_import',
+    ARRAY(SELECT 'SES ' || r || ' (' || t || ')'
+          FROM unnest(%(reasons)s::text[], %(updated)s::text[]) WITH ORDINALITY AS x(r, t, n)
+          ORDER BY n),
+    %(operator)s::text, %(via)s::text, %(action_id)s::uuid)
 
 -- name: suppression_remove
-DELETE FROM mailroom.suppressions
-WHERE address = ANY (ARRAY(SELECT mailroom.normalize_address(a)
-                           FROM unnest(%(addresses)s::text[]) AS a))
-RETURNING address, reason
+-- The function (migration 0020) appends the audit row.
+SELECT unsuppressed, was
+FROM mailroom.operator_unsuppress(%(addresses)s::text[], %(operator)s::text, %(via)s::text,
+    %(action_id)s::uuid)
+
 -- ---- operator console: find, act, audit, queues, stats (migration 0010) ----
 -- admin_find.py, admin_dead.py, admin_stats.py and the web console (mailroom.web) run
 -- these; the console has no SQL of its own. Every action is a function (migration 0020)
