@@ -59,9 +59,11 @@ def test_the_operator_and_the_daemon_cannot_hand_a_message_to_another_applicatio
     assert 16 in applied
 
     victim = enqueue()
-    # the trigger refuses the operator and the owner; the daemon has no UPDATE on the
-    # column at all since 0017 (it writes outcomes only)
-    refusals = ((operator, "enqueued_by is fixed"), (bare_db, "enqueued_by is fixed"),
+    # the trigger refuses the owner; the daemon has no UPDATE on the column at all since
+    # 0017 (it writes outcomes only), the operator no UPDATE on the outbox since 0020 (its
+    # actions are audited functions)
+    refusals = ((operator, "permission denied for table outbox"),
+                (bare_db, "enqueued_by is fixed"),
                 (daemon, "permission denied for table outbox"))  # fmt: skip
     for attacker, says in refusals:
         with (
@@ -71,7 +73,7 @@ def test_the_operator_and_the_daemon_cannot_hand_a_message_to_another_applicatio
             conn.execute(REWRITE, [_role(billing), victim])
     assert _seen_and_cancelled_by(billing, victim) == (False, False)
     # shop still owns it; other columns of the row can still be written as before
-    with psycopg.connect(operator, autocommit=True) as conn:
+    with psycopg.connect(bare_db, autocommit=True) as conn:
         done = conn.execute(
             "UPDATE mailroom.outbox SET priority = 5 WHERE id = %s", [victim]
         ).rowcount

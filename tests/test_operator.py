@@ -233,16 +233,28 @@ def test_dead_retry_and_purge_leave_audit_rows_per_batch(
 def test_the_audit_trail_is_append_only_and_its_author_cannot_be_forged(
     operator: str, conn: psycopg.Connection[Any]
 ) -> None:
+    """Since 0020 the operator may not insert audit rows at all (the forged row below was
+    accepted before, its actor overwritten but its operator and ids free): only the
+    action functions write them, stamped with the login."""
+    from mailroom.admin_audit import Actor  # noqa: PLC0415
+    from mailroom.admin_find import cancel  # noqa: PLC0415
+
+    ids = seed(conn)
     with psycopg.connect(operator, autocommit=True) as op:
-        op.execute(
+        for statement in (
             "INSERT INTO mailroom.audit (action_id, actor, at, via, action, message_ids) "
-            "VALUES (gen_random_uuid(), 'someone_else', '2001-01-01', 'cli', 'cancel', '{1}')"
-        )
-        for statement in ("UPDATE mailroom.audit SET reason = 'x'", "DELETE FROM mailroom.audit"):
+            "VALUES (gen_random_uuid(), 'someone_else', '2001-01-01', 'cli', 'cancel', '{1}')",
+            "UPDATE mailroom.audit SET reason = 'x'",
+            "DELETE FROM mailroom.audit",
+        ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 op.execute(statement)
-    row = conn.execute("SELECT actor, at > now() - interval '1 minute' FROM mailroom.audit")
-    assert row.fetchone() == (psycopg.conninfo.conninfo_to_dict(operator)["user"], True)
+        assert cancel(op, [ids["pending"]], Actor("someone_else", reason="x")) == [ids["pending"]]
+    row = conn.execute(
+        "SELECT actor, operator, at > now() - interval '1 minute' FROM mailroom.audit"
+    )
+    me = psycopg.conninfo.conninfo_to_dict(operator)["user"]
+    assert row.fetchall() == [(me, "someone_else", True)]
 
 
 OPERATOR_COMMANDS = (
@@ -286,9 +298,9 @@ def test_the_database_refuses_a_daemon_that_skips_the_check(
 
     ids = seed(conn)
     with psycopg.connect(login_as("mailroom_daemon"), autocommit=True) as daemon:
-        # refused by the audit trail, or (since 0017) already by the outbox columns the
-        # daemon may not write (template_data): either way nothing changes
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"audit|outbox"):
+        # since 0020 the action is a function only the operator may execute (before: refused
+        # by the audit trail or the outbox columns): either way nothing changes
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="operator_cancel"):
             cancel(daemon, [ids["pending"]], Actor("mallory", reason="x"))
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
             admin_dead.dead_retry(daemon, admin_dead.Selection(), channel="token_insert")

@@ -71,6 +71,13 @@ def test_public_gets_nothing(conn: psycopg.Connection[Any], login_as: Any) -> No
         "cancel",
         "prune_events",  # 0013: the daemon prunes old events without DELETE on them
         "outbox_forget_token",  # 0019: a token goes with its message's final state
+        # 0020: the operator's actions, each with its audit row, without DML on the tables
+        "operator_cancel",
+        "operator_send_now",
+        "operator_dead_retry",
+        "operator_dead_purge",
+        "operator_suppress",
+        "operator_unsuppress",
     }
     for _, config in definers:
         assert "search_path=pg_catalog, pg_temp" in config

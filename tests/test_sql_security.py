@@ -160,6 +160,38 @@ DEFINER_CALLS: dict[str, tuple[str, ...]] = {
         "SELECT mailroom.cancel(mailroom.enqueue(ARRAY['ann@example.com'],"
         " subject => 's', body_text => 'b'))",
     ),
+    # 0020: the operator's actions (run as a member of mailroom_operator below; refused to
+    # the application). Each call passes the checks and changes rows, so that every path
+    # of the function body runs.
+    "operator_cancel": (
+        "SELECT * FROM mailroom.operator_cancel(ARRAY[mailroom.enqueue(ARRAY['ann@example.com'],"
+        " subject => 's', body_text => 'b')], 'why', 'mallory', 'cli', gen_random_uuid())",
+    ),
+    "operator_send_now": (
+        "SELECT * FROM mailroom.operator_send_now(ARRAY[mailroom.enqueue("
+        "ARRAY['ann@example.com'], subject => 's', body_text => 'b',"
+        " not_before => now() + interval '1 hour')], NULL, 'mallory', 'web', gen_random_uuid())",
+    ),
+    "operator_dead_retry": (
+        "SELECT * FROM mailroom.operator_dead_retry('infinity', '-infinity', 0, 10, NULL,"
+        " 'user_action_queue', NULL, 'rejected', NULL, NULL, 'mallory', 'cli',"
+        " gen_random_uuid(), 'n')",
+        "SELECT * FROM mailroom.operator_dead_retry('infinity', '-infinity', 0, 10,"
+        " ARRAY[1, 2], NULL, NULL, NULL, NULL, NULL, 'mallory', 'cli', gen_random_uuid(), 'n')",
+    ),
+    "operator_dead_purge": (
+        "SELECT * FROM mailroom.operator_dead_purge('infinity', '-infinity', 0, 10, NULL,"
+        " 'bulk', NULL, NULL, now() - interval '1 day', NULL, 'mallory', 'cli',"
+        " gen_random_uuid(), 'n')",
+    ),
+    "operator_suppress": (
+        "SELECT * FROM mailroom.operator_suppress(ARRAY['Ann <ann@bücher.de>'], 'manual',"
+        " ARRAY['asked'], 'mallory', 'cli', gen_random_uuid())",
+    ),
+    "operator_unsuppress": (
+        "SELECT * FROM mailroom.operator_unsuppress(ARRAY['Ann <ann@bücher.de>'], 'mallory',"
+        " 'cli', gen_random_uuid())",
+    ),
 }
 
 # What the application may do directly that fires lifecycle triggers (they run as the
@@ -233,6 +265,32 @@ def test_a_fresh_install_with_every_module_gives_the_owner_nothing(
     counts = conn.execute("SELECT count(*) FROM mailroom.outbox").fetchone()
     assert counts is not None
     assert counts[0] >= 4
+
+
+def test_the_operator_role_gets_nothing_from_the_owner_either(
+    conn: psycopg.Connection[Any], login_as: Callable[..., str], owner: str
+) -> None:
+    # the operator_* functions (0020) are definer functions the operator calls: the same
+    # traps, armed by a member of mailroom_operator, over dead letters for them to act on
+    from conftest import wait_for  # noqa: PLC0415
+
+    migrate.migrate(conn, channel="token_insert", modules=("lifecycle",))
+    conn.execute(
+        "INSERT INTO mailroom.outbox (to_addresses, subject, body_text, status, last_error,"
+        " queue) SELECT ARRAY['d' || i || '@example.com'], 's', 't', 'dead', 'rejected', q"
+        " FROM generate_series(1, 2) AS i, unnest(ARRAY['user_action_queue', 'bulk']) AS q"
+    )
+    operator_dsn = login_as("mailroom_operator")
+    rows = _attack(operator_dsn)
+    assert [row for row in rows if row[0] == owner] == []
+    actions = conn.execute("SELECT action, sum(messages) FROM mailroom.audit GROUP BY 1")
+    # every action ran for real despite the traps
+    assert dict(actions.fetchall()) == {"cancel": 1, "send_now": 1, "dead_retry": 2,
+                                        "dead_purge": 2, "suppress": 0,
+                                        "unsuppress": 0}  # fmt: skip
+    user = psycopg.conninfo.conninfo_to_dict(operator_dsn)["user"]
+    gone = "SELECT count(*) = 0 FROM pg_stat_activity WHERE usename = %s"
+    wait_for(lambda: conn.execute(gone, [user]).fetchone() == (True,), timeout=10)
 
 
 def test_the_daemon_role_gets_nothing_from_the_owner_either(

@@ -1,8 +1,8 @@
 """``mailroom dead list | retry | purge``: dead letters by id or filter, in batches.
 
-Retry and purge write an audit row per batch in the same statement as the batch (the
-``dead_retry_batch`` / ``dead_purge_batch`` queries), so a role that may not write the
-audit trail changes nothing.
+Retry and purge call one database function per batch (the ``dead_retry_batch`` /
+``dead_purge_batch`` queries, migration 0020) that changes the rows and writes the
+batch's audit row in one transaction; the operator may not write the tables directly.
 """
 
 from __future__ import annotations
@@ -140,8 +140,9 @@ def _in_batches(
     audit = actor.params(selection.described())
     while True:
         params = {**selection.params(), **audit, "snapshot": snapshot, "limit": size}
-        rows = conn.execute(query(name), {**params, "after_at": cursor[0], "after_id": cursor[1]})
-        batch = rows.fetchall()
+        with admin_audit.refusals_as_errors():
+            cursor_at = {"after_at": cursor[0], "after_id": cursor[1]}
+            batch = conn.execute(query(name), {**params, **cursor_at}).fetchall()
         if not batch:
             return done
         cursor = max((r[-1], r[0]) for r in batch)
@@ -187,7 +188,7 @@ def dead_retry(
 
 
 def cmd_dead_retry(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    admin_audit.require(conn, "dead retry", admin_audit.ACTS)
+    admin_audit.require(conn, "dead retry", admin_audit.RETRIES)
     selection = _selected(args, cfg, "retry")
     problems = retry_refusals(conn, selection.ids) if selection.ids else []
     if problems:

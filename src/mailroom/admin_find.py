@@ -152,13 +152,15 @@ def refusals(conn: Connection, ids: Sequence[int], action: str) -> list[str]:
 
 def cancel(conn: Connection, ids: Sequence[int], actor: Actor) -> list[int]:
     """Cancel the cancellable ones of ``ids``; returns those cancelled."""
-    rows = conn.execute(query("cancel"), {"ids": list(ids), **actor.params()}).fetchall()
+    with admin_audit.refusals_as_errors():
+        rows = conn.execute(query("cancel"), {"ids": list(ids), **actor.params()}).fetchall()
     return [int(r[0]) for r in rows]
 
 
 def send_now(conn: Connection, ids: Sequence[int], actor: Actor, *, channel: str) -> list[int]:
     """Make the waiting ones of ``ids`` due now and wake their daemons; returns them."""
-    rows = conn.execute(query("send_now"), {"ids": list(ids), **actor.params()}).fetchall()
+    with admin_audit.refusals_as_errors():
+        rows = conn.execute(query("send_now"), {"ids": list(ids), **actor.params()}).fetchall()
     for queue in sorted({r[1] for r in rows}):
         conn.execute(query("wake"), {"channel": channel, "queue": queue})
     return [int(r[0]) for r in rows]
@@ -174,7 +176,7 @@ def _reason(text: str | None, *, required: bool) -> str | None:
 
 
 def cmd_cancel(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    admin_audit.require(conn, "cancel", admin_audit.ACTS)
+    admin_audit.require(conn, "cancel", admin_audit.CANCELS)
     reason = _reason(args.reason, required=True)
     ids = list(dict.fromkeys(args.ids))
     problems = refusals(conn, ids, "cancel")
@@ -194,7 +196,7 @@ def cmd_cancel(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
 
 
 def cmd_send_now(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    admin_audit.require(conn, "send-now", admin_audit.ACTS)
+    admin_audit.require(conn, "send-now", admin_audit.SENDS_NOW)
     reason = _reason(args.reason, required=False)
     ids = list(dict.fromkeys(args.ids))
     problems = refusals(conn, ids, "send-now")

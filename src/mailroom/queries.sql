@@ -429,72 +429,22 @@ WHERE status = 'dead'
 -- pending, attempts 0, due now. last_error keeps the reason it died until a new try
 -- replaces it; the attempts log keeps the earlier tries. Token emails are skipped.
 -- Returns each row's queue (to wake its daemons) and its old updated_at (the cursor).
--- The batch is MATERIALIZED so that its LIMIT holds (see prune_sent).
-WITH batch AS MATERIALIZED (
-    SELECT id, updated_at
-    FROM mailroom.outbox
-    WHERE status = 'dead'
-      AND NOT coalesce(starts_with(idempotency_key, 'mailroom-token:'), false)
-      AND updated_at <= %(snapshot)s::timestamptz
-      AND (updated_at, id) > (%(after_at)s::timestamptz, %(after_id)s::bigint)
-      AND mailroom.dead_letter_matches(outbox, %(ids)s::bigint[], %(queue)s::text,
-          %(template)s::text, %(reason)s::text, %(since)s::timestamptz, %(before)s::timestamptz)
-    ORDER BY updated_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
--- Each batch appends its audit row (migration 0010) in the same statement.
-, retried AS (
-    UPDATE mailroom.outbox AS m
-    SET status = 'pending',
-        attempts = 0,
-        next_attempt_at = now(),
-        locked_by = NULL,
-        locked_until = NULL,
-        updated_at = now()
-    FROM batch
-    WHERE m.id = batch.id AND m.status = 'dead'
-    RETURNING m.id, m.queue, batch.updated_at
-),
-audited AS (
-    INSERT INTO mailroom.audit (action_id, operator, via, action, message_ids, reason, selection)
-    SELECT %(action_id)s::uuid, %(operator)s::text, %(via)s::text, 'dead_retry', array_agg(id ORDER BY id),
-           %(audit_reason)s::text, %(selection)s::jsonb
-    FROM retried
-    HAVING count(*) > 0
-)
-SELECT id, queue, updated_at FROM retried
+-- The function (migration 0020) checks the arguments and appends the batch's audit row.
+SELECT message_id, message_queue, died_at
+FROM mailroom.operator_dead_retry(%(snapshot)s::timestamptz, %(after_at)s::timestamptz,
+    %(after_id)s::bigint, %(limit)s::integer, %(ids)s::bigint[], %(queue)s::text,
+    %(template)s::text, %(reason)s::text, %(since)s::timestamptz, %(before)s::timestamptz,
+    %(operator)s::text, %(via)s::text, %(action_id)s::uuid, %(audit_reason)s::text)
 
 -- name: dead_purge_batch
 -- Delete one batch of matching dead letters (their attempts cascade), in (updated_at, id)
--- order after the cursor. Returns each row's id and updated_at (the cursor).
-WITH batch AS MATERIALIZED (
-    SELECT id, updated_at
-    FROM mailroom.outbox
-    WHERE status = 'dead'
-      AND updated_at <= %(snapshot)s::timestamptz
-      AND (updated_at, id) > (%(after_at)s::timestamptz, %(after_id)s::bigint)
-      AND mailroom.dead_letter_matches(outbox, %(ids)s::bigint[], %(queue)s::text,
-          %(template)s::text, %(reason)s::text, %(since)s::timestamptz, %(before)s::timestamptz)
-    ORDER BY updated_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
--- Each batch appends its audit row (migration 0010) in the same statement.
-, purged AS (
-    DELETE FROM mailroom.outbox AS m
-    USING batch
-    WHERE m.id = batch.id AND m.status = 'dead'
-    RETURNING m.id, batch.updated_at
-),
-audited AS (
-    INSERT INTO mailroom.audit (action_id, operator, via, action, message_ids, reason, selection)
-    SELECT %(action_id)s::uuid, %(operator)s::text, %(via)s::text, 'dead_purge', array_agg(id ORDER BY id),
-           %(audit_reason)s::text, %(selection)s::jsonb
-    FROM purged
-    HAVING count(*) > 0
-)
-SELECT id, updated_at FROM purged
+-- order after the cursor. Returns each row's id and updated_at (the cursor). The function
+-- (migration 0020) checks the arguments and appends the batch's audit row.
+SELECT message_id, died_at
+FROM mailroom.operator_dead_purge(%(snapshot)s::timestamptz, %(after_at)s::timestamptz,
+    %(after_id)s::bigint, %(limit)s::integer, %(ids)s::bigint[], %(queue)s::text,
+    %(template)s::text, %(reason)s::text, %(since)s::timestamptz, %(before)s::timestamptz,
+    %(operator)s::text, %(via)s::text, %(action_id)s::uuid, %(audit_reason)s::text)
 
 -- name: prune_sent
 -- Retention: delete one batch of messages sent longer ago than keep_seconds, oldest first
@@ -821,35 +771,42 @@ ORDER BY created_at DESC, address
 LIMIT %(limit)s
 
 -- name: suppression_add
--- Adds the addresses not yet suppressed (an existing entry keeps its reason and date).
-INSERT INTO mailroom.suppressions (address, reason, detail)
-SELECT mailroom.normalize_address(a), %(reason)s, %(detail)s
-FROM unnest(%(addresses)s::text[]) AS a
-ON CONFLICT (address) DO NOTHING
-RETURNING address
+-- Adds the addresses not yet suppressed (an existing entry keeps its reason and date);
+-- the function (migration 0020) appends the audit row.
+SELECT suppressed
+FROM mailroom.operator_suppress(%(addresses)s::text[], %(reason)s::text, %(details)s::text[],
+    %(operator)s::text, %(via)s::text, %(action_id)s::uuid)
 
 -- name: suppression_import
 -- One page of the SES account-level list: address, reason (BOUNCE / COMPLAINT) and
--- SES's last update time, kept as the detail.
-INSERT INTO mailroom.suppressions (address, reason, detail)
-SELECT mailroom.normalize_address(a), 'ses_import', 'SES ' || r || ' (' || t || ')'
-FROM unnest(%(addresses)s::text[], %(reasons)s::text[], %(updated)s::text[]) AS x(a, r, t)
-ON CONFLICT (address) DO NOTHING
-RETURNING address
+-- SES's last update time, kept as the detail; audited as one 'suppress' row per page.
+SELECT suppressed
+FROM mailroom.operator_suppress(%(addresses)s::text[], 'ses_import',
+    ARRAY(SELECT 'SES ' || r || ' (' || t || ')'
+          FROM unnest(%(reasons)s::text[], %(updated)s::text[]) WITH ORDINALITY AS x(r, t, n)
+          ORDER BY n),
+    %(operator)s::text, %(via)s::text, %(action_id)s::uuid)
 
 -- name: suppression_remove
-DELETE FROM mailroom.suppressions
-WHERE address = ANY (ARRAY(SELECT mailroom.normalize_address(a)
-                           FROM unnest(%(addresses)s::text[]) AS a))
-RETURNING address, reason
+-- The function (migration 0020) appends the audit row.
+SELECT unsuppressed, was
+FROM mailroom.operator_unsuppress(%(addresses)s::text[], %(operator)s::text, %(via)s::text,
+    %(action_id)s::uuid)
+
 -- ---- operator console: find, act, audit, queues, stats (migration 0010) ----
 -- admin_find.py, admin_dead.py, admin_stats.py and the web console (mailroom.web) run
--- these; the console has no SQL of its own. Every action inserts its mailroom.audit row
--- in the same statement as its change: a role that may not write the trail changes
--- nothing (PostgreSQL checks every table's privileges before the statement runs).
+-- these; the console has no SQL of its own. Every action is a function (migration 0020)
+-- that writes its mailroom.audit row in the same transaction as its change; the operator
+-- has no DML on the outbox, attempts or audit, so a role without EXECUTE changes nothing.
 
 -- name: operator_privilege
 SELECT current_user::text, has_table_privilege(%(table)s::text, %(privilege)s::text)
+
+-- name: operator_function_privilege
+-- The operator's actions are functions (migration 0020); false, not an error, when the
+-- function is missing (a database not migrated that far).
+SELECT current_user::text,
+       coalesce(has_function_privilege(to_regprocedure(%(function)s::text), 'EXECUTE'), false)
 
 -- name: find_messages
 -- Newest first (by id), a page after the cursor (ids below it). Every filter is optional
@@ -892,46 +849,21 @@ WHERE m.id = ANY (%(ids)s::bigint[])
 -- name: cancel
 -- Pending (scheduled included) and retrying messages end "cancelled", with the operator's
 -- reason as their last error; a token's raw secret goes as for any final state. Rows a
--- daemon is sending are not touched (they are "sending", and locked while claimed).
-WITH cancelled AS (
-    UPDATE mailroom.outbox AS m
-    SET status = 'cancelled',
-        last_error = left('cancelled by operator: ' || coalesce(%(audit_reason)s::text, ''), 1000),
-        template_data = m.template_data - '$sign',
-        updated_at = now()
-    WHERE m.id = ANY (%(ids)s::bigint[]) AND m.status IN ('pending', 'retrying')
-    RETURNING m.id
-),
-audited AS (
-    INSERT INTO mailroom.audit (action_id, operator, via, action, message_ids, reason, selection)
-    SELECT %(action_id)s::uuid, %(operator)s::text, %(via)s::text, 'cancel', array_agg(id ORDER BY id),
-           %(audit_reason)s::text, %(selection)s::jsonb
-    FROM cancelled
-    HAVING count(*) > 0
-)
-SELECT id FROM cancelled ORDER BY id
+-- daemon is sending are not touched. The function (migration 0020) checks the arguments
+-- and appends the audit row; the operator has no UPDATE on the outbox.
+SELECT cancelled_id
+FROM mailroom.operator_cancel(%(ids)s::bigint[], %(audit_reason)s::text, %(operator)s::text,
+    %(via)s::text, %(action_id)s::uuid)
+ORDER BY cancelled_id
 
 -- name: send_now
 -- Waiting messages (a backoff or a schedule) become due at once; token emails without
 -- their secret stay (they could not be signed). Returns each row's queue to wake it.
-WITH expedited AS (
-    UPDATE mailroom.outbox AS m
-    SET next_attempt_at = now(), updated_at = now()
-    WHERE m.id = ANY (%(ids)s::bigint[]) AND m.status IN ('pending', 'retrying')
-      AND m.next_attempt_at > now()
-      AND NOT (coalesce(starts_with(m.idempotency_key, 'mailroom-token:'), false)
-               AND NOT EXISTS (SELECT FROM mailroom.message_token_actions AS t
-                               WHERE t.message_id = m.id))
-    RETURNING m.id, m.queue
-),
-audited AS (
-    INSERT INTO mailroom.audit (action_id, operator, via, action, message_ids, reason, selection)
-    SELECT %(action_id)s::uuid, %(operator)s::text, %(via)s::text, 'send_now', array_agg(id ORDER BY id),
-           %(audit_reason)s::text, %(selection)s::jsonb
-    FROM expedited
-    HAVING count(*) > 0
-)
-SELECT id, queue FROM expedited ORDER BY id
+-- The function (migration 0020) checks the arguments and appends the audit row.
+SELECT message_id, message_queue
+FROM mailroom.operator_send_now(%(ids)s::bigint[], %(audit_reason)s::text, %(operator)s::text,
+    %(via)s::text, %(action_id)s::uuid)
+ORDER BY message_id
 
 -- name: audit_of_message
 SELECT at, actor, operator, via, action, messages, reason

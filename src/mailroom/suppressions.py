@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from mailroom.addresses import ascii_domain, is_valid
+from mailroom.admin_audit import Actor, refusals_as_errors
 from mailroom.admin_output import CommandError, Progress, jsonable, masker, stamp
 from mailroom.cli_args import positive
 from mailroom.config import Config
@@ -85,8 +86,13 @@ def _addresses(values: list[str]) -> list[str]:
 
 
 def cmd_add(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    params = {"addresses": _addresses(args.addresses), "reason": "manual", "detail": args.note}
-    added = [r[0] for r in conn.execute(query("suppression_add"), params).fetchall()]
+    addresses = _addresses(args.addresses)
+    # through the audited function (migration 0020): one audit row for the command
+    details = [args.note] * len(addresses) if args.note else None
+    params = {"addresses": addresses, "reason": "manual", "details": details,
+              **Actor.from_cli(args.note).params()}  # fmt: skip
+    with refusals_as_errors():
+        added = [r[0] for r in conn.execute(query("suppression_add"), params).fetchall()]
     shown = masker(args.reveal or cfg.reveal_addresses)
     if args.json:
         distinct = len(set(map(normalize_address, args.addresses)))
@@ -97,8 +103,9 @@ def cmd_add(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
 
 
 def cmd_remove(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    params = {"addresses": _addresses(args.addresses)}
-    removed = conn.execute(query("suppression_remove"), params).fetchall()
+    params = {"addresses": _addresses(args.addresses), **Actor.from_cli().params()}
+    with refusals_as_errors():
+        removed = conn.execute(query("suppression_remove"), params).fetchall()
     shown = masker(args.reveal or cfg.reveal_addresses)
     if args.json:
         print(json.dumps({"removed": [{"address": shown(a), "reason": r} for a, r in removed]}))
@@ -146,18 +153,23 @@ def cmd_import(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     from mailroom.transports.awsconfig import configured_region  # noqa: PLC0415
 
     seen = added = 0
+    actor = Actor.from_cli().params()  # the pages' audit rows share its action_id
     progress = Progress("imported", 0, sys.stderr)
     try:
         region = configured_region()  # as the daemon's SES transport reads it
         client = boto3.session.Session().client("sesv2", region_name=region)
         for page in _pages(client, args.page_size, args.max_pages):
+            if not page:
+                continue  # an empty page: nothing to add (the function wants 1+ addresses)
             rows = {
+                **actor,
                 "addresses": [p["EmailAddress"] for p in page],
                 "reasons": [p.get("Reason", "") for p in page],
                 "updated": [_when(p.get("LastUpdateTime")) for p in page],
             }
             seen += len(page)
-            added += len(conn.execute(query("suppression_import"), rows).fetchall())
+            with refusals_as_errors():
+                added += len(conn.execute(query("suppression_import"), rows).fetchall())
             progress.total = seen
             progress.update(seen)
     except CommandError:
