@@ -65,7 +65,8 @@ class EventFlow:
         self.proc: subprocess.Popen[str] | None = None
         self.sqs: Any = None
         self.url = ""
-        self._heap: list[tuple[float, int, str]] = []  # (release time, seq, body)
+        # (release time, seq, body, published in a SendMessageBatch of its own)
+        self._heap: list[tuple[float, int, str, bool]] = []
         self._seq = 0
         self._lock = threading.Condition()
         self._stop = threading.Event()
@@ -154,10 +155,14 @@ class EventFlow:
             self._schedule(events, reorder=True)
 
     def foreign(self, span: float) -> None:
-        """Transient bounces from other systems' mail, spread over ``span`` seconds."""
+        """Transient bounces from other systems' mail over ``span`` seconds: for half the
+        addresses spread out, for the other half all at once, each in a SendMessageBatch
+        of its own, so that several pollers store them in concurrent transactions (the
+        transient-bounce count must see the others' commits: issue 19 item 5)."""
         with self._lock:
             for k in range(FOREIGN_ADDRESSES):
                 address = f"flaky{k}@elsewhere.example"
+                burst = self.rng.uniform(0, span) if k % 2 else None
                 for j in range(k % 5):
                     mail = {"timestamp": _stamp(), "source": "other@elsewhere.example",
                             "messageId": f"foreign-{k}-{j}", "destination": [address]}  # fmt: skip
@@ -167,7 +172,13 @@ class EventFlow:
                         "timestamp": _stamp(), "feedbackId": str(uuid.uuid4()),
                     }}  # fmt: skip
                     self.transient[address] += 1
-                    self._schedule([event], base=self.rng.uniform(0, span))
+                    if burst is None:
+                        self._schedule([event], base=self.rng.uniform(0, span))
+                        continue
+                    self.distinct.add(("Bounce", mail["messageId"], address))
+                    self._push(time.monotonic() + burst, self._body(event), alone=True)
+                    self.counts["burst"] += 1
+            self._lock.notify_all()
 
     def _schedule(self, events: list[dict[str, Any]], *, reorder: bool = False,
                   base: float = 0.0) -> None:  # fmt: skip
@@ -189,9 +200,12 @@ class EventFlow:
                 copies.append(now + self.rng.uniform(0, 8))
                 self.counts["duplicated"] += 1
             for release in copies:
-                self._seq += 1
-                heapq.heappush(self._heap, (release, self._seq, self._body(event)))
+                self._push(release, self._body(event))
         self._lock.notify_all()
+
+    def _push(self, release: float, body: str, *, alone: bool = False) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (release, self._seq, body, alone))
 
     def _body(self, event: dict[str, Any]) -> str:
         if self.rng.random() < 0.5:
@@ -206,7 +220,12 @@ class EventFlow:
                 now = time.monotonic()
                 due: list[str] = []
                 while self._heap and self._heap[0][0] <= now and len(due) < 10:
+                    alone = self._heap[0][3]
+                    if alone and due:
+                        break  # sent by itself, in the next call
                     due.append(heapq.heappop(self._heap)[2])
+                    if alone:
+                        break
                 if not due:
                     wait = self._heap[0][0] - now if self._heap else 0.5
                     self._lock.wait(min(wait, 0.5))
@@ -287,6 +306,7 @@ class EventFlow:
                 "events duplicated / late / out of order",
                 f"{c['duplicated']} / {c['late']} / {c['out_of_order']}",
             ),
+            ("other systems' transient bounces sent in bursts", str(c["burst"])),
             ("events stored", str(self.stored)),
             (
                 "addresses suppressed / expected",

@@ -54,6 +54,10 @@ def test_chaos_run_with_events_stores_each_once_and_suppresses_exactly(tmp_path:
         probe_timeout=10.0,
         verbose=False,
         events=True,
+        # A stalled daemon gets past its blackholed connections after MAILROOM_DB_TIMEOUT
+        # plus a lease (about 13 s), when this short run has no work left to show it
+        # recovered; the test above covers stalls.
+        skip=frozenset({"stall"}),
     )
     result = chaos.run(settings, tmp_path)
     report = "\n".join([result.table(), *result.timeline, f"daemon logs: {tmp_path / 'logs'}"])
