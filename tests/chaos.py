@@ -75,6 +75,7 @@ import psycopg
 from psycopg import sql
 
 import mailroom
+from chaos_events import EventFlow
 from mailroom import migrate
 from mailroom.batcher import lease_cap
 from mailroom.embedded import EmbeddedPostgres
@@ -126,6 +127,7 @@ class Settings:
     seed: int = 20_261_122
     verbose: bool = True
     skip: frozenset[str] = frozenset()  # actions of CYCLE left out, e.g. {"stall"}
+    events: bool = False  # SES events flow through SQS during the run (tests/chaos_events.py)
 
     def daemon_env(self, standin_url: str) -> dict[str, str]:
         keep = ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV")
@@ -236,6 +238,11 @@ class Result:
     unexpected_db_errors: Counter[str] = field(default_factory=Counter)
     tracebacks: int = 0
     plain_lines: int = 0  # not JSON: stdlib logging (psycopg_pool) bypassing structlog
+    # with events: a message SES accepted, then re-sent after its lease was reclaimed and
+    # found suppressed by its own bounce meanwhile, dies "suppressed": not lost
+    suppressed_after_send: list[int] = field(default_factory=list)
+    event_problems: list[str] = field(default_factory=list)
+    event_rows: list[tuple[str, str]] = field(default_factory=list)
     timeline: list[str] = field(default_factory=list)
 
     # -- the bound ---------------------------------------------------------------------------
@@ -313,6 +320,7 @@ class Result:
         ]
         if self.tracebacks:
             problems.append(f"{self.tracebacks} tracebacks in the daemon logs")
+        problems += self.event_problems
         problems += [f"daemon exited on its own: {e}" for e in self.unexpected_exits]
         problems += [f"daemon stopped making progress: {e}" for e in self.stuck]
         problems += [
@@ -374,6 +382,7 @@ class Result:
             ("stalled daemons that worked on (new claims)", self._stall_summary()),
             ("end probes (each daemon alone delivers)", _summary(self.probes, "ok")),
             ("SIGTERM at the end", _summary(self.sigterm, "exit 0")),
+            *self.event_rows,
             ("verdict", "PASS" if not self.failures() else "FAIL"),
         ]
 
@@ -516,6 +525,7 @@ class Chaos:
         self._last_check = 0.0
         self._overdue = 0
         self._stalls: list[tuple[Slot, str, float]] = []  # (slot, worker, when), not yet judged
+        self.events = EventFlow(settings.seed, workdir) if settings.events else None
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -570,6 +580,10 @@ class Chaos:
         env = self.s.daemon_env(self.standin.url)
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        if self.events is not None:
+            env.update(self.events.start())
+            self.standin.on_sent = self.events.on_sent
+            self.events.foreign(span=self.s.messages / self.s.rate)
         for index in range(self.s.daemons):
             proxy = TcpProxy("127.0.0.1", self.pg.port).start()
             self.proxies.append(proxy)
@@ -601,6 +615,9 @@ class Chaos:
                 proxy.close()
         with contextlib.suppress(Exception):
             self.standin.stop()
+        if self.events is not None:
+            with contextlib.suppress(Exception):
+                self.events.stop()
         if self._monitor is not None:
             with contextlib.suppress(Exception):
                 self._monitor.close()
@@ -908,9 +925,19 @@ class Chaos:
         r.rows = len(rows)
         r.distinct = len({row[0] for row in rows})
         r.statuses = dict(Counter(row[1] for row in rows))
-        dead = Counter((row[3] or "").split(":")[0] for row in rows if row[1] == "dead")
+        if self.events is not None:
+            r.suppressed_after_send = sorted(
+                row[0] for row in rows
+                if row[1] == "dead" and (row[3] or "").startswith("suppressed:") and row[0] in sends
+            )  # fmt: skip
+        excused = set(r.suppressed_after_send)
+        dead = Counter(
+            (row[3] or "").split(":")[0]
+            for row in rows
+            if row[1] == "dead" and row[0] not in excused
+        )
         r.dead_by_reason = dict(dead)
-        r.unsent_rows = sorted(row[0] for row in rows if row[1] != "sent")
+        r.unsent_rows = sorted(row[0] for row in rows if row[1] != "sent" and row[0] not in excused)
         r.wrong_message_id = sorted(
             row[0] for row in rows if row[1] == "sent" and row[2] not in sends.get(row[0], [])
         )
@@ -946,6 +973,22 @@ class Chaos:
         r.ambiguous = int(ambiguous[0][0])
         for path in sorted((self.workdir / "logs").glob("*.log")):
             self.read_log(path)
+        if self.events is not None:
+            self.collect_events()
+
+    def collect_events(self) -> None:
+        assert self.events is not None
+        stored = self.query(
+            "SELECT event_type, provider_message_id, recipient FROM mailroom.events", tries=20
+        )
+        suppressed = {str(a) for (a,) in self.query("SELECT address FROM mailroom.suppressions")}
+        r = self.result
+        r.event_problems = self.events.verify(stored, suppressed)
+        r.event_rows = [
+            *self.events.table_rows(len(suppressed)),
+            ("dead as suppressed by their own bounce after SES took them",
+             str(len(r.suppressed_after_send))),
+        ]  # fmt: skip
 
     def read_log(self, path: Path) -> None:
         r = self.result
@@ -986,6 +1029,9 @@ class Chaos:
             self.judge_stalls()
             if self.result.drained:
                 self.probe()
+            if self.events is not None:  # the daemons read the last events before SIGTERM
+                drained = self.events.wait_drained(self.s.drain_timeout)
+                self.note("events drained" if drained else "EVENTS NOT DRAINED")
             self.sigterm()
             self.collect()
         finally:
@@ -1050,6 +1096,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=actions,
         help="leave this fault out of the cycle (repeatable)",
     )
+    parser.add_argument(
+        "--events", action="store_true", help="SES events flow through SQS during the run"
+    )
     parser.add_argument("--workdir", type=Path, help="default: a new temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--record", type=Path, metavar="FILE", help="write the counts into FILE")
@@ -1068,6 +1117,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         verbose=not args.quiet,
         skip=frozenset(args.skip),
+        events=args.events,
     )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mailroom-chaos-"))
     result = run(settings, workdir)

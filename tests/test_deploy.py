@@ -664,3 +664,54 @@ def test_build_context_makes_a_wheel_with_the_migrations(tmp_path: Path) -> None
 def test_tools_script_is_valid_bash() -> None:
     result = run("bash", "-n", ROOT / ".ci" / "tools.sh")
     assert result.returncode == 0, report(result)
+
+
+# -- the SES events queue (deploy/aws/events-queue.yaml) --------------------------------------
+
+EVENTS_QUEUE = DEPLOY / "aws" / "events-queue.yaml"
+
+
+def events_queue_resources() -> dict[str, Any]:
+    template = load_one(EVENTS_QUEUE)  # long-form Fn:: and Ref: plain YAML reads it
+    resources: dict[str, Any] = template["Resources"]
+    return resources
+
+
+def test_cfn_lint_events_queue() -> None:
+    result = run(tool("cfn-lint"), EVENTS_QUEUE)
+    assert result.returncode == 0, report(result)
+
+
+def test_events_queue_redrives_to_a_dead_letter_queue_that_outlives_it() -> None:
+    resources = events_queue_resources()
+    queue = resources["EventsQueue"]["Properties"]
+    dlq = resources["EventsDeadLetterQueue"]["Properties"]
+    assert resources["EventsDeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
+    redrive = queue["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}
+    assert int(redrive["maxReceiveCount"]) == 5  # docs/deliverability.md says 5
+    # a message keeps its first enqueue time in the DLQ: it must be kept longer there
+    assert dlq["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+    assert "deadLetterTargetArn" not in dlq.get("RedrivePolicy", {})  # no DLQ of the DLQ
+    text = (ROOT / "docs" / "deliverability.md").read_text(encoding="utf-8")
+    assert "deploy/aws/events-queue.yaml" in text
+
+
+def test_events_queue_policy_lets_only_the_event_source_send() -> None:
+    resources = events_queue_resources()
+    policy = resources["EventsQueuePolicy"]["Properties"]
+    assert policy["Queues"] == [{"Ref": "EventsQueue"}]
+    statements = policy["PolicyDocument"]["Statement"]
+    allows = [s for s in statements if s["Effect"] == "Allow"]
+    # one grant, SendMessage only, to the one service, tied to the one topic or rule
+    assert len(allows) == 1
+    (allow,) = allows
+    assert allow["Action"] == "sqs:SendMessage"
+    assert allow["Principal"] == {"Service": {"Ref": "EventSourceService"}}
+    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Ref": "EventSourceArn"}}}
+    # and an explicit deny for every other sender, whatever identity policies grant
+    denies = [s for s in statements if s["Effect"] == "Deny" and s["Action"] == "sqs:SendMessage"]
+    assert len(denies) == 1
+    assert denies[0]["Principal"] == "*"
+    negated = denies[0]["Condition"]["ArnNotEquals"]
+    assert negated["aws:SourceArn"] == {"Ref": "EventSourceArn"}
