@@ -51,7 +51,8 @@ def _issued(conn: psycopg.Connection[Any], account: int, action: str) -> tuple[b
         "SELECT m.secret, m.code FROM mailroom.tokens AS t"
         " JOIN mailroom.outbox AS o ON o.idempotency_key = 'mailroom-token:' || t.id"
         " JOIN mailroom.message_tokens AS m ON m.message_id = o.id"
-        " WHERE t.account_id = %s AND t.action = %s ORDER BY t.id DESC LIMIT 1",
+        " WHERE t.account_id = %s AND t.action OPERATOR(pg_catalog.=) %s::mailroom.token_action"
+        " ORDER BY t.id DESC LIMIT 1",  # qualified: a test below plants an enum "=" in public
         [account, action],
     ).fetchone()
     assert row is not None
@@ -493,3 +494,58 @@ POLICY_DEPENDENCIES_OUTSIDE_PG_CATALOG = """
       ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
     WHERE o.oprnamespace <> 'pg_catalog'::regnamespace
 """
+
+
+PLANTS = """
+CREATE TABLE public.sightings (who text, what text);
+GRANT INSERT ON public.sightings TO PUBLIC;
+CREATE FUNCTION public.spy_status(a mailroom.account_status, b mailroom.account_status)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.sightings VALUES (current_user, 'account_status =');
+    RETURN a::text = b::text;
+END $$;
+CREATE OPERATOR public.= (LEFTARG = mailroom.account_status,
+                          RIGHTARG = mailroom.account_status, FUNCTION = public.spy_status);
+CREATE FUNCTION public.spy_action(a mailroom.token_action, b mailroom.token_action)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.sightings VALUES (current_user, 'token_action =');
+    RETURN a::text = b::text;
+END $$;
+CREATE OPERATOR public.= (LEFTARG = mailroom.token_action,
+                          RIGHTARG = mailroom.token_action, FUNCTION = public.spy_action);
+"""
+
+
+def test_b_plants_nothing_into_the_helpers_a_runs_on_its_own_connection(apps: Apps) -> None:
+    """The helpers run on the application's connection, with its search_path ("$user",
+    public): mailroom does not change it. B, which may create in public (as a Django
+    application owning its tables there may), plants an exact-type "=" for the lifecycle's
+    enums, which beats pg_catalog's anyenum one. Unqualified, A's own query runs B's code as
+    A; the helpers' queries are qualified and run none of it."""
+    apps.owner.execute(
+        sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(apps.b.info.user))
+    )
+    apps.b.execute(PLANTS)
+    try:
+        _plants_do_not_bind(apps)
+    finally:  # B's objects go before its role does
+        apps.owner.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(apps.b.info.user)))
+
+
+def _plants_do_not_bind(apps: Apps) -> None:
+    a = apps.a
+    a.execute("UPDATE mailroom.accounts SET status = 'active' WHERE id = %s", [apps.ann])
+    # the control: an unqualified comparison in A's session binds to B's operator
+    a.execute("SELECT count(*) FROM mailroom.accounts WHERE status = 'active'")
+    seen = apps.owner.execute("SELECT who, what FROM public.sightings").fetchall()
+    assert (a.info.user, "account_status =") in seen, "the plant does not bind: no attack"
+    apps.owner.execute("TRUNCATE public.sightings")
+
+    assert lifecycle.request_password_recovery(a, ANN)
+    recovery, code = _issued(apps.owner, apps.ann, "password_recovery")
+    signed = tokens.sign(KEY, Action.PASSWORD_RECOVERY, recovery, code=code)
+    consumed = lifecycle.consume_token(a, signed, Action.PASSWORD_RECOVERY, [KEY], code=code)
+    assert consumed == lifecycle.Consumed(apps.ann)
+    assert apps.owner.execute("SELECT who, what FROM public.sightings").fetchall() == []

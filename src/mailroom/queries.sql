@@ -281,19 +281,24 @@ SELECT
 -- Check and consume a token in one round trip; says why when it cannot. Found by the
 -- secret's SHA-256 (lifecycle 1003: the raw secret is not kept); its HMAC, checked
 -- before, binds the code, so no code is compared here.
+-- This and request_password_recovery run on the APPLICATION's connection, whose
+-- search_path mailroom leaves alone: every operator and function is written qualified, so
+-- nothing another role planted in a schema on that path (an exact-type "=" for an enum
+-- beats pg_catalog's anyenum one) can bind here.
 WITH found AS (
     SELECT id, account_id, consumed_at, expires_at
     FROM mailroom.tokens
-    WHERE secret_hash = %(secret_hash)s AND action = %(action)s::mailroom.token_action
+    WHERE secret_hash OPERATOR(pg_catalog.=) %(secret_hash)s::pg_catalog.bytea
+      AND action OPERATOR(pg_catalog.=) %(action)s::mailroom.token_action
     FOR UPDATE
 ),
 consumed AS (
     UPDATE mailroom.tokens AS t
-    SET consumed_at = now()
+    SET consumed_at = pg_catalog.now()
     FROM found
-    WHERE t.id = found.id
+    WHERE t.id OPERATOR(pg_catalog.=) found.id
       AND found.consumed_at IS NULL
-      AND found.expires_at > now()
+      AND found.expires_at OPERATOR(pg_catalog.>) pg_catalog.now()
     RETURNING t.account_id
 )
 SELECT
@@ -308,10 +313,13 @@ SELECT
 -- A recovery token (and so its email) for an active account found by login or email.
 -- Only the caller's own (lifecycle 1004): row-level security says so for applications,
 -- this for a role that bypasses it, where one login may be several applications' users.
+-- Qualified throughout, as consume_token (the application's connection).
 INSERT INTO mailroom.tokens (account_id, action)
-SELECT id, 'password_recovery'
+SELECT id, 'password_recovery'::mailroom.token_action
 FROM mailroom.accounts
-WHERE (login = %(who)s OR email = %(who)s) AND status = 'active'
+WHERE (login OPERATOR(pg_catalog.=) %(who)s::pg_catalog.text
+       OR email OPERATOR(pg_catalog.=) %(who)s::pg_catalog.text)
+  AND status OPERATOR(pg_catalog.=) 'active'::mailroom.account_status
   AND owner OPERATOR(pg_catalog.=) session_user
 RETURNING id
 
