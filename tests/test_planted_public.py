@@ -285,3 +285,48 @@ def _daemon_sends(conn: psycopg.Connection[Any], spawn: Any, login_as: Any) -> N
     daemon.wait_listening()
     wait_for(lambda: all_final(conn, 2))
     assert _sightings(conn) == []
+
+
+def test_the_operator_commands_and_the_console_run_no_plant(
+    planted: Planted, login_as: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The on-call's own session is the worst case: the database's default path puts public
+    first, and every read-only command and console page runs against a migrated schema
+    while the attacker's overloads wait in public. The CLI's and the console's connections
+    set the safe path, so none of them runs."""
+    from test_console import AUTH, PASSWORD, USER, Console, _request  # noqa: PLC0415
+
+    with psycopg.connect(planted.admin, autocommit=True) as admin:
+        migrate.migrate(admin, channel="token_insert", modules=("lifecycle",))
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} SET search_path = public, pg_catalog").format(
+                sql.Identifier(admin.info.dbname)
+            )
+        )
+        sent = client.enqueue(admin, "ann@example.com", subject="s", text="t")
+        admin.execute("UPDATE mailroom.outbox SET status = 'dead', last_error = 'x: y'")
+        admin.execute("INSERT INTO mailroom.accounts (login, email) VALUES ('ann', 'a@ex.com')")
+        admin.execute("TRUNCATE public.sightings")  # the writes above are not the point
+    operator = login_as("mailroom_operator", db=planted.admin)
+    commands = [
+        ["status"], ["status", "--json"], ["queues"], ["stats"], ["dead", "list"],
+        ["find", "--to", "ann@example.com"], ["find", "--status", "dead", "--json"],
+        ["show", str(sent)], ["suppression", "list"], ["check", "--schema"],
+    ]  # fmt: skip
+    for command in commands:
+        assert cli.main(["--dsn", operator, *command]) == 0, command
+    out = capsys.readouterr().out
+    assert "example.com" in out  # find and show found the message (masked)
+    assert "no messages match" not in out
+    server = Console(operator, tmp_path, MAILROOM_WEB_USER=USER, MAILROOM_WEB_PASSWORD=PASSWORD)
+    try:
+        for page in ("/", "/messages?q=ann%40example.com", f"/messages/{sent}"):
+            status, body = _request(server.url + page, headers={"Authorization": AUTH})
+            assert status == 200, (page, body[:300])
+    finally:
+        server.stop()
+    with psycopg.connect(planted.admin, autocommit=True) as admin:
+        assert _sightings(admin) == []
+        # the control: the same session path does bind an unqualified call to the plant
+        admin.execute("SELECT now()")
+        assert _sightings(admin) != []
