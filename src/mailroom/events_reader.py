@@ -258,7 +258,7 @@ class EventsReader:
         """Store the events of received SQS messages, then delete the messages (in
         ``worker``'s thread, else one of their own); False when the database could not
         take them (they stay in SQS and come back)."""
-        worker = worker or _Worker(once=True)  # deletes at most once below
+        mine = worker  # None: each delete below gets a one-call thread of its own
         good: list[tuple[dict[str, Any], list[Event]]] = []
         done: list[dict[str, Any]] = []  # malformed or ignored: delete without storing
         for message in received:
@@ -294,8 +294,14 @@ class EventsReader:
                 done.append(message)
                 continue
             good.append((message, events))
+        if done and good:
+            # the refused go before the store: a slow store (a flood of recipients, a
+            # database under load) must not outlast their visibility timeout, after which
+            # SQS would hand them out again
+            await self._delete(done, mine or _Worker(once=True))
+            done = []
         stored, outage = await self._store(good)
-        await self._delete(done + stored, worker)
+        await self._delete(done + stored, mine or _Worker(once=True))
         if outage is not None:
             metrics.EVENTS_READER_ERRORS.labels("database").inc()
             self.error = f"database: {type(outage).__name__}: {str(outage)[:200]}"
