@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,34 @@ def login_as(db: str, pg_admin_dsn: str) -> Iterator[Callable[..., str]]:
     with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
         for name in created:
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+async def pool(db: str, anyio_backend: str) -> AsyncIterator[Any]:
+    """An open async pool on this test's database (for the anyio tests of a module that
+    sets anyio_backend), as the daemon's Outbox uses one."""
+    from psycopg_pool import AsyncConnectionPool  # noqa: PLC0415 -- async tests only
+
+    p: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        db, kwargs={"autocommit": True}, open=False, min_size=1, max_size=4
+    )
+    await p.open(wait=True)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto's server (SQS, SES v1, STS, ...) over real HTTP, one per test module."""
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415 -- only the AWS tests need it
+
+    server = ThreadedMotoServer(port=0, verbose=False)  # port 0: a busy port would hang
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
 @pytest.fixture

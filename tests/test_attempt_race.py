@@ -36,7 +36,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
+@pytest.fixture  # conftest's, with one connection: the holder's statements run in turn
 async def pool(db: str, anyio_backend: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
     p: AsyncConnectionPool[Any] = AsyncConnectionPool(
         db, kwargs={"autocommit": True}, open=False, min_size=1, max_size=1

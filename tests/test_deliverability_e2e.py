@@ -10,13 +10,11 @@ import json
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import psycopg
 import pytest
-from moto.server import ThreadedMotoServer
 from psycopg import sql
 
 import mailroom
@@ -26,15 +24,6 @@ from sesv2_standin import SesStandin
 from test_events import fixture
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(port=0, verbose=False)  # port 0: a busy port would hang
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def sqs_client(url: str) -> Any:

@@ -33,7 +33,6 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-from moto.server import ThreadedMotoServer
 
 import mailroom
 from conftest import DaemonProcess, wait_for
@@ -221,15 +220,6 @@ batches = st.lists(arbitrary, min_size=3, max_size=10)
 
 
 # -- the rig -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 class Rig:

@@ -8,12 +8,10 @@ import json
 import secrets
 import signal
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from moto.server import ThreadedMotoServer
 
 import mailroom
 from conftest import wait_for
@@ -24,15 +22,6 @@ from test_deliverability_e2e import bounce_event, count, publish, queue_empty, s
 pytestmark = pytest.mark.slow
 
 MAX_RECEIVES = 2  # the redrive policy: a message received more often lands in the DLQ
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ messages once, and a crashing reader is restarted instead of taking the daemon d
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,18 +26,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-async def pool(db: str, anyio_backend: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    p: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        db, kwargs={"autocommit": True}, open=False, min_size=1, max_size=2
-    )
-    await p.open(wait=True)
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 def error_of(conn: psycopg.Connection[Any], statement: str) -> Exception:

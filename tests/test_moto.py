@@ -5,26 +5,14 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
 
 import boto3
 import psycopg
-import pytest
-from moto.server import ThreadedMotoServer
 
 import mailroom
 from conftest import all_final, wait_for
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(port=0, verbose=False)  # port 0: a busy port would hang
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def _moto_messages(url: str) -> dict[str, list[dict[str, Any]]]:

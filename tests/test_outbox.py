@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,18 +25,6 @@ QUEUE = "user_action_queue"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-async def pool(db: str, anyio_backend: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    p: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        db, kwargs={"autocommit": True}, open=False, min_size=2, max_size=4
-    )
-    await p.open(wait=True)
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 def enqueue(conn: psycopg.Connection[Any], **fields: Any) -> int:

@@ -9,13 +9,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import psycopg
-import pytest
-from moto.server import ThreadedMotoServer
 
 import mailroom
 
@@ -113,15 +110,6 @@ def test_bad_configuration_exits_2_and_the_readiness_check_still_works(
         timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 1  # nothing listens there: not ready, as before
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def test_identity_and_configuration_set_checks_against_moto(

@@ -12,7 +12,7 @@ import ssl
 import threading
 import urllib.error
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -24,7 +24,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from moto.server import ThreadedMotoServer
 from psycopg_pool import AsyncConnectionPool
 
 import mailroom
@@ -52,27 +51,6 @@ def signer() -> Signer:
 
 
 # --- the reader, moto's SQS and a real PostgreSQL -------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-async def pool(db: str, anyio_backend: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    p: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        db, kwargs={"autocommit": True}, open=False, min_size=1, max_size=2
-    )
-    await p.open(wait=True)
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 ReaderRun = Callable[..., Any]
