@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -278,3 +280,15 @@ def test_the_setting_is_a_boolean_with_a_one_line_error() -> None:
         assert result.stderr.splitlines() == [
             "mailroom: MAILROOM_EVENTS_REQUIRE_SIGNATURE: must be true or false (got '2')"
         ]
+
+
+def test_a_daemon_without_an_events_queue_does_not_load_cryptography() -> None:
+    """Every daemon imports the events reader (for the account-health refresh); the
+    signature checks and their ~6 MiB of cryptography load only with a reader."""
+    code = (
+        "import sys, mailroom.cli, mailroom.daemon; mailroom.cli.parser(); "
+        "print('cryptography' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)  # fmt: skip
+    assert result.stdout.strip() == "False"

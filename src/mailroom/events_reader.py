@@ -30,7 +30,7 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import psycopg
@@ -40,8 +40,10 @@ from mailroom import metrics
 from mailroom.config import Config
 from mailroom.events import Event, Malformed, parse_counted, suppression_reason
 from mailroom.outbox import UNAVAILABLE, Outbox
-from mailroom.sns import refuse
-from mailroom.sns_certs import Verifier
+
+if TYPE_CHECKING:  # cryptography (about 6 MiB) loads only when a reader is made: every
+    # daemon imports this module for refresh_reputation, few read an events queue
+    from mailroom.sns_certs import Verifier
 
 log = structlog.get_logger("mailroom.events")
 T = TypeVar("T")
@@ -171,6 +173,8 @@ class EventsReader:
         self.outbox = outbox
         self.client = client  # a boto3 SQS client; made on first use when None
         # which messages may be read at all: SNS signatures (tests inject the fetcher)
+        from mailroom.sns_certs import Verifier  # noqa: PLC0415 -- see the import above
+
         self.verifier = verifier or Verifier(
             require=config.events_require_signature, topics=config.events_sns_topics
         )
@@ -266,6 +270,8 @@ class EventsReader:
             try:
                 trust = await self.verifier.check(body)
             except Exception as exc:  # a verifier gap: this message's problem, refused
+                from mailroom.sns import refuse  # noqa: PLC0415 -- loaded with the verifier
+
                 trust = refuse("bad_signature", f"unverifiable ({type(exc).__name__})")
             if not trust.ok:
                 self._malformed(message, trust.reason, trust.detail)
