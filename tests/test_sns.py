@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from mailroom import sns
-from mailroom.config import ConfigError, load
-from mailroom.sns_certs import FAILURE_TTL, Verifier
+from mailroom.config.settings import ConfigError, load
+from mailroom.events import sns
+from mailroom.events.sns_certs import FAILURE_TTL, Verifier
 from test_admin import mailroom_cli
 from test_deliverability_e2e import bounce_event
 

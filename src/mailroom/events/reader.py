@@ -11,7 +11,7 @@ keeps the messages in SQS; content the database refuses is found by storing the 
 message by message, so its good messages are stored once and deleted. The daemon runs
 the reader under ``supervise``: a crash restarts it, and sending never stops for it.
 
-A message is read only if ``mailroom.sns_certs`` trusts it (an SNS signature present
+A message is read only if ``mailroom.events.sns_certs`` trusts it (an SNS signature present
 must verify; MAILROOM_EVENTS_REQUIRE_SIGNATURE requires one); a refused message is
 counted, logged and deleted like a malformed one.
 
@@ -37,11 +37,11 @@ import psycopg
 import structlog
 
 from mailroom import metrics
-from mailroom.config import Config
-from mailroom.events import Event, Malformed, parse_counted, suppression_reason
+from mailroom.config.settings import Config
+from mailroom.events.parsing import Event, Malformed, parse_counted, suppression_reason
+from mailroom.events.sns import refuse
+from mailroom.events.sns_certs import Verifier
 from mailroom.outbox import UNAVAILABLE, Outbox
-from mailroom.sns import refuse
-from mailroom.sns_certs import Verifier
 
 log = structlog.get_logger("mailroom.events")
 T = TypeVar("T")
