@@ -27,7 +27,7 @@ from bench.harness import BASE, THROUGHPUT, Code, Postgres, Standin, snapshot
 from bench.scenarios import Bench, Result, drain, steady
 from bench.transport import OPS as TRANSPORT_OPS
 from bench.transport import VARIANTS as TRANSPORTS
-from mailroom.config import Config
+from mailroom.config.settings import Config
 
 SCENARIOS = (
     "bulk", "defaults", "simple", "oldcode", "transport", "peer", "raw", "whatif", "latency",

@@ -54,7 +54,7 @@ from bench.harness import (
     snapshot,
 )
 from bench.scenarios import Bench, Result
-from mailroom.config import Config
+from mailroom.config.settings import Config
 
 MIX = (  # (per 100 events, kind)
     (94, "Delivery"),
@@ -117,7 +117,7 @@ def ses_event(i: int, now: datetime) -> dict[str, Any]:
 
 def sns_envelope(event: dict[str, Any], now: datetime) -> str:
     """An SES event as SNS delivers it to SQS (raw message delivery off), unsigned: a
-    signature present must verify (mailroom.sns), and only AWS's key makes one that does
+    signature present must verify (mailroom.events.sns), and only AWS's key makes one that does
     (tests/test_sns.py signs envelopes with a key of its own)."""
     return json.dumps({
         "Type": "Notification", "MessageId": str(uuid.uuid4()),
@@ -283,8 +283,8 @@ def ingest(bench: Bench, server: SqsServer, n: int, pollers: int | None) -> Resu
 def database_ceiling(bench: Bench, n: int) -> Result:
     """events_ingest for batches of 10 parsed events from one connection, no SQS."""
     from bench.suppression import snapshot_query  # noqa: PLC0415
-    from mailroom.events import parse  # noqa: PLC0415
-    from mailroom.events_reader import ingest_params  # noqa: PLC0415
+    from mailroom.events.parsing import parse  # noqa: PLC0415
+    from mailroom.events.reader import ingest_params  # noqa: PLC0415
 
     config = Config(database_url="")
     statement = snapshot_query("events_ingest")

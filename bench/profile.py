@@ -36,7 +36,7 @@ COMPONENTS = (
     ("<string>", "dataclass __init__ (generated code)"),
     ("uuid", "uuid"),
 )
-ROOTS = ("mailroom/__main__.py", "mailroom/cli.py")  # on every main-thread stack
+ROOTS = ("mailroom/__main__.py", "mailroom/cli/commands.py")  # on every main-thread stack
 
 
 def py_spy() -> str:

@@ -1,6 +1,6 @@
 """``python -m bench.sns``: what checking SNS signatures costs the events reader, per message.
 
-The events reader checks a message's SNS signature (``mailroom.sns_certs.Verifier.check``)
+The events reader checks a message's SNS signature (``mailroom.events.sns_certs.Verifier.check``)
 before parsing it (``mailroom.events.parse_counted``). This measures, in one process and
 one run, the CPU per SQS message of
 
@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from mailroom import sns
-from mailroom.events import parse_counted
-from mailroom.sns_certs import Verifier
+from mailroom.events import sns
+from mailroom.events.parsing import parse_counted
+from mailroom.events.sns_certs import Verifier
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-events"
 CERT_URL = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-bench.pem"

@@ -77,7 +77,7 @@ from psycopg import sql
 import mailroom
 from chaos_events import EventFlow
 from mailroom import migrate
-from mailroom.batcher import lease_cap
+from mailroom.daemon.batcher import lease_cap
 from mailroom.embedded import EmbeddedPostgres
 from sesv2_standin import SesStandin
 from tcp_proxy import TcpProxy

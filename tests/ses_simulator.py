@@ -36,7 +36,7 @@ def _stamp(at: datetime) -> str:
 
 def envelope(event: Json) -> str:
     """An SES event as SNS delivers it to SQS (raw message delivery off), unsigned: a
-    signature present must verify (mailroom.sns), and only AWS's key makes one that does
+    signature present must verify (mailroom.events.sns), and only AWS's key makes one that does
     (tests/test_sns.py signs envelopes with a key of its own)."""
     return json.dumps({
         "Type": "Notification", "MessageId": str(uuid.uuid4()),

@@ -14,8 +14,9 @@ import pytest
 
 import mailroom
 from conftest import all_final, statuses, wait_for
-from mailroom import account, config
-from mailroom.classify import Verdict
+from mailroom.config import settings as config
+from mailroom.daemon import account
+from mailroom.daemon.classify import Verdict
 from mailroom.outbox import Message
 from mailroom.transports import Defaults, Result
 

@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import errors, sql
 
-from mailroom import addresses, config
+from mailroom import addresses
 from mailroom.client import enqueue
+from mailroom.config import settings as config
 
 RULE = "outbox_addresses_must_be_ascii_user_at_domain"
 

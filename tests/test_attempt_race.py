@@ -22,9 +22,9 @@ from psycopg_pool import AsyncConnectionPool
 
 import mailroom
 from mailroom import migrate
-from mailroom.classify import Verdict
+from mailroom.daemon.classify import Verdict
+from mailroom.daemon.retry import Policy, dispose
 from mailroom.outbox import Outbox, query
-from mailroom.retry import Policy, dispose
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ from moto.server import ThreadedMotoServer
 
 import mailroom
 from conftest import wait_for
-from mailroom.classify import Verdict, classify_error, pause_cause, reason_class
+from mailroom.daemon.classify import Verdict, classify_error, pause_cause, reason_class
 from mailroom.embedded import free_port
 from mailroom.transports import Defaults
 from mailroom.transports.ses import SesTransport, error_of

@@ -865,7 +865,7 @@ def test_no_piece_of_a_password_is_shown(dsn: str, pieces: list[str], refused: b
 
 
 def test_redaction_rules() -> None:
-    from mailroom import dsn as dsn_text  # noqa: PLC0415
+    from mailroom.config import dsn as dsn_text  # noqa: PLC0415
 
     assert dsn_text.redact("postgresql://app:hunter2@db/app") == "postgresql://app:***@db/app"
     assert (

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import mailroom
 from conftest import all_final, wait_for
-from mailroom import config
-from mailroom.caps import Candidate, Caps, decide, parse_cap, parse_template_caps
+from mailroom.config import settings as config
+from mailroom.daemon.caps import Candidate, Caps, decide, parse_cap, parse_template_caps
 
 ENV = {"MAILROOM_DATABASE_URL": "postgresql:///x"}
 

@@ -19,7 +19,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 import test_planted_public
-from mailroom import cli, client, migrate, schema_check
+from mailroom import client, migrate
+from mailroom.cli import commands as cli
+from mailroom.operator import schema_check
 from test_planted_public import Planted, _recovery_codes, _sightings, _unsafe_session
 
 planted = test_planted_public.planted  # the fixture: an empty database with the plants

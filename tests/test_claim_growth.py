@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 import mailroom
 from conftest import all_final, statuses, wait_for
-from mailroom.batcher import claim_size, lease_cap
-from mailroom.config import Config
+from mailroom.config.settings import Config
+from mailroom.daemon.batcher import claim_size, lease_cap
 from mailroom.transports import BULK_MAX_ENTRIES
 from sesv2_standin import SesStandin
 

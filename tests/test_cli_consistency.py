@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mailroom import config as configuration
+from mailroom.config import settings as configuration
 from test_admin import mailroom_cli
 
 KEY = "ab" * 32

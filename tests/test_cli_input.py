@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from mailroom import cli
+from mailroom.cli import commands as cli
 
 HUGE = "9" * 20
 HOSTILE = [
@@ -68,8 +68,8 @@ def test_arguments_that_are_not_utf8_are_refused_by_position(db: str) -> None:
 
 
 def test_the_bounds_still_take_the_largest_sensible_values() -> None:
-    from mailroom import cli_args  # noqa: PLC0415 -- the pure parts, no database
-    from mailroom.admin_output import when  # noqa: PLC0415
+    from mailroom.cli import args as cli_args  # noqa: PLC0415 -- the pure parts, no database
+    from mailroom.cli.output import when  # noqa: PLC0415
 
     assert cli_args.positive("2147483647") == 2**31 - 1
     assert cli_args.seconds("86400") == 86400.0

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 import mailroom
-from mailroom import cli
+from mailroom.cli import commands as cli
 
 PASSWORD = "hunter2-s3cret"
 BAD_DSNS = {

@@ -497,8 +497,8 @@ def test_the_console_refuses_to_start_as_another_role(
 
 def test_the_daemon_does_not_import_the_console() -> None:
     code = (
-        "import sys, mailroom.cli, mailroom.daemon, mailroom.admin; "
-        "mailroom.cli.parser(); "
+        "import sys, mailroom.cli.commands, mailroom.daemon.run, mailroom.operator.admin; "
+        "mailroom.cli.commands.parser(); "
         "print(sorted(m for m in ('aiohttp', 'jinja2', 'selenium', 'mailroom.web') "
         "if m in sys.modules))"
     )
@@ -508,7 +508,7 @@ def test_the_daemon_does_not_import_the_console() -> None:
 
 
 def test_web_settings() -> None:
-    from mailroom.config import ConfigError  # noqa: PLC0415
+    from mailroom.config.settings import ConfigError  # noqa: PLC0415
     from mailroom.web import security, settings  # noqa: PLC0415
 
     assert settings.load({}).host == "127.0.0.1"

@@ -18,8 +18,8 @@ from psycopg import errors
 
 import mailroom
 from conftest import wait_for
-from mailroom import presence
-from mailroom.config import Config
+from mailroom.config.settings import Config
+from mailroom.daemon import presence
 from mailroom.outbox import query
 from sesv2_standin import SesStandin
 from test_admin import mailroom_cli

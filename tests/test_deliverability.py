@@ -14,9 +14,9 @@ import pytest
 from psycopg import errors
 
 import mailroom
-from mailroom import config as configuration
-from mailroom import events
-from mailroom.events_reader import ingest_params
+from mailroom.config import settings as configuration
+from mailroom.events import parsing as events
+from mailroom.events.reader import ingest_params
 from mailroom.outbox import query
 from test_events import fixture, sns
 
@@ -240,7 +240,8 @@ def test_reputation_window(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_show_lists_events_masked_unless_revealed(conn: psycopg.Connection[Any]) -> None:
-    from mailroom import admin, admin_output  # noqa: PLC0415
+    from mailroom.cli import output as admin_output  # noqa: PLC0415
+    from mailroom.operator import admin  # noqa: PLC0415
 
     message_id = sent_message(conn, "ann@example.com", "0100018f-message-1")
     ingest(conn, events.parse(sns(fixture("bounce"))))

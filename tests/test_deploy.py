@@ -589,7 +589,7 @@ def test_dockerignore_keeps_the_build_inputs() -> None:
     for needed in [
         "pyproject.toml",
         "README.md",  # hatchling reads the readme for the package metadata
-        "src/mailroom/cli.py",
+        "src/mailroom/cli/commands.py",
         "src/mailroom/migrations",  # symlink to ../../sql
         "sql/0001_outbox.sql",
     ]:

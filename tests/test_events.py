@@ -17,8 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailroom import events, suppression
-from mailroom.events_reader import _in_thread, _Worker
+from mailroom.daemon import suppression
+from mailroom.events import parsing as events
+from mailroom.events.reader import _in_thread, _Worker
 from mailroom.outbox import Message
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ses_events"

@@ -14,9 +14,9 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from mailroom import config as configuration
-from mailroom import events
-from mailroom.events_reader import ingest_params
+from mailroom.config import settings as configuration
+from mailroom.events import parsing as events
+from mailroom.events.reader import ingest_params
 from mailroom.outbox import Outbox, query
 from test_deliverability import bounce
 from test_events import fixture, sns

@@ -14,10 +14,11 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 import mailroom
-from mailroom import events_reader, metrics
-from mailroom.config import load
-from mailroom.events import Event
-from mailroom.events_reader import EventsReader, is_outage
+from mailroom import metrics
+from mailroom.config.settings import load
+from mailroom.events import reader as events_reader
+from mailroom.events.parsing import Event
+from mailroom.events.reader import EventsReader, is_outage
 from mailroom.outbox import Outbox
 
 pytestmark = pytest.mark.anyio

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 
 import mailroom
-from mailroom import config as configuration
-from mailroom import events
-from mailroom.events_reader import ingest_params
+from mailroom.config import settings as configuration
+from mailroom.events import parsing as events
+from mailroom.events.reader import ingest_params
 from mailroom.outbox import query
 from test_deliverability import sent_message, states
 from test_events import fixture, sns

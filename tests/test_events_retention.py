@@ -18,9 +18,10 @@ from psycopg import errors
 
 import mailroom
 from conftest import wait_for
-from mailroom import config as configuration
-from mailroom import events, retention
+from mailroom.config import settings as configuration
+from mailroom.daemon import retention
 from mailroom.embedded import free_port
+from mailroom.events import parsing as events
 from mailroom.outbox import query
 from test_admin import mailroom_cli
 from test_deliverability import bounce, ingest, sent_message

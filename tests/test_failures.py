@@ -13,7 +13,7 @@ import psycopg
 
 import mailroom
 from conftest import all_final, statuses, wait_for
-from mailroom.batcher import lease_cap
+from mailroom.daemon.batcher import lease_cap
 from sesv2_standin import SesStandin
 
 

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from mailroom.listener import Listener
+from mailroom.daemon.listener import Listener
 from tcp_proxy import TcpProxy
 
 

@@ -236,8 +236,8 @@ def test_the_audit_trail_is_append_only_and_its_author_cannot_be_forged(
     """Since 0020 the operator may not insert audit rows at all (the forged row below was
     accepted before, its actor overwritten but its operator and ids free): only the
     action functions write them, stamped with the login."""
-    from mailroom.admin_audit import Actor  # noqa: PLC0415
-    from mailroom.admin_find import cancel  # noqa: PLC0415
+    from mailroom.operator.audit import Actor  # noqa: PLC0415
+    from mailroom.operator.find import cancel  # noqa: PLC0415
 
     ids = seed(conn)
     with psycopg.connect(operator, autocommit=True) as op:
@@ -292,9 +292,9 @@ def test_the_database_refuses_a_daemon_that_skips_the_check(
     login_as: Callable[..., str], conn: psycopg.Connection[Any]
 ) -> None:
     """The early check is a courtesy: the statements themselves need the audit trail."""
-    from mailroom import admin_dead  # noqa: PLC0415
-    from mailroom.admin_audit import Actor  # noqa: PLC0415
-    from mailroom.admin_find import cancel  # noqa: PLC0415
+    from mailroom.operator import dead as admin_dead  # noqa: PLC0415
+    from mailroom.operator.audit import Actor  # noqa: PLC0415
+    from mailroom.operator.find import cancel  # noqa: PLC0415
 
     ids = seed(conn)
     with psycopg.connect(login_as("mailroom_daemon"), autocommit=True) as daemon:

@@ -13,9 +13,9 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 import mailroom
-from mailroom.classify import Verdict
+from mailroom.daemon.classify import Verdict
+from mailroom.daemon.retry import Disposition, Policy, dispose, released
 from mailroom.outbox import Outbox
-from mailroom.retry import Disposition, Policy, dispose, released
 
 pytestmark = pytest.mark.anyio
 

@@ -24,7 +24,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from conftest import all_final, wait_for
-from mailroom import cli, client, migrate, outbox
+from mailroom import client, migrate, outbox
+from mailroom.cli import commands as cli
 
 UNSAFE_PATH = "public, pg_catalog"
 OLD_CORE, OLD_LIFECYCLE = 13, 1002  # the migrations the unsafe runner applied

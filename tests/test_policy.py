@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from mailroom import config
-from mailroom.batcher import Batcher
-from mailroom.classify import ENTRY_STATUS, Verdict, classify_entry, classify_error
+from mailroom.config import settings as config
+from mailroom.daemon.batcher import Batcher
+from mailroom.daemon.classify import ENTRY_STATUS, Verdict, classify_entry, classify_error
+from mailroom.daemon.retry import Policy, dispose, released
+from mailroom.daemon.sender import plan
 from mailroom.outbox import Message
-from mailroom.retry import Policy, dispose, released
-from mailroom.sender import plan
 
 # -- classify ---------------------------------------------------------------------------
 

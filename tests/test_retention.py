@@ -14,8 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 
 import mailroom
 from conftest import wait_for
-from mailroom import config as configuration
-from mailroom import retention
+from mailroom.config import settings as configuration
+from mailroom.daemon import retention
 from mailroom.embedded import free_port
 from mailroom.outbox import Outbox
 from test_operations import _get, _samples

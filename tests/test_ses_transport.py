@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailroom.classify import Verdict
+from mailroom.daemon.classify import Verdict
 from mailroom.outbox import Message
 from mailroom.transports import Defaults, SetupError
 from mailroom.transports.ses import SesTransport, bulk_request, error_of, single_request

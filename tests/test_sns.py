@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from mailroom import sns
-from mailroom.config import ConfigError, load
-from mailroom.sns_certs import FAILURE_TTL, Verifier
+from mailroom.config.settings import ConfigError, load
+from mailroom.events import sns
+from mailroom.events.sns_certs import FAILURE_TTL, Verifier
 from test_admin import mailroom_cli
 from test_deliverability_e2e import bounce_event
 
@@ -286,7 +286,7 @@ def test_a_daemon_without_an_events_queue_does_not_load_cryptography() -> None:
     """Every daemon imports the events reader (for the account-health refresh); the
     signature checks and their ~6 MiB of cryptography load only with a reader."""
     code = (
-        "import sys, mailroom.cli, mailroom.daemon; mailroom.cli.parser(); "
+        "import sys, mailroom.cli.commands, mailroom.daemon.run; mailroom.cli.commands.parser(); "
         "print('cryptography' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

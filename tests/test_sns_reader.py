@@ -28,11 +28,12 @@ from psycopg_pool import AsyncConnectionPool
 
 import mailroom
 from conftest import wait_for
-from mailroom import metrics, sns
-from mailroom.config import load
-from mailroom.events_reader import EventsReader
+from mailroom import metrics
+from mailroom.config.settings import load
+from mailroom.events import sns
+from mailroom.events.reader import EventsReader
+from mailroom.events.sns_certs import MAX_CERT_BYTES, Verifier, fetch_certificate
 from mailroom.outbox import Outbox
-from mailroom.sns_certs import MAX_CERT_BYTES, Verifier, fetch_certificate
 from ses_simulator import envelope
 from test_deliverability_e2e import bounce_event, count, publish, queue_empty, sqs_client
 from test_sns import TOPIC, Fetcher, Signer

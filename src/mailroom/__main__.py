@@ -1,5 +1,5 @@
 import sys
 
-from mailroom.cli import main
+from mailroom.cli.commands import main
 
 sys.exit(main())

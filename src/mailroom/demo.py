@@ -16,8 +16,9 @@ from typing import Any
 import anyio
 import psycopg
 
-from mailroom import client, config, logs, migrate, outbox, tokens
-from mailroom.daemon import Daemon, make_transport
+from mailroom import client, logs, migrate, outbox, tokens
+from mailroom.config import settings as config
+from mailroom.daemon.run import Daemon, make_transport
 from mailroom.embedded import EmbeddedPostgres
 
 

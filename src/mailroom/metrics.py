@@ -124,7 +124,7 @@ ACCOUNT_PROBLEM = Gauge(
     "1 while sending is paused by an SES account set-up problem (configuration set or "
     "sender identity missing), by problem.", ["problem"], registry=REGISTRY,
 )  # fmt: skip
-for _problem in ("configuration_set_missing", "sender_not_verified"):  # see mailroom.account
+for _problem in ("configuration_set_missing", "sender_not_verified"):  # see mailroom.daemon.account
     ACCOUNT_PROBLEM.labels(_problem).set(0)  # exported from the start: alerts can see a 0
 SEND_RATE_LIMIT = Gauge(
     "mailroom_send_rate_limit", "Shared send rate now in force, recipients per second "

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from mailroom.retry import Disposition
+from mailroom.daemon.retry import Disposition
 
 
 def _load_queries() -> dict[str, str]:
@@ -237,7 +237,7 @@ class Outbox:
     async def ingest_events(
         self, params: Mapping[str, Any]
     ) -> tuple[list[str], list[str], list[tuple[str, str]]]:
-        """Store a batch of events (mailroom.events_reader builds ``params``); returns the
+        """Store a batch of events (mailroom.events.reader builds ``params``); returns the
         keys that were new, the suppression reasons added and the (key, reason) of the
         events dropped (not a recipient, unknown message), in one round trip; two
         in one transaction when the batch holds transient bounces (``events_lock``)."""

@@ -324,7 +324,7 @@ WHERE (login OPERATOR(pg_catalog.=) %(who)s::pg_catalog.text
 RETURNING id
 
 -- ---- operator commands and retention ----
--- admin.py (the `mailroom status | show | dead | send-test` commands) and retention.py
+-- operator/admin.py (the `mailroom status | show | dead | send-test` commands) and daemon/retention.py
 -- (the daemon's pruning task) run these. A dead letter's "reason" is the head of its
 -- last_error: the error code, with the "gave up after N attempts: " prefix when retries
 -- ran out; it is always a substring of last_error, so `dead list --reason` finds it.
@@ -606,8 +606,8 @@ WHERE queue = %(queue)s AND status IN ('pending', 'retrying', 'sending')
 GROUP BY template
 ORDER BY template
 -- ---- deliverability (sql/0009): events, delivery state, suppression list ----
--- events_reader.py, sender.py (through outbox.py), admin.py's `show` and
--- suppressions.py's `suppression` commands run these; the console may reuse them.
+-- events/reader.py, daemon/sender.py (through outbox.py), operator/admin.py's `show` and
+-- operator/suppressions.py's `suppression` commands run these; the console may reuse them.
 
 -- name: events_lock
 -- Transient-bounce counting is serialised per address (issue 19, item 5): run in the
@@ -802,7 +802,7 @@ FROM mailroom.operator_unsuppress(%(addresses)s::text[], %(operator)s::text, %(v
     %(action_id)s::uuid)
 
 -- ---- operator console: find, act, audit, queues, stats (migration 0010) ----
--- admin_find.py, admin_dead.py, admin_stats.py and the web console (mailroom.web) run
+-- operator/find.py, operator/dead.py, operator/stats.py and the web console (mailroom.web) run
 -- these; the console has no SQL of its own. Every action is a function (migration 0020)
 -- that writes its mailroom.audit row in the same transaction as its change; the operator
 -- has no DML on the outbox, attempts or audit, so a role without EXECUTE changes nothing.
@@ -982,8 +982,8 @@ SELECT * FROM mailroom.message_status(%(id)s::bigint)
 SELECT mailroom.cancel(%(id)s::bigint)
 
 -- ------------------------------------------------ daemons, deliverability stats, events
--- retention (issue 14b; migration 0013). presence.py (the daemons' rows), admin_stats.py
--- (`stats`) and retention.py run these.
+-- retention (issue 14b; migration 0013). daemon/presence.py (the daemons' rows), operator/stats.py
+-- (`stats`) and daemon/retention.py run these.
 
 -- name: daemon_heartbeat
 -- A daemon's row about itself, written at start and at every gauge refresh: one

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from mailroom.classify import Verdict
+from mailroom.daemon.classify import Verdict
 from mailroom.outbox import Message
 
 BULK_MAX_ENTRIES = 50  # SendBulkEmail accepts at most 50 entries per call

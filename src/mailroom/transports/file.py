@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from mailroom.classify import Verdict
+from mailroom.daemon.classify import Verdict
 from mailroom.outbox import Message
 from mailroom.transports import Defaults, Result, SetupError
 from mailroom.transports.ses import bulk_request, single_request

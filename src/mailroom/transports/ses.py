@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import anyio
 
-from mailroom.classify import ENTRY_STATUS, Verdict, classify_entry, classify_error
+from mailroom.daemon.classify import ENTRY_STATUS, Verdict, classify_entry, classify_error
 from mailroom.outbox import Message
 from mailroom.transports import Defaults, Result, SetupError, awsconfig
 from mailroom.transports.sigv4 import Credentials, Signer

@@ -17,9 +17,10 @@ import psycopg
 from aiohttp import web
 from psycopg_pool import ConnectionPool
 
-from mailroom import admin_audit, migrate, outbox
-from mailroom.admin_output import CommandError
-from mailroom.config import Config
+from mailroom import migrate, outbox
+from mailroom.cli.output import CommandError
+from mailroom.config.settings import Config
+from mailroom.operator import audit as admin_audit
 from mailroom.web import security, views
 from mailroom.web.settings import WebSettings
 

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from mailroom.config import ConfigError
+from mailroom.config.settings import ConfigError
 
 DEFAULT_PORT = 8026
 

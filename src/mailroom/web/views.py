@@ -11,10 +11,15 @@ from typing import Any
 import psycopg
 from aiohttp import web
 
-from mailroom import admin, admin_audit, admin_dead, admin_find, admin_stats, presence
-from mailroom.admin_audit import Actor
-from mailroom.admin_output import CommandError, age, masker, stamp, when
-from mailroom.cli_args import parse_id
+from mailroom.cli.args import parse_id
+from mailroom.cli.output import CommandError, age, masker, stamp, when
+from mailroom.daemon import presence
+from mailroom.operator import admin
+from mailroom.operator import audit as admin_audit
+from mailroom.operator import dead as admin_dead
+from mailroom.operator import find as admin_find
+from mailroom.operator import stats as admin_stats
+from mailroom.operator.audit import Actor
 
 Connection = psycopg.Connection[Any]
 PAGE = 50

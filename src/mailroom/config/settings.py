@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailroom import config_values as values
-from mailroom import dsn as dsn_text
-from mailroom.caps import Cap, Caps, parse_cap, parse_template_caps
+from mailroom.config import dsn as dsn_text
+from mailroom.config import values
+from mailroom.daemon.caps import Cap, Caps, parse_cap, parse_template_caps
 
 PREFIX = "MAILROOM_"
 SECRET_VARIABLES = frozenset({"MAILROOM_DATABASE_URL", "MAILROOM_SECRET_KEY"})
@@ -91,7 +91,7 @@ class Config:
     suppress_transient_count: int = 3
     suppress_transient_window: float = 7 * 86400.0  # seconds
     retention_events: float = 30 * 86400.0  # seconds; 0 keeps SES events for ever
-    # true: every SQS message must be a validly signed SNS envelope (mailroom.sns_certs)
+    # true: every SQS message must be a validly signed SNS envelope (mailroom.events.sns_certs)
     events_require_signature: bool = False
     # the SNS topics whose signed messages are read; empty: any topic (SNS signs them all)
     events_sns_topics: frozenset[str] = frozenset()
@@ -462,7 +462,7 @@ def record_margin(lease: float) -> float:
 
 
 def redact_dsn(dsn: str) -> str:
-    """The connection string with its passwords replaced (see mailroom.dsn)."""
+    """The connection string with its passwords replaced (see mailroom.config.dsn)."""
     return dsn_text.redact(dsn)
 
 

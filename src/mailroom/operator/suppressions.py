@@ -1,6 +1,6 @@
 """``mailroom suppression list | add | remove | import``: the operator's suppression list.
 
-Same conventions as admin.py: each ``cmd_*`` gets the parsed arguments, the configuration
+Same conventions as operator/admin.py: each ``cmd_*`` gets the parsed arguments, the configuration
 and an autocommit connection, prints its answer (``--json``: a stable document) and
 returns the exit code. Addresses are masked unless ``--reveal``.
 """
@@ -17,12 +17,12 @@ from typing import Any
 import psycopg
 
 from mailroom.addresses import ascii_domain, is_valid
-from mailroom.admin_audit import Actor, refusals_as_errors
-from mailroom.admin_output import CommandError, Progress, jsonable, masker, stamp
-from mailroom.cli_args import positive
-from mailroom.config import Config
+from mailroom.cli.args import positive
+from mailroom.cli.output import CommandError, Progress, jsonable, masker, stamp
+from mailroom.config.settings import Config
+from mailroom.daemon.suppression import normalize_address
+from mailroom.operator.audit import Actor, refusals_as_errors
 from mailroom.outbox import query
-from mailroom.suppression import normalize_address
 
 _LIST = ["address", "reason", "detail", "created_at", "created_by"]
 
@@ -201,7 +201,7 @@ def _when(value: Any) -> str:
 
 
 def add_commands(sub: Any, parents: dict[str, Any], handler: Any) -> None:
-    """The ``suppression`` command group, for cli.py."""
+    """The ``suppression`` command group, for cli/commands.py."""
     group = sub.add_parser(
         "suppression", help="list, add, remove or import suppressed addresses",
         description="Addresses mailroom never sends to: permanent bounces, complaints, "

@@ -11,7 +11,7 @@ keeps the messages in SQS; content the database refuses is found by storing the 
 message by message, so its good messages are stored once and deleted. The daemon runs
 the reader under ``supervise``: a crash restarts it, and sending never stops for it.
 
-A message is read only if ``mailroom.sns_certs`` trusts it (an SNS signature present
+A message is read only if ``mailroom.events.sns_certs`` trusts it (an SNS signature present
 must verify; MAILROOM_EVENTS_REQUIRE_SIGNATURE requires one); a refused message is
 counted, logged and deleted like a malformed one.
 
@@ -37,13 +37,13 @@ import psycopg
 import structlog
 
 from mailroom import metrics
-from mailroom.config import Config
-from mailroom.events import Event, Malformed, parse_counted, suppression_reason
+from mailroom.config.settings import Config
+from mailroom.events.parsing import Event, Malformed, parse_counted, suppression_reason
 from mailroom.outbox import UNAVAILABLE, Outbox
 
 if TYPE_CHECKING:  # cryptography (about 6 MiB) loads only when a reader is made: every
     # daemon imports this module for refresh_reputation, few read an events queue
-    from mailroom.sns_certs import Verifier
+    from mailroom.events.sns_certs import Verifier
 
 log = structlog.get_logger("mailroom.events")
 T = TypeVar("T")
@@ -173,7 +173,7 @@ class EventsReader:
         self.outbox = outbox
         self.client = client  # a boto3 SQS client; made on first use when None
         # which messages may be read at all: SNS signatures (tests inject the fetcher)
-        from mailroom.sns_certs import Verifier  # noqa: PLC0415 -- see the import above
+        from mailroom.events.sns_certs import Verifier  # noqa: PLC0415 -- see the import above
 
         self.verifier = verifier or Verifier(
             require=config.events_require_signature, topics=config.events_sns_topics
@@ -270,7 +270,7 @@ class EventsReader:
             try:
                 trust = await self.verifier.check(body)
             except Exception as exc:  # a verifier gap: this message's problem, refused
-                from mailroom.sns import refuse  # noqa: PLC0415 -- loaded with the verifier
+                from mailroom.events.sns import refuse  # noqa: PLC0415 -- loaded with the verifier
 
                 trust = refuse("bad_signature", f"unverifiable ({type(exc).__name__})")
             if not trust.ok:

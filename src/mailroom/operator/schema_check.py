@@ -14,7 +14,7 @@ import argparse
 import json
 from typing import Any
 
-from mailroom import config as configuration
+from mailroom.config import settings as configuration
 
 FIX = (
     "run `mailroom migrate` as the schema owner (0024 rebuilds these bound to pg_catalog); "

@@ -1,6 +1,6 @@
 """The operator commands' parsers: ``find``, ``cancel``, ``send-now``, ``queues``,
 ``stats`` and ``web`` (added with the console, issue 14) and ``dead list | retry | purge``.
-cli.py builds the shared option groups and calls ``add_commands`` and
+commands.py builds the shared option groups and calls ``add_commands`` and
 ``add_dead_commands``; each handler runs in admin_find / admin_stats / admin_dead /
 mailroom.web, imported only when the command runs."""
 
@@ -12,7 +12,7 @@ import os
 import textwrap
 from typing import Any
 
-from mailroom.cli_args import (
+from mailroom.cli.args import (
     EXIT_CODES,
     OPERATOR_EXIT_CODES,
     command,
@@ -51,7 +51,7 @@ def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_js
     find.add_argument("--before", type=when, help="enqueued before: 30m, 12h, 7d, ISO time")
     find.add_argument("--limit", type=positive, default=50, help="rows per page (50)")
     find.add_argument("--cursor", type=message_id, help="the next page: ids below this one")
-    find.set_defaults(handler=handler("admin_find.cmd_find"), queue=None)
+    find.set_defaults(handler=handler("find.cmd_find"), queue=None)
 
     acting = argparse.ArgumentParser(add_help=False, parents=[database])
     acting.add_argument("ids", nargs="+", type=message_id, metavar="ID", help="message ids")
@@ -69,7 +69,7 @@ def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_js
         parents=[acting],
     )  # fmt: skip
     cancel.add_argument("--reason", required=True, help="why (kept on the message and audit)")
-    cancel.set_defaults(handler=handler("admin_find.cmd_cancel"))
+    cancel.set_defaults(handler=handler("find.cmd_cancel"))
 
     send_now = _command(
         sub, "send-now", "send a message waiting out a backoff or a schedule now",
@@ -82,7 +82,7 @@ def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_js
         parents=[acting],
     )  # fmt: skip
     send_now.add_argument("--reason", help="why, for the audit trail")
-    send_now.set_defaults(handler=handler("admin_find.cmd_send_now"))
+    send_now.set_defaults(handler=handler("find.cmd_send_now"))
 
     queues = _command(
         sub, "queues", "every queue: depth by status, oldest due, sends in the last hour",
@@ -92,7 +92,7 @@ def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_js
         examples="  mailroom queues\n  mailroom queues --json | jq '.[] | select(.dead > 0)'\n",
         parents=[database, as_json],
     )  # fmt: skip
-    queues.set_defaults(handler=handler("admin_stats.cmd_queues"))
+    queues.set_defaults(handler=handler("stats.cmd_queues"))
 
     stats = _command(
         sub, "stats", "tries per template and per failure reason over a time range",
@@ -106,18 +106,18 @@ def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_js
     )  # fmt: skip
     stats.add_argument("--since", type=when, default="24h", help="from: 1h, 24h, 7d, ISO time")
     stats.add_argument("--before", type=when, help="until (now): 1h, 7d, ISO time")
-    stats.set_defaults(handler=handler("admin_stats.cmd_stats"))
+    stats.set_defaults(handler=handler("stats.cmd_stats"))
     add_web(sub)
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from mailroom.cli import _fail, _load  # noqa: PLC0415 -- cli imports this module
+    from mailroom.cli.commands import _fail, _load  # noqa: PLC0415 -- cli imports this module
 
     try:
         from mailroom.web import app, settings  # noqa: PLC0415 -- the optional extra
     except ImportError as exc:
         return _fail(f"`mailroom web` needs the web extra: pip install 'mailroom[web]' ({exc})")
-    from mailroom.admin_output import CommandError  # noqa: PLC0415
+    from mailroom.cli.output import CommandError  # noqa: PLC0415
 
     cfg = _load()
     env = dict(os.environ)
@@ -204,7 +204,7 @@ def add_dead_commands(
         parents=[selecting, revealing, as_json],
     )  # fmt: skip
     listing.add_argument("--limit", type=positive, default=50, help="rows shown (50)")
-    listing.set_defaults(handler=handler("admin_dead.cmd_dead_list"))
+    listing.set_defaults(handler=handler("dead.cmd_dead_list"))
 
     retry = command(
         dead_sub, "retry", "send dead letters again: pending, attempts reset, daemons woken",
@@ -221,7 +221,7 @@ def add_dead_commands(
     )  # fmt: skip
     retry.add_argument("--dry-run", action="store_true", help="count only, retry nothing")
     retry.add_argument("--yes", action="store_true", help="--all without confirmation")
-    retry.set_defaults(handler=handler("admin_dead.cmd_dead_retry"))
+    retry.set_defaults(handler=handler("dead.cmd_dead_retry"))
 
     purge = command(
         dead_sub, "purge", "delete dead letters (and their attempts)",
@@ -234,4 +234,4 @@ def add_dead_commands(
     )  # fmt: skip
     purge.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    purge.set_defaults(handler=handler("admin_dead.cmd_dead_purge"))
+    purge.set_defaults(handler=handler("dead.cmd_dead_purge"))

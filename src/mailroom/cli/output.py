@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from mailroom.config import Config
+from mailroom.config.settings import Config
 from mailroom.logs import mask
 
 

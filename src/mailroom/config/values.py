@@ -1,6 +1,6 @@
-"""How each MAILROOM_* variable's text becomes a value: the parsers that config.py's
+"""How each MAILROOM_* variable's text becomes a value: the parsers that settings.py's
 table of settings names. Pure functions, no I/O; a ValueError's message says, in the
-operator's words, what is wrong (config.py prefixes the variable's name).
+operator's words, what is wrong (settings.py prefixes the variable's name).
 """
 
 from __future__ import annotations

@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 
-from mailroom import account, metrics, suppression, tokens
-from mailroom.classify import Verdict, pause_cause, reason_class
+from mailroom import metrics, tokens
+from mailroom.daemon import account, suppression
+from mailroom.daemon.classify import Verdict, pause_cause, reason_class
+from mailroom.daemon.retry import Disposition, Policy, dispose, released
 from mailroom.outbox import UNAVAILABLE, Message, MessageToken
-from mailroom.retry import Disposition, Policy, dispose, released
 from mailroom.transports import BULK_MAX_ENTRIES, Defaults, Result, Transport, bulk_key
 
 if TYPE_CHECKING:
-    from mailroom.capstep import CapStep
+    from mailroom.daemon.capstep import CapStep
 
 log = structlog.get_logger("mailroom.sender")
 
@@ -268,7 +269,7 @@ class Sender:
 
     async def _account_health(self, call: Call, outcome: list[Result]) -> list[Result]:
         """A missing configuration set or sender identity pauses sending instead of
-        dead-lettering (mailroom.account); throttling cuts the shared rate (AIMD)."""
+        dead-lettering (mailroom.daemon.account); throttling cuts the shared rate (AIMD)."""
         found: set[str] = set()
         for i, (message, result) in enumerate(zip(call.messages, outcome, strict=True)):
             if result.verdict is Verdict.DEAD:

@@ -87,7 +87,7 @@ ERROR_CODE: dict[str, Verdict] = {
     "NoSecretKey": Verdict.DEFER,  # MAILROOM_SECRET_KEY unset: the operator must set it
     "InvalidSignBlock": Verdict.DEAD,  # a "$sign" block found unsignable at upgrade (0019)
     "TokenNotIssued": Verdict.DEAD,  # a token bound to other recipients: never signed
-    "capped": Verdict.DEAD,  # a recipient reached its per-recipient cap (mailroom.caps)
+    "capped": Verdict.DEAD,  # a recipient reached its per-recipient cap (mailroom.daemon.caps)
     # the account cannot send at all
     "SendingPausedException": Verdict.PAUSE,
     "AccountSendingPausedException": Verdict.PAUSE,

@@ -1,6 +1,6 @@
 """What every command's parser shares: the help layout with examples and exit codes, and
 argument types that answer bad values in the operator's words ("'abc' is not a message
-id"), never Python's ("invalid literal for int()"). Used by cli.py and cli_ops.py."""
+id"), never Python's ("invalid literal for int()"). Used by commands.py and ops.py."""
 
 from __future__ import annotations
 
@@ -107,6 +107,6 @@ def text_arguments(argv: list[str]) -> str | None:
 
 def when(text: str) -> Any:
     """--since / --before: an age (30m, 12h, 7d) or an ISO time."""
-    from mailroom.admin_output import when as parse  # noqa: PLC0415 -- only when used
+    from mailroom.cli.output import when as parse  # noqa: PLC0415 -- only when used
 
     return parse(text)

@@ -20,7 +20,7 @@ import psycopg
 import structlog
 
 from mailroom import metrics
-from mailroom.config import Config
+from mailroom.config.settings import Config
 from mailroom.outbox import UNAVAILABLE, Outbox, query
 
 log = structlog.get_logger("mailroom.retention")

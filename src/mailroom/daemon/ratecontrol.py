@@ -14,8 +14,9 @@ from typing import Any
 import anyio
 import structlog
 
-from mailroom import account, metrics
-from mailroom.config import Config
+from mailroom import metrics
+from mailroom.config.settings import Config
+from mailroom.daemon import account
 from mailroom.outbox import UNAVAILABLE, Outbox, query
 
 log = structlog.get_logger("mailroom.rate")
@@ -91,7 +92,7 @@ class RateControl:
     def _get_account(self) -> dict[str, Any]:
         """GetAccount (blocking: runs in a worker thread)."""
         if self._client is None:
-            from mailroom.preflight import client  # noqa: PLC0415 -- boto3 only when used
+            from mailroom.daemon.preflight import client  # noqa: PLC0415 -- boto3 only when used
 
             self._client = client(self.config)
         answer: dict[str, Any] = self._client.get_account()

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from mailroom.admin_output import CommandError
+from mailroom.cli.output import CommandError
 from mailroom.outbox import query
 
 Connection = psycopg.Connection[Any]

@@ -1,5 +1,5 @@
 """The per-recipient cap as a step of the sender's plan: one query for the recent sends
-of a batch's recipients, the decision (mailroom.caps, pure), one insert for the messages
+of a batch's recipients, the decision (mailroom.daemon.caps, pure), one insert for the messages
 let through. Only in use when caps are configured."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import anyio
 import structlog
 
 from mailroom import metrics
-from mailroom.caps import Candidate, Caps, decide
-from mailroom.classify import Verdict
+from mailroom.daemon.caps import Candidate, Caps, decide
+from mailroom.daemon.classify import Verdict
 from mailroom.outbox import UNAVAILABLE, Message, Outbox, query
 from mailroom.transports import Result
 

@@ -13,9 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mailroom import config as configuration
-from mailroom import dsn as dsn_text
-from mailroom.cli_args import (
+from mailroom.cli.args import (
     command,
     message_id,
     positive,
@@ -23,6 +21,8 @@ from mailroom.cli_args import (
     text_arguments,
     when,
 )
+from mailroom.config import dsn as dsn_text
+from mailroom.config import settings as configuration
 
 EPILOG = """\
 Configuration comes from MAILROOM_* environment variables (see `mailroom config`);
@@ -128,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415
 
     from mailroom import logs, migrate  # noqa: PLC0415
-    from mailroom.daemon import Daemon, make_transport  # noqa: PLC0415
+    from mailroom.daemon.run import Daemon, make_transport  # noqa: PLC0415
     from mailroom.transports import SetupError  # noqa: PLC0415
 
     global _log_json  # noqa: PLW0603 -- main()'s error paths must know how `run` logs
@@ -164,7 +164,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.ses:
         return _check_ses(args)
     if args.schema:
-        from mailroom.schema_check import cmd_check_schema  # noqa: PLC0415
+        from mailroom.operator.schema_check import cmd_check_schema  # noqa: PLC0415
 
         return cmd_check_schema(args)
     cfg = _load(require_database=False)
@@ -178,7 +178,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _check_ses(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
-    from mailroom import preflight  # noqa: PLC0415
+    from mailroom.daemon import preflight  # noqa: PLC0415
 
     cfg = _load(require_database=False)
     templates = None
@@ -203,10 +203,12 @@ def _admin(name: str) -> Any:
         import importlib  # noqa: PLC0415
 
         from mailroom import migrate  # noqa: PLC0415
-        from mailroom.admin_output import CommandError  # noqa: PLC0415
+        from mailroom.cli.output import CommandError  # noqa: PLC0415
 
         module, _, function = name.rpartition(".")
-        command = getattr(importlib.import_module(f"mailroom.{module or 'admin'}"), function)
+        command = getattr(
+            importlib.import_module(f"mailroom.operator.{module or 'admin'}"), function
+        )
         cfg = _load()
         with _connect(cfg) as conn:
             try:
@@ -364,7 +366,7 @@ def _operator_commands(sub: Any) -> None:
         "--watch", nargs="?", const=2.0, type=seconds, metavar="SECONDS",
         help="refresh every SECONDS (2) in place on a terminal; plain reports when piped",
     )  # fmt: skip
-    status.set_defaults(handler=_admin("admin_stats.cmd_status"))
+    status.set_defaults(handler=_admin("stats.cmd_status"))
 
     show = command(
         sub, "show", "one message with its attempts (times, outcomes, errors, SES ids)",
@@ -377,7 +379,8 @@ def _operator_commands(sub: Any) -> None:
     show.add_argument("id", type=message_id, help="message id (mailroom.outbox.id)")
     show.set_defaults(handler=_admin("cmd_show"))
 
-    from mailroom import cli_ops, suppressions  # noqa: PLC0415 -- light; `run` stays lean
+    from mailroom.cli import ops as cli_ops  # noqa: PLC0415 -- light; `run` stays lean
+    from mailroom.operator import suppressions  # noqa: PLC0415 -- light; `run` stays lean
 
     cli_ops.add_dead_commands(sub, _admin, database=database, revealing=revealing,
                               as_json=as_json)  # fmt: skip

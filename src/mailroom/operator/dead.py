@@ -16,9 +16,7 @@ from typing import Any
 
 import psycopg
 
-from mailroom import admin_audit
-from mailroom.admin_audit import Actor
-from mailroom.admin_output import (
+from mailroom.cli.output import (
     CommandError,
     Progress,
     confirm,
@@ -29,7 +27,9 @@ from mailroom.admin_output import (
     stamp,
     table,
 )
-from mailroom.config import Config
+from mailroom.config.settings import Config
+from mailroom.operator import audit as admin_audit
+from mailroom.operator.audit import Actor
 from mailroom.outbox import query
 
 Connection = psycopg.Connection[Any]

@@ -1,5 +1,5 @@
 """SNS message signatures, as AWS documents them ("Verifying the signatures of Amazon SNS
-messages"). Pure: no I/O. The certificate is fetched by ``mailroom.sns_certs``, and only
+messages"). Pure: no I/O. The certificate is fetched by ``mailroom.events.sns_certs``, and only
 from the URL :func:`prepare` approved.
 
 An SNS envelope is signed over some of its own fields, each as ``"Key\\nvalue\\n"`` in a

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from mailroom.config import Config
+from mailroom.config.settings import Config
 
 if TYPE_CHECKING:
     from mailroom.outbox import Outbox

@@ -18,10 +18,11 @@ from typing import Any
 
 import psycopg
 
-from mailroom import admin_audit, presence
-from mailroom.admin_output import CommandError, age, jsonable, masker, revealed, stamp
+from mailroom.cli.output import CommandError, age, jsonable, masker, revealed, stamp
 from mailroom.client import enqueue
-from mailroom.config import Config
+from mailroom.config.settings import Config
+from mailroom.daemon import presence
+from mailroom.operator import audit as admin_audit
 from mailroom.outbox import query
 
 Connection = psycopg.Connection[Any]

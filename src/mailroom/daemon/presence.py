@@ -15,13 +15,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from mailroom.admin_output import age, masker
+from mailroom.cli.output import age, masker
 from mailroom.outbox import query
 
 if TYPE_CHECKING:
     import psycopg
 
-    from mailroom.config import Config
+    from mailroom.config.settings import Config
     from mailroom.outbox import Outbox
 
 STALE_AFTER = 120.0  # seconds without a heartbeat (8 missed refreshes of 15 s): stale

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailroom.classify import Verdict
+from mailroom.daemon.classify import Verdict
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,10 @@ from typing import Any
 
 import psycopg
 
-from mailroom import admin_audit
-from mailroom.admin import format_status, status
-from mailroom.admin_output import age, jsonable, masker, revealed, stamp, table
-from mailroom.config import Config
+from mailroom.cli.output import age, jsonable, masker, revealed, stamp, table
+from mailroom.config.settings import Config
+from mailroom.operator import audit as admin_audit
+from mailroom.operator.admin import format_status, status
 from mailroom.outbox import query
 
 Connection = psycopg.Connection[Any]
@@ -158,7 +158,7 @@ def cmd_status(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
         print(json.dumps(report, indent=2) if args.json else format_status(report))
         return 0
     if args.watch <= 0:
-        from mailroom.admin_output import CommandError  # noqa: PLC0415
+        from mailroom.cli.output import CommandError  # noqa: PLC0415
 
         raise CommandError(f"--watch takes a number of seconds above 0, got {args.watch:g}")
     terminal = sys.stdout.isatty() and not args.json

@@ -18,21 +18,23 @@ import anyio
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from mailroom import events_reader, health, metrics, presence, retention, suppression
-from mailroom.batcher import Batcher, claim_size, lease_cap
-from mailroom.capstep import CapStep
-from mailroom.config import Config, record_margin
-from mailroom.listener import HEARTBEAT_TIMEOUT, KEEPALIVE, Listener
+from mailroom import health, metrics
+from mailroom.config.settings import Config, record_margin
+from mailroom.daemon import presence, retention, suppression
+from mailroom.daemon.batcher import Batcher, claim_size, lease_cap
+from mailroom.daemon.capstep import CapStep
+from mailroom.daemon.listener import HEARTBEAT_TIMEOUT, KEEPALIVE, Listener
+from mailroom.daemon.retry import Disposition, Policy
+from mailroom.daemon.sender import Sender
+from mailroom.events import reader as events_reader
 from mailroom.outbox import UNAVAILABLE, Message, Outbox, secure_session_async
-from mailroom.retry import Disposition, Policy
-from mailroom.sender import Sender
 from mailroom.transports import Defaults, Transport
 
 log = structlog.get_logger("mailroom.daemon")
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from mailroom.ratecontrol import RateControl
+    from mailroom.daemon.ratecontrol import RateControl
 
 DB_RETRY_MAX = 5.0  # seconds: longest pause between attempts to reach the database
 GAUGE_INTERVAL = 15.0  # seconds between refreshes of the outbox gauges (also a DB probe)
@@ -217,7 +219,7 @@ class Daemon:
         cfg = self.config
         if not cfg.send_rate or (cfg.debug and cfg.send_rate_auto):
             return None  # no limit; with the debug transport there is no SES account
-        from mailroom.ratecontrol import RateControl  # noqa: PLC0415 -- only with a rate
+        from mailroom.daemon.ratecontrol import RateControl  # noqa: PLC0415 -- only with a rate
 
         control = self._rate_control = RateControl(cfg, outbox)
         self.sender.reserve = control.reserve
@@ -226,7 +228,7 @@ class Daemon:
 
     async def _preflight(self, outbox: Outbox) -> None:
         """The findings of `mailroom check --ses`, logged once at start: warnings only."""
-        from mailroom import preflight  # noqa: PLC0415 -- boto3 reads, once
+        from mailroom.daemon import preflight  # noqa: PLC0415 -- boto3 reads, once
 
         templates = await self._db(lambda: preflight.pending_templates(outbox))
         findings = await anyio.to_thread.run_sync(

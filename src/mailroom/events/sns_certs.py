@@ -1,6 +1,6 @@
 """The events reader's trust check: which SQS messages may be read at all.
 
-An SNS envelope that carries a signature must verify (``mailroom.sns``); with
+An SNS envelope that carries a signature must verify (``mailroom.events.sns``); with
 ``MAILROOM_EVENTS_REQUIRE_SIGNATURE`` every message must be a validly signed SNS envelope.
 With ``MAILROOM_EVENTS_SNS_TOPICS``, a signed envelope of another topic is refused: SNS
 signs every topic's messages, those of a topic in the attacker's own account too.
@@ -28,8 +28,8 @@ import anyio
 import structlog
 from cryptography import x509
 
-from mailroom import sns
-from mailroom.sns import OK, Pending, Verdict, refuse
+from mailroom.events import sns
+from mailroom.events.sns import OK, Pending, Verdict, refuse
 
 log = structlog.get_logger("mailroom.events")
 

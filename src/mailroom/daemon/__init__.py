@@ -1,0 +1,8 @@
+"""The sending daemon, in the order data flows: listener, batcher, the sender and its
+plan steps (suppression, caps, token signing, account pauses), retry and classification,
+rate control, retention, presence, preflight and the daemon's lifecycle (run).
+
+May import mailroom.transports, mailroom.events and the top-level foundations (outbox,
+metrics, health, logs, tokens, addresses, config); never operator, cli or web. Still to
+cut: presence imports cli.output's formatting helpers.
+"""
