@@ -69,9 +69,9 @@ def test_arguments_that_are_not_utf8_are_refused_by_position(db: str) -> None:
 
 def test_the_bounds_still_take_the_largest_sensible_values() -> None:
     from mailroom.cli import args as cli_args  # noqa: PLC0415 -- the pure parts, no database
-    from mailroom.cli.output import when  # noqa: PLC0415
+    from mailroom.text import positive, when  # noqa: PLC0415
 
-    assert cli_args.positive("2147483647") == 2**31 - 1
+    assert positive("2147483647") == 2**31 - 1
     assert cli_args.seconds("86400") == 86400.0
     assert cli_args.port("0") == 0
     assert cli_args.port("65535") == 65535

@@ -240,8 +240,8 @@ def test_reputation_window(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_show_lists_events_masked_unless_revealed(conn: psycopg.Connection[Any]) -> None:
-    from mailroom.cli import output as admin_output  # noqa: PLC0415
     from mailroom.operator import admin  # noqa: PLC0415
+    from mailroom.text import jsonable  # noqa: PLC0415
 
     message_id = sent_message(conn, "ann@example.com", "0100018f-message-1")
     ingest(conn, events.parse(sns(fixture("bounce"))))
@@ -251,7 +251,7 @@ def test_show_lists_events_masked_unless_revealed(conn: psycopg.Connection[Any])
     assert event["type"] == "Bounce"
     assert event["recipient"] == "a***@example.com"
     assert shown["delivery"]["state"] == "bounced"
-    assert "ann@example.com" not in json.dumps(admin_output.jsonable(shown))
+    assert "ann@example.com" not in json.dumps(jsonable(shown))
     text = admin.format_show(shown)
     assert "Bounce Permanent/General" in text
     revealed = admin.show(conn, message_id, reveal=True)

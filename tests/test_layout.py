@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 # Lower layers first. A module may import its own folder, its layer and the layers below.
 # A folder (config, daemon, ...) is one unit; a top-level module is a unit of its own.
 LAYERS: list[set[str]] = [
-    {"addresses", "logs", "metrics", "embedded", "config"},
+    {"addresses", "logs", "metrics", "embedded", "config", "text"},
     {"health", "tokens", "outbox", "migrate"},
     {"client", "lifecycle", "django", "__init__"},
     {"transports", "events"},
@@ -33,9 +33,6 @@ KNOWN = {
     ("outbox", "daemon"),  # outbox takes daemon.retry's Disposition
     ("transports", "daemon"),  # the transports return daemon.classify's Verdict
     ("events", "daemon"),  # parsing takes daemon.suppression's normalize_address
-    ("daemon", "cli"),  # presence formats with cli.output
-    ("operator", "cli"),  # the verbs print through cli.output, take cli.args' types
-    ("web", "cli"),  # the console takes cli.output and cli.args
 }
 
 

@@ -253,10 +253,10 @@ def test_the_operator_keeps_reading(operator: str, conn: psycopg.Connection[Any]
 def test_a_verb_given_what_the_function_refuses_says_so_in_one_line(
     operator: str, conn: psycopg.Connection[Any]
 ) -> None:
-    from mailroom.cli.output import CommandError  # noqa: PLC0415
     from mailroom.operator import dead as admin_dead  # noqa: PLC0415
     from mailroom.operator.audit import Actor  # noqa: PLC0415
     from mailroom.operator.find import cancel  # noqa: PLC0415
+    from mailroom.text import CommandError  # noqa: PLC0415
 
     ids = seed(conn)
     before = _state(conn)

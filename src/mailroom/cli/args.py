@@ -1,12 +1,15 @@
 """What every command's parser shares: the help layout with examples and exit codes, and
 argument types that answer bad values in the operator's words ("'abc' is not a message
-id"), never Python's ("invalid literal for int()"). Used by commands.py and ops.py."""
+id"), never Python's ("invalid literal for int()"). Used by commands.py and ops.py. The
+types the layers below take too (parse_id, positive, when) are in mailroom.text."""
 
 from __future__ import annotations
 
 import argparse
 import textwrap
 from typing import Any
+
+from mailroom.text import parse_id
 
 EXIT_CODES = """
 exit codes: 0 ok; 1 the answer is "no"; 2 bad usage or configuration;
@@ -37,21 +40,11 @@ def command(
     return parser
 
 
-INT_MAX = 2**31 - 1  # counts, limits and lifetimes: PostgreSQL's integer, far past any use
 SECONDS_MAX = 86400.0  # a wait or a refresh longer than a day is a typo
 
 
 def _shown(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:40] + "...")
-
-
-def positive(text: str) -> int:
-    value = parse_id(text)  # ASCII digits only: int() takes " 7", "+7", "1_000" and "٣"
-    if value is None or value > INT_MAX:
-        raise argparse.ArgumentTypeError(
-            f"must be a whole number from 1 to {INT_MAX}, got {_shown(text)}"
-        )
-    return value
 
 
 def seconds(text: str) -> float:
@@ -73,19 +66,6 @@ def port(text: str) -> int:
     return value
 
 
-BIGINT_MAX = 2**63 - 1
-
-
-def parse_id(text: str) -> int | None:
-    """A message id (1 to the largest bigint) written in ASCII digits, or None. int()
-    alone takes "٣", " 7", "+7" and "1_000", and a bigger number fails in the
-    database instead of here."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 19:
-        return None
-    value = int(text)
-    return value if 0 < value <= BIGINT_MAX else None
-
-
 def message_id(text: str) -> int:
     value = parse_id(text)
     if value is None:
@@ -103,10 +83,3 @@ def text_arguments(argv: list[str]) -> str | None:
         except UnicodeEncodeError:
             return f"argument {position} is not valid UTF-8 text"
     return None
-
-
-def when(text: str) -> Any:
-    """--since / --before: an age (30m, 12h, 7d) or an ISO time."""
-    from mailroom.cli.output import when as parse  # noqa: PLC0415 -- only when used
-
-    return parse(text)

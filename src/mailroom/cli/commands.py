@@ -13,16 +13,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mailroom.cli.args import (
-    command,
-    message_id,
-    positive,
-    seconds,
-    text_arguments,
-    when,
-)
+from mailroom.cli.args import command, message_id, seconds, text_arguments
 from mailroom.config import dsn as dsn_text
 from mailroom.config import settings as configuration
+from mailroom.text import positive, when
 
 EPILOG = """\
 Configuration comes from MAILROOM_* environment variables (see `mailroom config`);
@@ -203,7 +197,7 @@ def _admin(name: str) -> Any:
         import importlib  # noqa: PLC0415
 
         from mailroom import migrate  # noqa: PLC0415
-        from mailroom.cli.output import CommandError  # noqa: PLC0415
+        from mailroom.text import CommandError  # noqa: PLC0415
 
         module, _, function = name.rpartition(".")
         command = getattr(

@@ -12,15 +12,8 @@ import os
 import textwrap
 from typing import Any
 
-from mailroom.cli.args import (
-    EXIT_CODES,
-    OPERATOR_EXIT_CODES,
-    command,
-    message_id,
-    port,
-    positive,
-    when,
-)
+from mailroom.cli.args import EXIT_CODES, OPERATOR_EXIT_CODES, command, message_id, port
+from mailroom.text import positive, when
 
 # every command here is the operator's: its --help says so beside the exit codes
 _command = functools.partial(command, exit_codes=OPERATOR_EXIT_CODES)
@@ -117,7 +110,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         from mailroom.web import app, settings  # noqa: PLC0415 -- the optional extra
     except ImportError as exc:
         return _fail(f"`mailroom web` needs the web extra: pip install 'mailroom[web]' ({exc})")
-    from mailroom.cli.output import CommandError  # noqa: PLC0415
+    from mailroom.text import CommandError  # noqa: PLC0415
 
     cfg = _load()
     env = dict(os.environ)

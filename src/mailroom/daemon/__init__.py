@@ -3,6 +3,5 @@ plan steps (suppression, caps, token signing, account pauses), retry and classif
 rate control, retention, presence, preflight and the daemon's lifecycle (run).
 
 May import mailroom.transports, mailroom.events and the top-level foundations (outbox,
-metrics, health, logs, tokens, addresses, config); never operator, cli or web. Still to
-cut: presence imports cli.output's formatting helpers.
+metrics, health, logs, tokens, addresses, text, config); never operator, cli or web.
 """

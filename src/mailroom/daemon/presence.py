@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from mailroom.cli.output import age, masker
 from mailroom.outbox import query
+from mailroom.text import age, masker
 
 if TYPE_CHECKING:
     import psycopg

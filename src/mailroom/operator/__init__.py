@@ -1,7 +1,7 @@
 """The operator's verbs (status, find/show, cancel/send-now, dead letters, queues/stats,
-suppression list, audit, the schema check) as functions over a connection.
+suppression list, audit, the schema check) as functions over a connection, and what
+they share at a terminal (output: reveal, confirmation, progress).
 
-May import daemon, events, transports, client and the top-level foundations; never web,
-which calls it. Still to cut: the verbs still print through cli.output (and
-suppressions takes cli.args' argument types), so operator imports cli upward.
+May import daemon, events, transports, client and the top-level foundations (the
+operator's words from text); never web or cli, which call it.
 """

@@ -18,12 +18,13 @@ from typing import Any
 
 import psycopg
 
-from mailroom.cli.output import CommandError, age, jsonable, masker, revealed, stamp
 from mailroom.client import enqueue
 from mailroom.config.settings import Config
 from mailroom.daemon import presence
 from mailroom.operator import audit as admin_audit
+from mailroom.operator.output import revealed
 from mailroom.outbox import query
+from mailroom.text import CommandError, age, jsonable, masker, stamp
 
 Connection = psycopg.Connection[Any]
 REASONS_SHOWN = 5

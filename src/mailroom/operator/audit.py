@@ -18,8 +18,8 @@ from typing import Any
 
 import psycopg
 
-from mailroom.cli.output import CommandError
 from mailroom.outbox import query
+from mailroom.text import CommandError
 
 Connection = psycopg.Connection[Any]
 

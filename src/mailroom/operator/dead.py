@@ -16,21 +16,12 @@ from typing import Any
 
 import psycopg
 
-from mailroom.cli.output import (
-    CommandError,
-    Progress,
-    confirm,
-    jsonable,
-    masker,
-    recipients,
-    revealed,
-    stamp,
-    table,
-)
 from mailroom.config.settings import Config
 from mailroom.operator import audit as admin_audit
 from mailroom.operator.audit import Actor
+from mailroom.operator.output import Progress, confirm, revealed
 from mailroom.outbox import query
+from mailroom.text import CommandError, jsonable, masker, recipients, stamp, table
 
 Connection = psycopg.Connection[Any]
 BATCH = 500  # rows per statement of `dead retry` and `dead purge`

@@ -12,11 +12,12 @@ from typing import Any
 
 import psycopg
 
-from mailroom.cli.output import age, jsonable, masker, revealed, stamp, table
 from mailroom.config.settings import Config
 from mailroom.operator import audit as admin_audit
 from mailroom.operator.admin import format_status, status
+from mailroom.operator.output import revealed
 from mailroom.outbox import query
+from mailroom.text import age, jsonable, masker, stamp, table
 
 Connection = psycopg.Connection[Any]
 REASONS_SHOWN = 20
@@ -158,7 +159,7 @@ def cmd_status(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
         print(json.dumps(report, indent=2) if args.json else format_status(report))
         return 0
     if args.watch <= 0:
-        from mailroom.cli.output import CommandError  # noqa: PLC0415
+        from mailroom.text import CommandError  # noqa: PLC0415
 
         raise CommandError(f"--watch takes a number of seconds above 0, got {args.watch:g}")
     terminal = sys.stdout.isatty() and not args.json

@@ -17,12 +17,12 @@ from typing import Any
 import psycopg
 
 from mailroom.addresses import ascii_domain, is_valid
-from mailroom.cli.args import positive
-from mailroom.cli.output import CommandError, Progress, jsonable, masker, stamp
 from mailroom.config.settings import Config
 from mailroom.daemon.suppression import normalize_address
 from mailroom.operator.audit import Actor, refusals_as_errors
+from mailroom.operator.output import Progress
 from mailroom.outbox import query
+from mailroom.text import CommandError, jsonable, masker, positive, stamp
 
 _LIST = ["address", "reason", "detail", "created_at", "created_by"]
 

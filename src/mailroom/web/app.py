@@ -18,9 +18,9 @@ from aiohttp import web
 from psycopg_pool import ConnectionPool
 
 from mailroom import migrate, outbox
-from mailroom.cli.output import CommandError
 from mailroom.config.settings import Config
 from mailroom.operator import audit as admin_audit
+from mailroom.text import CommandError
 from mailroom.web import security, views
 from mailroom.web.settings import WebSettings
 

@@ -11,8 +11,6 @@ from typing import Any
 import psycopg
 from aiohttp import web
 
-from mailroom.cli.args import parse_id
-from mailroom.cli.output import CommandError, age, masker, stamp, when
 from mailroom.daemon import presence
 from mailroom.operator import admin
 from mailroom.operator import audit as admin_audit
@@ -20,6 +18,7 @@ from mailroom.operator import dead as admin_dead
 from mailroom.operator import find as admin_find
 from mailroom.operator import stats as admin_stats
 from mailroom.operator.audit import Actor
+from mailroom.text import CommandError, age, masker, parse_id, stamp, when
 
 Connection = psycopg.Connection[Any]
 PAGE = 50

@@ -1,17 +1,18 @@
-"""What the operator commands share: their error, argument parsing in the operator's words,
-and output (ages, times, JSON, masked addresses, tables sized to their data, progress,
-confirmation). No database access here."""
+"""The operator's words, shared by every layer that talks to an operator (daemon.presence,
+the operator verbs, the web console, the CLI): parsing what they type (message ids,
+counts, ``--since`` times) and formatting what they read (ages, times, JSON, masked
+addresses, tables). Pure: no I/O, no database, no parsers. argparse is imported only for
+ArgumentTypeError, the error the CLI prints as written (a ValueError would become
+"invalid value"), and which the console turns into its own message."""
 
 from __future__ import annotations
 
 import argparse
 import re
-import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import Any
 
-from mailroom.config.settings import Config
 from mailroom.logs import mask
 
 
@@ -23,6 +24,33 @@ class CommandError(Exception):
         self.code = code
 
 
+INT_MAX = 2**31 - 1  # counts, limits and lifetimes: PostgreSQL's integer, far past any use
+BIGINT_MAX = 2**63 - 1
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
+def parse_id(text: str) -> int | None:
+    """A message id (1 to the largest bigint) written in ASCII digits, or None. int()
+    alone takes "٣", " 7", "+7" and "1_000", and a bigger number fails in the
+    database instead of here."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    value = int(text)
+    return value if 0 < value <= BIGINT_MAX else None
+
+
+def positive(text: str) -> int:
+    value = parse_id(text)  # ASCII digits only: int() takes " 7", "+7", "1_000" and "٣"
+    if value is None or value > INT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {INT_MAX}, got {_shown(text)}"
+        )
+    return value
+
+
 _AGE = re.compile(r"^(\d+)(s|m|h|d|w)$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _AGE_MAX = 36500 * 86400  # older than any message; past it, dates overflow
@@ -31,7 +59,7 @@ _AGE_MAX = 36500 * 86400  # older than any message; past it, dates overflow
 def when(text: str) -> datetime:
     """``--since`` / ``--before``: an age (``90s``, ``30m``, ``12h``, ``7d``, ``2w``: that long
     ago) or an ISO 8601 time (local time unless it names a zone)."""
-    shown = repr(text if len(text) <= 40 else text[:40] + "...")
+    shown = _shown(text)
     relative = _AGE.match(text.strip().lower())
     if relative:
         if len(relative[1]) > 12 or int(relative[1]) * _SECONDS[relative[2]] > _AGE_MAX:
@@ -84,10 +112,6 @@ def masker(reveal: bool) -> Callable[[Any], Any]:
     return shown
 
 
-def revealed(args: argparse.Namespace, cfg: Config) -> bool:
-    return bool(getattr(args, "reveal", False)) or cfg.reveal_addresses
-
-
 def recipients(addresses: Sequence[str]) -> str:
     """The first address and how many more: ``a***@example.com +2``."""
     if not addresses:
@@ -110,31 +134,3 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, right: str =
         return "  ".join(out).rstrip()
 
     return "\n".join([line(list(headers)), *(line(r) for r in cells)])
-
-
-def confirm(question: str, *, yes: bool, what: str) -> bool:
-    """True to go ahead: ``--yes``, or "y" at the prompt on a terminal. Without a terminal
-    and without --yes this is a usage error (a script must say it on purpose)."""
-    if yes:
-        return True
-    if not sys.stdin.isatty():
-        raise CommandError(f"refusing to {what} without --yes (stdin is no terminal)")
-    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
-
-
-class Progress:
-    """``retried 1500/3000`` on stderr, rewritten in place, only on a terminal."""
-
-    def __init__(self, verb: str, total: int, stream: TextIO | None = None) -> None:
-        self.verb, self.total = verb, total
-        self.stream = stream or sys.stderr
-        self.shown = self.stream.isatty()
-
-    def update(self, done: int) -> None:
-        if self.shown:
-            self.stream.write(f"\r{self.verb} {done}/{self.total}")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.shown:
-            self.stream.write("\n")
