@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.formats import Runs, median, per_s, spread
 from bench.harness import ROOT, SNAPSHOT_PATH, Code, aws_env
-from bench.report import Runs, median, per_s, spread
 from bench.scenarios import Bench, Result
 from bench.transport import OPS
 

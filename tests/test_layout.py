@@ -124,3 +124,120 @@ def test_down_and_sideways_imports_pass(tmp_path: Path) -> None:
 
 def _name(code: str) -> str:
     return _imports(ast.parse(code))[0]
+
+
+# Import cycles (issue 20): no module of src/mailroom or bench may come back to itself
+# through imports, whether they run at import time or inside a function (a lazy import
+# only hides a circle: the two modules still cannot be understood or moved apart).
+def _modules(root: Path, package: str) -> dict[str, Path]:
+    return {_module(path, root): path for path in sorted((root / package).rglob("*.py"))}
+
+
+def _targets(
+    node: ast.Import | ast.ImportFrom, here: str, path: Path, known: set[str]
+) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:  # relative: from the importing module's package, up level - 1
+        package = here.split(".") if path.name == "__init__.py" else here.split(".")[:-1]
+        package = package[: len(package) - (node.level - 1)]
+        base = ".".join([*package, *([base] if base else [])])
+    # `from package import name`: name is the module when there is one by that name
+    return [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+
+
+def import_graph(roots: list[tuple[Path, str]]) -> dict[str, set[str]]:
+    """Module -> the modules of ``roots`` it imports, at module level or in a function."""
+    paths = {
+        name: path for root, package in roots for name, path in _modules(root, package).items()
+    }
+    known = set(paths)
+    graph: dict[str, set[str]] = {}
+    for here, path in paths.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        edges = {
+            target
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for target in _targets(node, here, path, known)
+        }
+        graph[here] = {target for target in edges if target in known and target != here}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_no_import_cycles() -> None:
+    graph = import_graph([(SRC, "mailroom"), (SRC.parent, "bench")])
+    assert "mailroom.cli.commands" in graph  # the walk saw both trees
+    assert "bench.report" in graph
+    assert cycles(graph) == []
+
+
+@pytest.mark.parametrize(
+    ("files", "cycle"),
+    [
+        (  # the circle commands <-> ops had: one side imports the other inside a function
+            {
+                "mailroom/cli/one.py": "from mailroom.cli import two\n",
+                "mailroom/cli/two.py": "def f() -> None:\n    from mailroom.cli.one import g\n",
+            },
+            ["mailroom.cli.one", "mailroom.cli.two"],
+        ),
+        (  # three modules, one of them relative, one bench module
+            {
+                "mailroom/a.py": "import mailroom.web.b\n",
+                "mailroom/web/b.py": "from . import c\n",
+                "mailroom/web/c.py": "from mailroom import a\n",
+            },
+            ["mailroom.a", "mailroom.web.b", "mailroom.web.c"],
+        ),
+        (
+            {
+                "bench/report.py": "from bench import compare\n",
+                "bench/compare.py": "def f() -> None:\n    import bench.report\n",
+            },
+            ["bench.compare", "bench.report"],
+        ),
+    ],
+)
+def test_a_deliberate_cycle_fails(tmp_path: Path, files: dict[str, str], cycle: list[str]) -> None:
+    for name, code in files.items():
+        target = tmp_path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(code, encoding="utf-8")
+    graph = import_graph([(tmp_path, "mailroom"), (tmp_path, "bench")])
+    assert cycles(graph) == [cycle]
+    (tmp_path / next(iter(files))).write_text("", encoding="utf-8")  # cut the circle
+    assert cycles(import_graph([(tmp_path, "mailroom"), (tmp_path, "bench")])) == []

@@ -26,6 +26,7 @@ from psycopg.conninfo import make_conninfo
 from conftest import all_final, wait_for
 from mailroom import client, migrate, outbox
 from mailroom.cli import commands as cli
+from mailroom.cli import common
 
 UNSAFE_PATH = "public, pg_catalog"
 OLD_CORE, OLD_LIFECYCLE = 13, 1002  # the migrations the unsafe runner applied
@@ -236,7 +237,7 @@ def test_the_cli_connection_gets_the_safe_path(
                 sql.Identifier(admin.info.dbname)
             )
         )
-    with cli._connect(cli._load()) as conn:
+    with common.connect(common.load()) as conn:
         assert conn.execute("SHOW search_path").fetchone() == (migrate.SAFE_PATH,)
 
 

@@ -13,10 +13,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mailroom.cli.args import command, message_id, seconds, text_arguments
+from mailroom.cli import common
+from mailroom.cli.args import text_arguments
+from mailroom.cli.common import connect, fail, load
 from mailroom.config import dsn as dsn_text
 from mailroom.config import settings as configuration
-from mailroom.text import positive, when
+from mailroom.text import positive
 
 EPILOG = """\
 Configuration comes from MAILROOM_* environment variables (see `mailroom config`);
@@ -42,38 +44,11 @@ See docs/cli.md.
 """
 
 
-# Set by `run` once its log is JSON lines (MAILROOM_LOG_FORMAT=json, or auto without a
-# terminal): its start-up failures are then JSON log lines too, not text in a JSON log
-# (issue 19, finding 8).
-_log_json = False
-
-
-def _fail(message: str, code: int = 2) -> int:
-    if _log_json:
-        from mailroom import logs  # noqa: PLC0415
-
-        logs.fatal(message, code)
-        return code
-    for line in message.splitlines() or [""]:
-        print(f"mailroom: {line}", file=sys.stderr)
-    return code
-
-
-def _load(*, require_database: bool = True) -> configuration.Config:
-    return configuration.load(require_database=require_database)
-
-
-def _connect(cfg: configuration.Config) -> Any:
-    from mailroom import outbox  # noqa: PLC0415
-
-    return outbox.connect(cfg.database_url, connect_timeout=10)
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
     from mailroom import lifecycle, migrate  # noqa: PLC0415
 
-    cfg = _load()
-    with _connect(cfg) as conn:
+    cfg = load()
+    with connect(cfg) as conn:
         applied = migrate.migrate(conn, channel=cfg.channel_name, modules=tuple(args.modules))
         unowned = lifecycle.unowned_accounts(conn)
     for m in applied:
@@ -104,7 +79,7 @@ def _check_privileges(conn: Any, query_name: str, role: str) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    cfg = _load(require_database=False)
+    cfg = load(require_database=False)
     if args.json:
         import json  # noqa: PLC0415
 
@@ -125,23 +100,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mailroom.daemon.run import Daemon, make_transport  # noqa: PLC0415
     from mailroom.transports import SetupError  # noqa: PLC0415
 
-    global _log_json  # noqa: PLW0603 -- main()'s error paths must know how `run` logs
     try:
-        cfg = _load()
+        cfg = load()
     except configuration.ConfigError:
         # a bad setting, maybe not the log format's: log the refusal as that asks for
         fmt = os.environ.get("MAILROOM_LOG_FORMAT", "auto").lower()  # as config reads it
         if fmt in ("auto", "json", "console"):
-            _log_json = logs.configure(fmt=fmt)
+            common.log_json = logs.configure(fmt=fmt)
         raise
-    _log_json = logs.configure(
+    # main()'s error paths must know how `run` logs
+    common.log_json = logs.configure(
         level=cfg.log_level, fmt=cfg.log_format, reveal_addresses=cfg.reveal_addresses
     )
     try:  # configuration first: a bad setting exits 2 whether or not the database is up
         transport = make_transport(cfg)
     except SetupError as exc:
-        return _fail(str(exc))
-    with _connect(cfg) as conn:
+        return fail(str(exc))
+    with connect(cfg) as conn:
         migrate.check_ready(conn, channel=cfg.channel_name)
         _check_privileges(conn, "daemon_privileges", "mailroom_daemon")
     daemon = Daemon(cfg, transport)
@@ -161,9 +136,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         from mailroom.operator.schema_check import cmd_check_schema  # noqa: PLC0415
 
         return cmd_check_schema(args)
-    cfg = _load(require_database=False)
+    cfg = load(require_database=False)
     if not cfg.http_port:
-        return _fail("MAILROOM_HTTP_PORT is 0: the health endpoints are off")
+        return fail("MAILROOM_HTTP_PORT is 0: the health endpoints are off")
     healthy, body = probe(cfg.http_port, "/healthz" if args.live else "/readyz")
     print(body)
     return 0 if healthy else 1
@@ -174,10 +149,10 @@ def _check_ses(args: argparse.Namespace) -> int:
 
     from mailroom.daemon import preflight  # noqa: PLC0415
 
-    cfg = _load(require_database=False)
+    cfg = load(require_database=False)
     templates = None
     if cfg.database_url:
-        with _connect(cfg) as conn:
+        with connect(cfg) as conn:
             templates = preflight.pending_templates_sync(conn, cfg.queue_name)
     findings = preflight.run(cfg, templates)
     failed = any(f.status == preflight.FAIL for f in findings)
@@ -187,32 +162,6 @@ def _check_ses(args: argparse.Namespace) -> int:
     else:
         print(preflight.report(findings))
     return 1 if failed else 0
-
-
-def _admin(name: str) -> Any:
-    """A handler running ``admin.<name>`` (or ``<module>.<name>`` of mailroom) on a
-    connection to a migrated database."""
-
-    def handler(args: argparse.Namespace) -> int:
-        import importlib  # noqa: PLC0415
-
-        from mailroom import migrate  # noqa: PLC0415
-        from mailroom.text import CommandError  # noqa: PLC0415
-
-        module, _, function = name.rpartition(".")
-        command = getattr(
-            importlib.import_module(f"mailroom.operator.{module or 'admin'}"), function
-        )
-        cfg = _load()
-        with _connect(cfg) as conn:
-            try:
-                migrate.check_ready(conn, channel=cfg.channel_name)
-                return int(command(args, cfg, conn))
-            except CommandError as exc:
-                return _fail(str(exc), exc.code)
-            # a refused privilege reaches main(), which names what the command needs
-
-    return handler
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -226,9 +175,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 
     from mailroom import tokens  # noqa: PLC0415
 
-    cfg = _load(require_database=False)
+    cfg = load(require_database=False)
     if not cfg.secret_keys:
-        return _fail("MAILROOM_SECRET_KEY: required for token commands")
+        return fail("MAILROOM_SECRET_KEY: required for token commands")
     action = tokens.Action(args.action)
     if args.token_command == "sign":  # noqa: S105 -- a subcommand name, not a password
         try:
@@ -241,7 +190,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             else:
                 token = tokens.sign(cfg.secret_keys[0], action, secret, code=args.code)
         except ValueError as exc:
-            return _fail(str(exc))
+            return fail(str(exc))
         print(token)
         return 0
     result = tokens.verify_any(args.token, action, cfg.secret_keys, now=time.time(), code=args.code)
@@ -322,7 +271,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--action", choices=actions, required=True)
         p.add_argument("--code", help="5-digit code (password_recovery)")
     token.set_defaults(handler=cmd_token)
-    _operator_commands(sub)
+    from mailroom.cli import ops  # noqa: PLC0415 -- light; `run` stays lean
+
+    ops.operator_commands(sub)
     return top
 
 
@@ -335,86 +286,12 @@ def _version() -> str:
         return "unknown"
 
 
-def _operator_commands(sub: Any) -> None:
-    database = argparse.ArgumentParser(add_help=False)
-    database.add_argument(
-        "--dsn", default=argparse.SUPPRESS, help="database URL (overrides MAILROOM_DATABASE_URL)"
-    )
-    database.add_argument("--queue", help="queue (default MAILROOM_QUEUE_NAME)")
-    revealing = argparse.ArgumentParser(add_help=False)
-    revealing.add_argument("--reveal", action="store_true", help="show addresses unmasked")
-    as_json = argparse.ArgumentParser(add_help=False)
-    as_json.add_argument("--json", action="store_true", help="machine-readable output")
-
-    status = command(
-        sub, "status", "what is waiting, failing and sending: depth, age, rate, dead reasons",
-        description="Depth of the queue by status, how long the oldest due message has "
-        "waited, sends in the last minute and hour, the commonest dead-letter reasons and "
-        "the daemons holding leases. --json prints the same as a stable document (keys in "
-        "docs/cli.md).",
-        examples="  mailroom status\n  mailroom status --json | jq .depth.dead\n"
-        "  mailroom --dsn postgresql://ops@db/app status --queue bulk\n",
-        parents=[database, revealing, as_json],
-    )  # fmt: skip
-    status.add_argument(
-        "--watch", nargs="?", const=2.0, type=seconds, metavar="SECONDS",
-        help="refresh every SECONDS (2) in place on a terminal; plain reports when piped",
-    )  # fmt: skip
-    status.set_defaults(handler=_admin("stats.cmd_status"))
-
-    show = command(
-        sub, "show", "one message with its attempts (times, outcomes, errors, SES ids)",
-        description="One message: state, recipients (masked unless --reveal), template and "
-        "data keys (never values: they may hold a token secret), schedule, lease, SES message "
-        "id, and every attempt. Exit 1 if there is no such message.",
-        examples="  mailroom show 42\n  mailroom show 42 --reveal\n  mailroom show 42 --json\n",
-        parents=[database, revealing, as_json],
-    )  # fmt: skip
-    show.add_argument("id", type=message_id, help="message id (mailroom.outbox.id)")
-    show.set_defaults(handler=_admin("cmd_show"))
-
-    from mailroom.cli import ops as cli_ops  # noqa: PLC0415 -- light; `run` stays lean
-    from mailroom.operator import suppressions  # noqa: PLC0415 -- light; `run` stays lean
-
-    cli_ops.add_dead_commands(sub, _admin, database=database, revealing=revealing,
-                              as_json=as_json)  # fmt: skip
-
-    send_test = command(
-        sub, "send-test", "enqueue one test message; --wait follows it to its outcome",
-        description="Enqueues one message (a simple text message, or a stored template with "
-        "--template and --data). With --wait, polls it until it is sent (exit 0), dead "
-        "(exit 1) or --timeout passes (exit 1), printing each change.",
-        examples="  mailroom send-test --to you@example.com --wait\n"
-        "  mailroom send-test --to you@example.com --template activationv1 \\\n"
-        "      --data '{\"login\": \"test\"}' --wait --timeout 120\n",
-        parents=[database, revealing],
-    )  # fmt: skip
-    send_test.add_argument("--to", required=True, metavar="ADDRESS", help="recipient")
-    send_test.add_argument("--template", help="SES stored template name")
-    send_test.add_argument("--data", help="template data, a JSON object")
-    send_test.add_argument("--subject", default="mailroom test message", help="simple message")
-    send_test.add_argument("--from", dest="from_address", help="From (MAILROOM_SES_SOURCE)")
-    send_test.add_argument("--wait", action="store_true", help="follow it to sent or dead")
-    send_test.add_argument("--timeout", type=seconds, default=60.0, help="--wait limit, s (60)")
-    send_test.set_defaults(handler=_admin("cmd_send_test"))
-
-    cli_ops.add_commands(sub, _admin, database=database, revealing=revealing, as_json=as_json)
-    parents = {
-        "database": database,
-        "revealing": revealing,
-        "as_json": as_json,
-        "when": when,
-    }
-    suppressions.add_commands(sub, parents, lambda name: _admin(f"suppressions.{name}"))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    global _log_json  # noqa: PLW0603 -- a command run in-process earlier must not leak it
-    _log_json = False
+    common.log_json = False  # a command run in-process earlier must not leak it
     words = list(sys.argv[1:] if argv is None else argv)
     problem = text_arguments(words)
     if problem:
-        return _fail(problem)
+        return fail(problem)
     return _run(parser().parse_args(words))
 
 
@@ -425,14 +302,14 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args))
     except configuration.ConfigError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head`: not worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except PrivilegeError as exc:
-        return _fail(str(exc), 3)
+        return fail(str(exc), 3)
     except Exception as exc:
         code = _explain(exc, args)
         if code is None:
@@ -456,10 +333,10 @@ def _explain(exc: Exception, args: argparse.Namespace) -> int | None:
     from mailroom.migrate import MigrationError  # noqa: PLC0415
 
     if isinstance(exc, MigrationError):
-        return _fail(str(exc), 3)
+        return fail(str(exc), 3)
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         needs = NEEDS.get(args.command, "mailroom_operator")
-        return _fail(
+        return fail(
             f"the database refused: {str(exc).strip().splitlines()[0]} "
             f"(`mailroom {args.command}` needs {needs}; see docs/operations.md, 'Database roles')",
             3,
@@ -467,7 +344,7 @@ def _explain(exc: Exception, args: argparse.Namespace) -> int | None:
     if isinstance(exc, psycopg.OperationalError):
         dsn = os.environ.get("MAILROOM_DATABASE_URL", "")
         text = dsn_text.scrub(str(exc), dsn)
-        return _fail(f"cannot reach the database: {text.strip()}", 3)
+        return fail(f"cannot reach the database: {text.strip()}", 3)
     return None
 
 

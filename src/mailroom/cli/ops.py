@@ -1,8 +1,9 @@
-"""The operator commands' parsers: ``find``, ``cancel``, ``send-now``, ``queues``,
-``stats`` and ``web`` (added with the console, issue 14) and ``dead list | retry | purge``.
-commands.py builds the shared option groups and calls ``add_commands`` and
-``add_dead_commands``; each handler runs in admin_find / admin_stats / admin_dead /
-mailroom.web, imported only when the command runs."""
+"""The operator commands' parsers: ``status``, ``show``, ``send-test``, ``find``,
+``cancel``, ``send-now``, ``queues``, ``stats`` and ``web`` (added with the console, issue
+14), ``dead list | retry | purge`` and the suppressions'. commands.py's parser calls
+``operator_commands``, which builds the shared option groups; each handler
+(common.handler) runs an operator/ function, or mailroom.web, imported only when the
+command runs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import os
 import textwrap
 from typing import Any
 
-from mailroom.cli.args import EXIT_CODES, OPERATOR_EXIT_CODES, command, message_id, port
+from mailroom.cli.args import EXIT_CODES, OPERATOR_EXIT_CODES, command, message_id, port, seconds
+from mailroom.cli.common import fail, handler, load
 from mailroom.text import positive, when
 
 # every command here is the operator's: its --help says so beside the exit codes
@@ -104,15 +106,13 @@ def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_js
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from mailroom.cli.commands import _fail, _load  # noqa: PLC0415 -- cli imports this module
-
     try:
         from mailroom.web import app, settings  # noqa: PLC0415 -- the optional extra
     except ImportError as exc:
-        return _fail(f"`mailroom web` needs the web extra: pip install 'mailroom[web]' ({exc})")
+        return fail(f"`mailroom web` needs the web extra: pip install 'mailroom[web]' ({exc})")
     from mailroom.text import CommandError  # noqa: PLC0415
 
-    cfg = _load()
+    cfg = load()
     env = dict(os.environ)
     if args.host:
         env["MAILROOM_WEB_HOST"] = args.host
@@ -122,7 +122,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     try:
         app.serve(cfg, web_settings)
     except CommandError as exc:
-        return _fail(str(exc), exc.code)
+        return fail(str(exc), exc.code)
     return 0
 
 
@@ -228,3 +228,76 @@ def add_dead_commands(
     purge.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     purge.set_defaults(handler=handler("dead.cmd_dead_purge"))
+
+
+def operator_commands(sub: Any) -> None:
+    """Every operator command: status, show, dead, send-test, the ones above, suppressions."""
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--dsn", default=argparse.SUPPRESS, help="database URL (overrides MAILROOM_DATABASE_URL)"
+    )
+    database.add_argument("--queue", help="queue (default MAILROOM_QUEUE_NAME)")
+    revealing = argparse.ArgumentParser(add_help=False)
+    revealing.add_argument("--reveal", action="store_true", help="show addresses unmasked")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="machine-readable output")
+
+    status = command(
+        sub, "status", "what is waiting, failing and sending: depth, age, rate, dead reasons",
+        description="Depth of the queue by status, how long the oldest due message has "
+        "waited, sends in the last minute and hour, the commonest dead-letter reasons and "
+        "the daemons holding leases. --json prints the same as a stable document (keys in "
+        "docs/cli.md).",
+        examples="  mailroom status\n  mailroom status --json | jq .depth.dead\n"
+        "  mailroom --dsn postgresql://ops@db/app status --queue bulk\n",
+        parents=[database, revealing, as_json],
+    )  # fmt: skip
+    status.add_argument(
+        "--watch", nargs="?", const=2.0, type=seconds, metavar="SECONDS",
+        help="refresh every SECONDS (2) in place on a terminal; plain reports when piped",
+    )  # fmt: skip
+    status.set_defaults(handler=handler("stats.cmd_status"))
+
+    show = command(
+        sub, "show", "one message with its attempts (times, outcomes, errors, SES ids)",
+        description="One message: state, recipients (masked unless --reveal), template and "
+        "data keys (never values: they may hold a token secret), schedule, lease, SES message "
+        "id, and every attempt. Exit 1 if there is no such message.",
+        examples="  mailroom show 42\n  mailroom show 42 --reveal\n  mailroom show 42 --json\n",
+        parents=[database, revealing, as_json],
+    )  # fmt: skip
+    show.add_argument("id", type=message_id, help="message id (mailroom.outbox.id)")
+    show.set_defaults(handler=handler("cmd_show"))
+
+    from mailroom.operator import suppressions  # noqa: PLC0415 -- light; `run` stays lean
+
+    add_dead_commands(sub, handler, database=database, revealing=revealing,
+                      as_json=as_json)  # fmt: skip
+
+    send_test = command(
+        sub, "send-test", "enqueue one test message; --wait follows it to its outcome",
+        description="Enqueues one message (a simple text message, or a stored template with "
+        "--template and --data). With --wait, polls it until it is sent (exit 0), dead "
+        "(exit 1) or --timeout passes (exit 1), printing each change.",
+        examples="  mailroom send-test --to you@example.com --wait\n"
+        "  mailroom send-test --to you@example.com --template activationv1 \\\n"
+        "      --data '{\"login\": \"test\"}' --wait --timeout 120\n",
+        parents=[database, revealing],
+    )  # fmt: skip
+    send_test.add_argument("--to", required=True, metavar="ADDRESS", help="recipient")
+    send_test.add_argument("--template", help="SES stored template name")
+    send_test.add_argument("--data", help="template data, a JSON object")
+    send_test.add_argument("--subject", default="mailroom test message", help="simple message")
+    send_test.add_argument("--from", dest="from_address", help="From (MAILROOM_SES_SOURCE)")
+    send_test.add_argument("--wait", action="store_true", help="follow it to sent or dead")
+    send_test.add_argument("--timeout", type=seconds, default=60.0, help="--wait limit, s (60)")
+    send_test.set_defaults(handler=handler("cmd_send_test"))
+
+    add_commands(sub, handler, database=database, revealing=revealing, as_json=as_json)
+    parents = {
+        "database": database,
+        "revealing": revealing,
+        "as_json": as_json,
+        "when": when,
+    }
+    suppressions.add_commands(sub, parents, lambda name: handler(f"suppressions.{name}"))

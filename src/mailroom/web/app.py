@@ -7,10 +7,9 @@ in worker threads on connections of a psycopg pool: one set of named queries for
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import jinja2
 import psycopg
@@ -22,24 +21,10 @@ from mailroom.config.settings import Config
 from mailroom.operator import audit as admin_audit
 from mailroom.text import CommandError
 from mailroom.web import security, views
+from mailroom.web.keys import CONFIG, POOL, TEMPLATES
 from mailroom.web.settings import WebSettings
 
-T = TypeVar("T")
 HERE = Path(__file__).parent
-POOL = web.AppKey("pool", ConnectionPool)
-CONFIG = web.AppKey("config", Config)
-TEMPLATES = web.AppKey("templates", jinja2.Environment)
-
-
-async def run_db(request: web.Request, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-    """``work(conn)`` in a worker thread on a pooled operator connection."""
-    pool = request.app[POOL]
-
-    def job() -> T:
-        with pool.connection() as conn:
-            return work(conn)
-
-    return await asyncio.to_thread(job)
 
 
 def templates() -> jinja2.Environment:

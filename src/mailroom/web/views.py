@@ -1,5 +1,5 @@
 """The console's pages and actions. Each handler gathers data with the CLI's functions
-(run in a worker thread by ``app.run_db``) and renders a template; actions are POSTs,
+(run in a worker thread by ``keys.run_db``) and renders a template; actions are POSTs,
 first to a confirmation page, then (with ``confirm=yes``) done and audited."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from mailroom.operator import find as admin_find
 from mailroom.operator import stats as admin_stats
 from mailroom.operator.audit import Actor
 from mailroom.text import CommandError, age, masker, parse_id, stamp, when
+from mailroom.web.keys import CONFIG, TEMPLATES, run_db
 
 Connection = psycopg.Connection[Any]
 PAGE = 50
@@ -45,8 +46,6 @@ def add_routes(app: web.Application) -> None:
 def _render(
     request: web.Request, name: str, http_status: int = 200, **context: Any
 ) -> web.Response:
-    from mailroom.web.app import CONFIG, TEMPLATES  # noqa: PLC0415 -- app imports this module
-
     template = request.app[TEMPLATES].get_template(name)
     html = template.render(
         csrf=request["csrf"], operator=request["operator"], queue=request.app[CONFIG].queue_name,
@@ -56,8 +55,6 @@ def _render(
 
 
 async def _db(request: web.Request, work: Any) -> Any:
-    from mailroom.web.app import run_db  # noqa: PLC0415
-
     return await run_db(request, work)
 
 
@@ -87,8 +84,6 @@ def chart(series: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def overview(request: web.Request) -> web.Response:
-    from mailroom.web.app import CONFIG  # noqa: PLC0415
-
     queue = request.app[CONFIG].queue_name
     reveal = _reveal(request)
 
@@ -196,8 +191,6 @@ def _selection(form: Any, queue: str) -> admin_dead.Selection:
 
 
 async def dead(request: web.Request) -> web.Response:
-    from mailroom.web.app import CONFIG  # noqa: PLC0415
-
     try:
         selection = _selection(request.query, request.app[CONFIG].queue_name)
     except CommandError as exc:
@@ -213,8 +206,6 @@ async def dead(request: web.Request) -> web.Response:
 
 
 async def act(request: web.Request) -> web.Response:
-    from mailroom.web.app import CONFIG  # noqa: PLC0415
-
     action = request.match_info["action"]
     if action not in ACTIONS:
         return _render(request, "error.html.j2", http_status=404, error=f"no action {action!r}")
