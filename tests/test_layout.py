@@ -32,7 +32,6 @@ KNOWN = {
     ("config", "daemon"),  # settings takes daemon.caps' cap parsers
     ("outbox", "daemon"),  # outbox takes daemon.retry's Disposition
     ("transports", "daemon"),  # the transports return daemon.classify's Verdict
-    ("events", "daemon"),  # parsing takes daemon.suppression's normalize_address
     ("daemon", "cli"),  # presence formats with cli.output
     ("operator", "cli"),  # the verbs print through cli.output, take cli.args' types
     ("web", "cli"),  # the console takes cli.output and cli.args

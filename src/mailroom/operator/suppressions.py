@@ -16,11 +16,10 @@ from typing import Any
 
 import psycopg
 
-from mailroom.addresses import ascii_domain, is_valid
+from mailroom.addresses import ascii_domain, is_valid, normalize_address
 from mailroom.cli.args import positive
 from mailroom.cli.output import CommandError, Progress, jsonable, masker, stamp
 from mailroom.config.settings import Config
-from mailroom.daemon.suppression import normalize_address
 from mailroom.operator.audit import Actor, refusals_as_errors
 from mailroom.outbox import query
 
