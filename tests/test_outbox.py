@@ -14,8 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 
 import mailroom
 from mailroom.daemon.classify import Verdict
-from mailroom.daemon.retry import Disposition, Policy, dispose, released
-from mailroom.outbox import Outbox
+from mailroom.daemon.retry import Policy, dispose, released
+from mailroom.outbox import Disposition, Outbox
 
 pytestmark = pytest.mark.anyio
 

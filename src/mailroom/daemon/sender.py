@@ -19,8 +19,8 @@ from mailroom import metrics, tokens
 from mailroom.addresses import normalize_address
 from mailroom.daemon import account, suppression
 from mailroom.daemon.classify import Verdict, pause_cause, reason_class
-from mailroom.daemon.retry import Disposition, Policy, dispose, released
-from mailroom.outbox import UNAVAILABLE, Message, MessageToken
+from mailroom.daemon.retry import Policy, dispose, released
+from mailroom.outbox import UNAVAILABLE, Disposition, Message, MessageToken
 from mailroom.transports import BULK_MAX_ENTRIES, Defaults, Result, Transport, bulk_key
 
 if TYPE_CHECKING:
