@@ -30,7 +30,6 @@ RANK = {unit: n for n, layer in enumerate(LAYERS) for unit in layer}
 # fails when one disappears too, so that this list only shrinks.
 KNOWN = {
     ("config", "daemon"),  # settings takes daemon.caps' cap parsers
-    ("transports", "daemon"),  # the transports return daemon.classify's Verdict
     ("daemon", "cli"),  # presence formats with cli.output
     ("operator", "cli"),  # the verbs print through cli.output, take cli.args' types
     ("web", "cli"),  # the console takes cli.output and cli.args

@@ -11,9 +11,9 @@ import structlog
 
 from mailroom import metrics
 from mailroom.daemon.caps import Candidate, Caps, decide
-from mailroom.daemon.classify import Verdict
 from mailroom.outbox import UNAVAILABLE, Message, Outbox, query
 from mailroom.transports import Result
+from mailroom.transports.classify import Verdict
 
 log = structlog.get_logger("mailroom.caps")
 

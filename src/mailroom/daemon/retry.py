@@ -11,8 +11,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailroom.daemon.classify import Verdict
 from mailroom.outbox import Disposition
+from mailroom.transports.classify import Verdict
 
 
 @dataclass(frozen=True, slots=True)

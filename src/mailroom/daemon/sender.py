@@ -18,10 +18,10 @@ import structlog
 from mailroom import metrics, tokens
 from mailroom.addresses import normalize_address
 from mailroom.daemon import account, suppression
-from mailroom.daemon.classify import Verdict, pause_cause, reason_class
 from mailroom.daemon.retry import Policy, dispose, released
 from mailroom.outbox import UNAVAILABLE, Disposition, Message, MessageToken
 from mailroom.transports import BULK_MAX_ENTRIES, Defaults, Result, Transport, bulk_key
+from mailroom.transports.classify import Verdict, pause_cause, reason_class
 
 if TYPE_CHECKING:
     from mailroom.daemon.capstep import CapStep
