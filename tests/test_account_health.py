@@ -16,9 +16,9 @@ import mailroom
 from conftest import all_final, statuses, wait_for
 from mailroom.config import settings as config
 from mailroom.daemon import account
-from mailroom.daemon.classify import Verdict
 from mailroom.outbox import Message
 from mailroom.transports import Defaults, Result
+from mailroom.transports.classify import Verdict
 
 DEFAULTS = Defaults(source="noreply@example.com", config_set="default")
 NOT_VERIFIED = (

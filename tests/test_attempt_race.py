@@ -22,9 +22,9 @@ from psycopg_pool import AsyncConnectionPool
 
 import mailroom
 from mailroom import migrate
-from mailroom.daemon.classify import Verdict
 from mailroom.daemon.retry import Policy, dispose
 from mailroom.outbox import Outbox, query
+from mailroom.transports.classify import Verdict
 
 pytestmark = pytest.mark.anyio
 

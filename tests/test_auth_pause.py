@@ -16,9 +16,9 @@ from moto.server import ThreadedMotoServer
 
 import mailroom
 from conftest import wait_for
-from mailroom.daemon.classify import Verdict, classify_error, pause_cause, reason_class
 from mailroom.embedded import free_port
 from mailroom.transports import Defaults
+from mailroom.transports.classify import Verdict, classify_error, pause_cause, reason_class
 from mailroom.transports.ses import SesTransport, error_of
 from test_operations import _get, _samples
 from test_ses_transport import message

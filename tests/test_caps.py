@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 import mailroom
 from conftest import all_final, wait_for
 from mailroom.config import settings as config
-from mailroom.daemon.caps import Candidate, Caps, decide, parse_cap, parse_template_caps
+from mailroom.config.values import Caps, parse_cap, parse_template_caps
+from mailroom.daemon.caps import Candidate, decide
 
 ENV = {"MAILROOM_DATABASE_URL": "postgresql:///x"}
 

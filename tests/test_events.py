@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailroom.addresses import normalize_address
 from mailroom.daemon import suppression
 from mailroom.events import parsing as events
 from mailroom.events.reader import _in_thread, _Worker
@@ -299,7 +300,7 @@ def test_hostile_text_in_any_field_parses_to_storable_records_or_is_malformed(te
     ],
 )
 def test_normalize_address(given_address: str, normalized: str) -> None:
-    assert suppression.normalize_address(given_address) == normalized
+    assert normalize_address(given_address) == normalized
 
 
 def message(i: int, to: list[str], cc: list[str] | None = None) -> Message:

@@ -13,9 +13,9 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 import mailroom
-from mailroom.daemon.classify import Verdict
-from mailroom.daemon.retry import Disposition, Policy, dispose, released
-from mailroom.outbox import Outbox
+from mailroom.daemon.retry import Policy, dispose, released
+from mailroom.outbox import Disposition, Outbox
+from mailroom.transports.classify import Verdict
 
 pytestmark = pytest.mark.anyio
 

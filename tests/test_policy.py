@@ -11,10 +11,10 @@ import pytest
 
 from mailroom.config import settings as config
 from mailroom.daemon.batcher import Batcher
-from mailroom.daemon.classify import ENTRY_STATUS, Verdict, classify_entry, classify_error
 from mailroom.daemon.retry import Policy, dispose, released
 from mailroom.daemon.sender import plan
 from mailroom.outbox import Message
+from mailroom.transports.classify import ENTRY_STATUS, Verdict, classify_entry, classify_error
 
 # -- classify ---------------------------------------------------------------------------
 

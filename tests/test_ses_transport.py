@@ -30,9 +30,9 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailroom.daemon.classify import Verdict
 from mailroom.outbox import Message
 from mailroom.transports import Defaults, SetupError
+from mailroom.transports.classify import Verdict
 from mailroom.transports.ses import SesTransport, bulk_request, error_of, single_request
 from mailroom.transports.sigv4 import Credentials, Signer
 from sesv2_standin import SesStandin

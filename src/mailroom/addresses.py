@@ -17,6 +17,9 @@ two on generated input).
 
 Anything that cannot be converted is returned unchanged: the validation trigger then
 refuses it with ``outbox_addresses_must_be_ascii_user_at_domain``.
+
+:func:`normalize_address` is the form the suppression list compares (the daemon's plan
+step, the event parser and the operator's suppression verbs all use this one).
 """
 
 from __future__ import annotations
@@ -124,6 +127,18 @@ def bare(address: str) -> str:
     """The address without its display name (for suppression lists, logs, comparisons)."""
     match = _NAMED.fullmatch(address.strip())
     return (match[2] if match else address).strip(_SPACE)
+
+
+def normalize_address(address: str) -> str:
+    """The form suppression compares: the addr-spec of ``"Ann" <Ann@Example.com>`` (or
+    of a bare address), trimmed and lower-cased. The SQL twin is
+    ``mailroom.normalize_address``.
+
+    Lower-casing the local part is not what RFC 5321 promises, but it is what every
+    mailbox provider does, and what SES's own suppression list does: a bounce for
+    ``Ann@`` must stop mail to ``ann@``.
+    """
+    return bare(address).lower()
 
 
 _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"

@@ -16,8 +16,6 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from mailroom.daemon.retry import Disposition
-
 
 def _load_queries() -> dict[str, str]:
     text = resources.files("mailroom").joinpath("queries.sql").read_text(encoding="utf-8")
@@ -82,6 +80,20 @@ class Message(NamedTuple):
         if self.template is not None:
             return "template"
         return "raw" if self.raw_mime is not None else "simple"
+
+
+@dataclass(frozen=True, slots=True)
+class Disposition:
+    """The row's next state, as the ``record`` query takes it. The daemon's retry policy
+    computes it (mailroom.daemon.retry.dispose); it lives here, with the query it feeds,
+    so that the outbox needs nothing from the daemon."""
+
+    status: str  # sent | retrying | dead | pending
+    refund: int  # 1 when this try must not count
+    delay: float  # seconds until due again (retrying/pending)
+    attempt_outcome: str | None  # attempts-table outcome; None: no try happened
+    provider_id: str | None = None
+    error: str | None = None
 
 
 _TOKEN_AT = len(Message._fields) - 1  # the claim's token columns follow the message's

@@ -2,6 +2,6 @@
 object (settings), with the value parsers (values) and connection strings shown without
 their secrets (dsn).
 
-May import the standard library, its own modules and mailroom.addresses. Still to cut:
-settings imports daemon.caps' cap parsers.
+May import the standard library, its own modules and mailroom.addresses; never the
+daemon (the per-recipient caps and their parsers are values too: values.Cap, values.Caps).
 """

@@ -16,7 +16,6 @@ from typing import Any
 
 from mailroom.config import dsn as dsn_text
 from mailroom.config import values
-from mailroom.daemon.caps import Cap, Caps, parse_cap, parse_template_caps
 
 PREFIX = "MAILROOM_"
 SECRET_VARIABLES = frozenset({"MAILROOM_DATABASE_URL", "MAILROOM_SECRET_KEY"})
@@ -67,8 +66,8 @@ class Config:
     retention_batch: int = 500
     send_quota_margin: float = 0.05  # share of Max24HourSend never used (send rate auto)
     account_poll_interval: float = 300.0  # seconds between GetAccount reads (auto)
-    recipient_cap: Cap | None = None
-    recipient_cap_templates: dict[str, Cap] = field(default_factory=dict)
+    recipient_cap: values.Cap | None = None
+    recipient_cap_templates: dict[str, values.Cap] = field(default_factory=dict)
     recipient_cap_scope: str = "application"  # or "global": one count across applications
 
     @property
@@ -77,9 +76,9 @@ class Config:
         return self.send_rate == values.AUTO_RATE
 
     @property
-    def caps(self) -> Caps:
+    def caps(self) -> values.Caps:
         per_application = self.recipient_cap_scope == "application"
-        return Caps(self.recipient_cap, self.recipient_cap_templates, per_application)
+        return values.Caps(self.recipient_cap, self.recipient_cap_templates, per_application)
 
     events_queue_url: str = ""  # SQS queue of SES events; empty: no event ingestion
     # Each poller waits for two SQS round trips per 10 events: at 10 ms a call, 4 pollers
@@ -322,13 +321,13 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting(
         "MAILROOM_RECIPIENT_CAP",
         "recipient_cap",
-        parse_cap,
+        values.parse_cap,
         "Most messages to one recipient per window, e.g. 5/1h (unset: no cap).",
     ),
     _Setting(
         "MAILROOM_RECIPIENT_CAP_TEMPLATES",
         "recipient_cap_templates",
-        parse_template_caps,
+        values.parse_template_caps,
         "Per-template caps per recipient, e.g. passwordrecoveryv1:3/15m,activationv1:2/1h.",
     ),
     _Setting(

@@ -6,7 +6,8 @@ operator's words, what is wrong (settings.py prefixes the variable's name).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 
 def milliseconds(text: str) -> float:
@@ -255,3 +256,75 @@ def topic_arns(text: str) -> frozenset[str]:
                 f"{arn[:80]!r} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>)"
             )
     return arns
+
+
+# -- per-recipient caps (MAILROOM_RECIPIENT_CAP, MAILROOM_RECIPIENT_CAP_TEMPLATES) -------
+# The daemon's cap step (mailroom.daemon.caps) decides with these; they live here so that
+# the settings need nothing from the daemon.
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*([smhd])\s*$")
+_TEMPLATE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_WINDOW = 30 * 86400  # seconds: longer windows would outlive any sensible retention
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    limit: int  # messages allowed within the window
+    window: int  # seconds
+    text: str  # as configured, e.g. "3/15m", for the reason
+
+    def reason(self) -> str:
+        limit, _, window = self.text.partition("/")
+        return f"capped: {limit} per {window} to this recipient"
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    overall: Cap | None = None
+    templates: Mapping[str, Cap] = field(default_factory=dict)
+    # Count per application (enqueuing login role) and recipient, so that one application
+    # cannot use up the caps of another's users; False: one count per recipient for all.
+    per_application: bool = True
+
+    def __bool__(self) -> bool:
+        return self.overall is not None or bool(self.templates)
+
+    @property
+    def horizon(self) -> int:
+        """The longest window: how far back the counts must reach."""
+        windows = [c.window for c in self.templates.values()]
+        if self.overall is not None:
+            windows.append(self.overall.window)
+        return max(windows, default=0)
+
+    def applies(self, template: str) -> bool:
+        return self.overall is not None or template in self.templates
+
+
+def parse_cap(text: str) -> Cap:
+    """``LIMIT/WINDOW``: 5/1h, 3/15m, 10/1d, 2/30s."""
+    match = _SPEC.match(text)
+    if not match:
+        raise ValueError(f"{text.strip()!r} is not LIMIT/WINDOW such as 5/1h or 3/15m")
+    limit, amount, unit = int(match[1]), int(match[2]), match[3]
+    window = amount * _UNITS[unit]
+    if limit < 1:
+        raise ValueError(f"{text.strip()!r}: the limit must be at least 1")
+    if not 1 <= window <= MAX_WINDOW:
+        raise ValueError(f"{text.strip()!r}: the window must be 1s to 30d")
+    return Cap(limit, window, f"{limit}/{amount}{unit}")
+
+
+def parse_template_caps(text: str) -> dict[str, Cap]:
+    """``TEMPLATE:LIMIT/WINDOW,...``, e.g. ``passwordrecoveryv1:3/15m,activationv1:2/1h``."""
+    caps: dict[str, Cap] = {}
+    for entry in (e for e in text.split(",") if e.strip()):
+        name, colon, spec = entry.partition(":")
+        name = name.strip()
+        if not colon or not _TEMPLATE.match(name):
+            raise ValueError(f"{entry.strip()!r} is not TEMPLATE:LIMIT/WINDOW")
+        if name in caps:
+            raise ValueError(f"template {name} is given twice")
+        caps[name] = parse_cap(spec)
+    return caps

@@ -10,10 +10,11 @@ import anyio
 import structlog
 
 from mailroom import metrics
-from mailroom.daemon.caps import Candidate, Caps, decide
-from mailroom.daemon.classify import Verdict
+from mailroom.config.values import Caps
+from mailroom.daemon.caps import Candidate, decide
 from mailroom.outbox import UNAVAILABLE, Message, Outbox, query
 from mailroom.transports import Result
+from mailroom.transports.classify import Verdict
 
 log = structlog.get_logger("mailroom.caps")
 

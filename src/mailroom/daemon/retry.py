@@ -11,7 +11,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailroom.daemon.classify import Verdict
+from mailroom.outbox import Disposition
+from mailroom.transports.classify import Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,18 +26,6 @@ class Policy:
         exponent = min(max(attempt - 1, 0), 62)
         ceiling = min(self.cap, self.base * (2.0**exponent))
         return ceiling * rand()
-
-
-@dataclass(frozen=True, slots=True)
-class Disposition:
-    """The row's next state, as the ``record`` query takes it."""
-
-    status: str  # sent | retrying | dead | pending
-    refund: int  # 1 when this try must not count
-    delay: float  # seconds until due again (retrying/pending)
-    attempt_outcome: str | None  # attempts-table outcome; None: no try happened
-    provider_id: str | None = None
-    error: str | None = None
 
 
 def dispose(

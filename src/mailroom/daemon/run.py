@@ -24,10 +24,10 @@ from mailroom.daemon import presence, retention, suppression
 from mailroom.daemon.batcher import Batcher, claim_size, lease_cap
 from mailroom.daemon.capstep import CapStep
 from mailroom.daemon.listener import HEARTBEAT_TIMEOUT, KEEPALIVE, Listener
-from mailroom.daemon.retry import Disposition, Policy
+from mailroom.daemon.retry import Policy
 from mailroom.daemon.sender import Sender
 from mailroom.events import reader as events_reader
-from mailroom.outbox import UNAVAILABLE, Message, Outbox, secure_session_async
+from mailroom.outbox import UNAVAILABLE, Disposition, Message, Outbox, secure_session_async
 from mailroom.transports import Defaults, Transport
 
 log = structlog.get_logger("mailroom.daemon")

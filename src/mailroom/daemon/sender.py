@@ -16,11 +16,12 @@ import anyio
 import structlog
 
 from mailroom import metrics, tokens
+from mailroom.addresses import normalize_address
 from mailroom.daemon import account, suppression
-from mailroom.daemon.classify import Verdict, pause_cause, reason_class
-from mailroom.daemon.retry import Disposition, Policy, dispose, released
-from mailroom.outbox import UNAVAILABLE, Message, MessageToken
+from mailroom.daemon.retry import Policy, dispose, released
+from mailroom.outbox import UNAVAILABLE, Disposition, Message, MessageToken
 from mailroom.transports import BULK_MAX_ENTRIES, Defaults, Result, Transport, bulk_key
+from mailroom.transports.classify import Verdict, pause_cause, reason_class
 
 if TYPE_CHECKING:
     from mailroom.daemon.capstep import CapStep
@@ -87,7 +88,7 @@ def _not_issued(message: Message, token: MessageToken) -> str | None:
     """Why the token may not be signed into this message, or None. Its template data must
     be an object to hold it (a document nested too deeply cannot be parsed here)."""
     every = (*message.to, *message.cc, *message.bcc)
-    if {suppression.normalize_address(a) for a in every} != {token.recipient}:
+    if {normalize_address(a) for a in every} != {token.recipient}:
         return "this message's token was not issued for its recipients"
     if message.template != token.template:
         return "this message's token was not issued for its template"

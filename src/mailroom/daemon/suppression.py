@@ -1,5 +1,7 @@
-"""The suppression list's pure side: how addresses compare, and the sender's plan step that
-takes suppressed recipients out of a claimed batch before any SES call.
+"""The suppression list's pure side: the sender's plan step that takes suppressed
+recipients out of a claimed batch before any SES call. How addresses compare
+(normalize_address) lives in mailroom.addresses, so that the event parser below the
+daemon can use it too.
 
 The list itself is the table mailroom.suppressions (sql/0009_deliverability.sql); the
 daemon fetches the suppressed addresses among a batch's recipients in one query, then
@@ -12,20 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from mailroom.addresses import bare
+from mailroom.addresses import normalize_address
 from mailroom.outbox import Message
-
-
-def normalize_address(address: str) -> str:
-    """The form suppression compares: the addr-spec of ``"Ann" <Ann@Example.com>`` (or
-    of a bare address), trimmed and lower-cased. The SQL twin is
-    ``mailroom.normalize_address``.
-
-    Lower-casing the local part is not what RFC 5321 promises, but it is what every
-    mailbox provider does, and what SES's own suppression list does: a bounce for
-    ``Ann@`` must stop mail to ``ann@``.
-    """
-    return bare(address).lower()
 
 
 def recipients(batch: Iterable[Message]) -> list[str]:

@@ -3,6 +3,6 @@ certificate fetching they need (sns_certs), and the SQS reader that feeds them t
 database (reader).
 
 May import the top-level foundations (outbox, metrics, config) and
-transports.awsconfig (the region); never daemon, operator, cli or web. Still to cut:
-parsing imports daemon.suppression's normalize_address.
+transports.awsconfig (the region), and mailroom.addresses (normalize_address, the form
+suppression compares); never daemon, operator, cli or web.
 """

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mailroom.daemon.suppression import normalize_address
+from mailroom.addresses import normalize_address
 
 EVENT_TYPES = frozenset(
     {"Send", "Delivery", "Bounce", "Complaint", "Reject", "DeliveryDelay",

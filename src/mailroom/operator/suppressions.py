@@ -16,9 +16,8 @@ from typing import Any
 
 import psycopg
 
-from mailroom.addresses import ascii_domain, is_valid
+from mailroom.addresses import ascii_domain, is_valid, normalize_address
 from mailroom.config.settings import Config
-from mailroom.daemon.suppression import normalize_address
 from mailroom.operator.audit import Actor, refusals_as_errors
 from mailroom.operator.output import Progress
 from mailroom.outbox import query

@@ -1,5 +1,10 @@
 """Transports hand messages to a provider. Calls are coroutines on the daemon's event loop,
-several at once; one that blocks must hand its work to a thread itself."""
+several at once; one that blocks must hand its work to a thread itself. Each result carries
+a Verdict from classify, which says what a provider's answer means for the message.
+
+May import the top-level foundations (outbox, metrics, logs, config, addresses); never
+daemon, events, operator, cli or web.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from mailroom.daemon.classify import Verdict
 from mailroom.outbox import Message
+from mailroom.transports.classify import Verdict
 
 BULK_MAX_ENTRIES = 50  # SendBulkEmail accepts at most 50 entries per call
 

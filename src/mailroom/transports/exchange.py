@@ -5,7 +5,7 @@ The SES calls run on the daemon's event loop, not in worker threads (docs/BENCHM
 What stays here is the policy: one budget per call (connect + read, which the lease is
 sized for) covering the connection, the write and the whole answer; a cap on the answer's
 size; a connection that failed in any way is closed, never reused; and every failure is
-one ``ExchangeError`` with a code ``mailroom.daemon.classify`` knows.
+one ``ExchangeError`` with a code ``mailroom.transports.classify`` knows.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from typing import Any
 
 import anyio
 
-from mailroom.daemon.classify import Verdict
 from mailroom.outbox import Message
 from mailroom.transports import Defaults, Result, SetupError
+from mailroom.transports.classify import Verdict
 from mailroom.transports.ses import bulk_request, single_request
 
 

@@ -24,9 +24,9 @@ from urllib.parse import quote, urlsplit
 
 import anyio
 
-from mailroom.daemon.classify import ENTRY_STATUS, Verdict, classify_entry, classify_error
 from mailroom.outbox import Message
 from mailroom.transports import Defaults, Result, SetupError, awsconfig
+from mailroom.transports.classify import ENTRY_STATUS, Verdict, classify_entry, classify_error
 from mailroom.transports.sigv4 import Credentials, Signer
 
 SEND_EMAIL = awsconfig.SEND_EMAIL

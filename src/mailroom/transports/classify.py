@@ -3,6 +3,9 @@
 Sources: SES v2 SendEmail / SendBulkEmail API references and the "sending quota errors"
 page (see docs/architecture.md). Unknown failures retry: with max_attempts bounding the
 retries, a wrong guess costs a few attempts, never a lost message.
+
+It lives with the transports, which classify every answer they return; the daemon
+(sender, retry, capstep) reads the verdicts and the labels from here.
 """
 
 from __future__ import annotations
