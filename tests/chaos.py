@@ -525,6 +525,7 @@ class Chaos:
         self._last_check = 0.0
         self._overdue = 0
         self._stalls: list[tuple[Slot, str, float]] = []  # (slot, worker, when), not yet judged
+        self._drained_at: float | None = None  # when every message was final (monotonic)
         self.events = EventFlow(settings.seed, workdir) if settings.events else None
 
     # -- helpers -----------------------------------------------------------------------------
@@ -758,7 +759,10 @@ class Chaos:
             self._stalls.remove(entry)
             assert stalled.tail is not None
             stalled.tail.poll()
-            if stalled.worker != worker or now - when < lease + 2:
+            # before its round trips time out and its leases lapse the daemon cannot work
+            # on; if every message was final by then, there was nothing left to show it
+            ran_out = self._drained_at is not None and self._drained_at < when + DB_TIMEOUT + lease
+            if stalled.worker != worker or now - when < lease + 2 or ran_out:
                 self.result.after_stalls[worker] = "not observed"
             elif any(t > when + lease + 1 for t in stalled.tail.batch_times):
                 self.result.after_stalls[worker] = "recovered"
@@ -834,6 +838,7 @@ class Chaos:
                 continue
             if int(rows[0][0]) >= self.s.messages:
                 self.result.drained = True
+                self._drained_at = time.monotonic()
                 self.note("every message final")
                 return
             time.sleep(0.2)
