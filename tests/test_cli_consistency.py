@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mailroom.config import settings as configuration
+from mailroom.config import variables
 from test_admin import mailroom_cli
 
 KEY = "ab" * 32
@@ -22,7 +22,7 @@ def test_config_json_prints_every_setting_with_secrets_redacted() -> None:
     })  # fmt: skip
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    assert list(document) == [s.variable for s in configuration.SETTINGS]
+    assert list(document) == [s.variable for s in variables.SETTINGS]
     assert document["MAILROOM_DATABASE_URL"] == "postgresql://oncall:***@db.internal:5432/app"
     assert document["MAILROOM_SECRET_KEY"] == "(set: 1 key(s))"
     assert document["MAILROOM_RETENTION_EVENTS"] == str(90 * 86400 * 1000)

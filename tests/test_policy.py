@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from mailroom.config import settings as config
+from mailroom.config import variables
 from mailroom.daemon.batcher import Batcher
 from mailroom.daemon.retry import Policy, dispose, released
 from mailroom.daemon.sender import plan
@@ -457,7 +458,7 @@ def test_describe_never_shows_password_or_key() -> None:
         }
     )
     rows = dict(config.describe(cfg))
-    assert set(rows) == {s.variable for s in config.SETTINGS}
+    assert set(rows) == {s.variable for s in variables.SETTINGS}
     everything = repr(config.describe(cfg)) + repr(cfg)
     assert "hunter2" not in everything
     assert KEY not in everything
