@@ -16,8 +16,8 @@ import pytest
 
 import mailroom
 from conftest import wait_for
+from mailroom.cli import output as admin_output
 from mailroom.operator import dead as admin_dead
-from mailroom.operator import output as admin_output
 from sesv2_standin import SesStandin
 
 COMMANDS = (
