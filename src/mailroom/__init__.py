@@ -18,5 +18,14 @@ from mailroom.client import (
     status,
     status_async,
 )
+from mailroom.errors import IdempotencyConflict
 
-__all__ = ["cancel", "cancel_async", "enqueue", "enqueue_async", "status", "status_async"]
+__all__ = [
+    "IdempotencyConflict",
+    "cancel",
+    "cancel_async",
+    "enqueue",
+    "enqueue_async",
+    "status",
+    "status_async",
+]
