@@ -260,13 +260,15 @@ def test_python_helper_and_sql_store_the_same(conn: psycopg.Connection[Any]) -> 
     [
         ("ann@straße.de", "ann@stra"),
         ("noreply", "noreply"),
+        ("noreply@localhost", "noreply@localhost"),  # the seed's: no dot, SES cannot verify it
         ('"Shop\r\nBcc: x@example.org" <shop@example.com>', "Shop"),
         ("Shop <shop@>", "Shop"),
     ],
 )
 def test_a_bad_ses_source_stops_the_daemon_at_start(source: str, problem: str) -> None:
-    env = {"PATH": os.environ["PATH"], "MAILROOM_DATABASE_URL": "postgresql://x@localhost/x",
-           "MAILROOM_SES_SOURCE": source}  # fmt: skip
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+           "MAILROOM_DATABASE_URL": "postgresql://x@localhost/x",
+           "MAILROOM_SES_SOURCE": source}  # fmt: skip  # PYTHONPATH: this checkout's mailroom
     done = subprocess.run(
         [sys.executable, "-m", "mailroom", "config"], env=env, capture_output=True, text=True,
         check=False, timeout=60,
@@ -280,7 +282,7 @@ def test_a_bad_ses_source_stops_the_daemon_at_start(source: str, problem: str) -
 @pytest.mark.parametrize(
     ("source", "used"),
     [
-        ("noreply@localhost", "noreply@localhost"),  # the default: fine for debug runs
+        ("noreply@example.com", "noreply@example.com"),  # the default
         ("Bücher Shop <shop@bücher.de>", "=?UTF-8?B?QsO8Y2hlciBTaG9w?= <shop@xn--bcher-kva.de>"),
         ("Shop <shop@example.com>", '"Shop" <shop@example.com>'),
     ],
@@ -289,4 +291,14 @@ def test_ses_source_is_converted_like_any_address(source: str, used: str) -> Non
     env = {"MAILROOM_DATABASE_URL": "postgresql://db/app", "MAILROOM_SES_SOURCE": source}
     cfg = config.load(env)
     assert cfg.ses_source == used
-    assert addresses.is_valid(used, dotless_domain=True)
+    assert addresses.is_valid(used)
+
+
+def test_the_default_ses_source_passes_the_outboxs_own_rule(
+    shared: psycopg.Connection[Any],
+) -> None:
+    default = config.load({"MAILROOM_DATABASE_URL": "postgresql://db/app"}).ses_source
+    assert default == "noreply@example.com"
+    assert valid(shared, default)
+    assert config.load({"MAILROOM_DATABASE_URL": "postgresql://db/app",
+                        "MAILROOM_SES_SOURCE": default}).ses_source == default  # fmt: skip

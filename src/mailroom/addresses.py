@@ -159,14 +159,12 @@ def normalize_address(address: str) -> str:
 _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _SPEC = re.compile(rf"{_LOCAL}@{_LABEL}(?:\.{_LABEL})+")
-_HOST_SPEC = re.compile(rf"{_LOCAL}@{_LABEL}(?:\.{_LABEL})*")  # a bare host: "localhost"
 _QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
 _DISPLAY = re.compile(rf"(?:{_QUOTED}|{_WORDS.pattern}) <(?P<spec>[^<>]*)>")
 
 
-def is_valid(address: str, *, dotless_domain: bool = False) -> bool:
+def is_valid(address: str) -> bool:
     """mailroom.is_valid_address() of the database, for an address in SES form."""
-    spec_re = _HOST_SPEC if dotless_domain else _SPEC
     match = _DISPLAY.fullmatch(address) if "<" in address else None
     if "<" in address and (match is None or len(address.encode()) > 998):
         return False
@@ -174,5 +172,5 @@ def is_valid(address: str, *, dotless_domain: bool = False) -> bool:
     return (
         len(spec.encode()) <= 320
         and len(spec.split("@")[0].encode()) <= 64
-        and spec_re.fullmatch(spec) is not None
+        and _SPEC.fullmatch(spec) is not None
     )
