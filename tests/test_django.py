@@ -227,6 +227,7 @@ def test_a_fresh_startproject_sends_with_only_backend_and_databases_changed(
     sent_count, refusal = done.stdout.strip().splitlines()
     assert sent_count == "1"
     # raw MIME carries its own From: the placeholder would reach the reader, so it asks
+    assert refusal.startswith("Invalid address 'webmaster@localhost' in from")
     assert "set DEFAULT_FROM_EMAIL" in refusal
     stored = rows(db)
     assert len(stored) == 1

@@ -120,9 +120,9 @@ def fields(message: Any) -> dict[str, Any]:
         if common["from_address"] is None:
             # the From is in the MIME Django builds: it would say webmaster@localhost
             raise ValueError(
-                "Invalid address 'webmaster@localhost' in from: a message sent as raw MIME"
-                " (attachments, custom headers, other alternatives) carries its own From;"
-                " set DEFAULT_FROM_EMAIL or the message's from_email"
+                f"Invalid address {_text(message.from_email) or ''!r} in from: a message sent"
+                " as raw MIME (attachments, custom headers, other alternatives) carries its"
+                " own From; set DEFAULT_FROM_EMAIL or the message's from_email"
             )
         if not message.to:
             # SES needs a To: the envelope's recipients go there, the MIME headers
