@@ -12,7 +12,7 @@ import psycopg
 from mailroom.daemon import presence
 from mailroom.operator import audit as admin_audit
 from mailroom.outbox import query
-from mailroom.text import CommandError, jsonable, masker
+from mailroom.text import CommandError, jsonable, masker, mime_subject
 
 Connection = psycopg.Connection[Any]
 REASONS_SHOWN = 5
@@ -54,7 +54,7 @@ _SHOW = [
     "id", "queue", "status", "priority", "from", "to", "cc", "bcc", "reply_to", "config_set",
     "template", "subject", "data_keys", "idempotency_key", "attempts", "max_attempts",
     "created_at", "not_before", "next_attempt_at", "locked_by", "locked_until", "updated_at",
-    "sent_at", "provider_message_id", "last_error", "token",
+    "sent_at", "provider_message_id", "last_error", "token", "raw_head",
 ]  # fmt: skip
 _MASKED = ("from", "to", "cc", "bcc", "reply_to", "idempotency_key", "last_error")
 
@@ -66,6 +66,8 @@ def show(conn: Connection, message_id: int, *, reveal: bool = False) -> dict[str
         return None
     shown = masker(reveal)
     message = dict(zip(_SHOW, row, strict=True))
+    raw_head = message.pop("raw_head")  # a raw message's subject is in its MIME
+    message["subject"] = message["subject"] or mime_subject(raw_head and bytes(raw_head))
     message.update({key: shown(message[key]) for key in _MASKED})
     attempts = conn.execute(query("message_attempts"), {"id": message_id}).fetchall()
     message["attempts_log"] = [
