@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from bench.statements import server_cpu, wal_position
 from bench.harness import (
     BASE,
     THROUGHPUT,
@@ -103,11 +104,14 @@ def drain(
         standin_before = cpu_seconds(bench.standin.pid)
         fill_seconds, committed = fill(dsn, n, simple=simple)
         machine_before = machine_busy()
+        pg_before, wal_before = server_cpu(bench.pg), wal_position(bench.pg)
         expected = n if sends is None else sends
         done = wait_drained(bench, dsn, expected, procs, timeout=max(120.0, n / 100))
         cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
         standin_cpu = cpu_seconds(bench.standin.pid) - standin_before
         machine_cpu = machine_busy() - machine_before
+        pg_cpu = server_cpu(bench.pg) - pg_before
+        wal = wal_position(bench.pg) - wal_before
         memory = [memory_mib(p) for p in pids]
         if stop:
             stop()
@@ -124,6 +128,9 @@ def drain(
         "daemon_cores": cpu / seconds,
         "standin_cores": standin_cpu / seconds,
         "machine_cores": machine_cpu / seconds,
+        "pg_cpu_per_1000": pg_cpu / n * 1000,
+        "pg_cores": pg_cpu / seconds,
+        "wal_per_email": wal / n,
         "rss_mib": max(m["VmRSS"] for m in memory),
         "hwm_mib": max(m["VmHWM"] for m in memory),
         "dead": dead,
