@@ -33,8 +33,8 @@ from bench.harness import (
     wait_for,
     wait_listening,
 )
-from bench.statements import server_cpu
 from bench.scenarios import ENQUEUE, Bench, Result, percentile, settle_machine
+from bench.statements import server_cpu
 
 PGQUEUER_APP = "bench-pgqueuer"
 ENTRYPOINT = "send_activation"

@@ -12,7 +12,6 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from bench.statements import server_cpu, wal_position
 from bench.harness import (
     BASE,
     THROUGHPUT,
@@ -28,6 +27,7 @@ from bench.harness import (
     memory_mib,
     wait_for,
 )
+from bench.statements import server_cpu, wal_position
 
 Result = dict[str, Any]
 # What mailroom.enqueue() sends (the SQL function), so the harness needs no mailroom code.

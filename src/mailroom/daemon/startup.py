@@ -1,0 +1,102 @@
+"""What the daemon sets up to start: the transport it sends through, and the SES preflight
+(mailroom.daemon.preflight) run once in a child process.
+
+The preflight's boto3 client loads the SES service model and botocore's endpoint tables:
+~15 MiB that the daemon's memory would keep for good (freed objects do not give their
+pages back). A child process (``python -m mailroom.daemon.startup``) holds them instead
+and exits; the daemon only reads its findings (JSON on stdout).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+import anyio
+import structlog
+
+from mailroom import metrics
+from mailroom.config.settings import Config, load
+from mailroom.transports import Defaults, Transport
+
+log = structlog.get_logger("mailroom.daemon")
+
+PREFLIGHT_TIMEOUT = 120.0  # seconds: the SES reads have their own timeouts, far below
+
+
+def make_transport(config: Config) -> Transport:
+    defaults = Defaults(source=config.ses_source, config_set=config.ses_config_set or None)
+    if config.debug:
+        from mailroom.transports.file import FileTransport  # noqa: PLC0415
+
+        return FileTransport(defaults, config.ses_output_path)
+    from mailroom.transports.ses import SesTransport  # noqa: PLC0415 -- boto3 is heavy
+
+    return SesTransport(
+        defaults,
+        concurrency=config.ses_concurrency,
+        connect_timeout=config.ses_connect_timeout,
+        read_timeout=config.ses_read_timeout,
+    )
+
+
+def announce(c: Config, transport: Transport) -> None:
+    """One line saying what this daemon is and does; in debug mode a warning too (the
+    gauges' loop repeats it every DEBUG_REMINDER seconds), and the mode in the
+    mailroom_info metric."""
+    mode = "debug" if c.debug else "ses"
+    sends = (
+        f"debug: writes to {c.ses_output_path}, SENDS NOTHING"
+        if c.debug
+        else f"ses: {getattr(transport, 'url', 'SES v2')}"
+    )
+    metrics.INFO.labels(mode, metrics.version()).set(1)
+    log.info(
+        "started", version=metrics.version(), queue=c.queue_name, worker=c.worker_name,
+        transport=sends, batch_limit=c.batch_limit, batch_timeout=c.batch_timeout,
+        concurrency=c.ses_concurrency, send_rate=c.send_rate or "unlimited",
+        lease=c.lease, retention=c.retention_enabled,
+    )  # fmt: skip
+    if c.debug:
+        log.warning("debug_mode", detail="MAILROOM_DEBUG is on: no email is sent to SES")
+
+
+async def log_preflight(templates: Sequence[tuple[str, int]]) -> None:
+    """The preflight's findings as log lines: info when a check passes, else warnings."""
+    for finding in await preflight(templates):
+        level = log.info if finding["status"] == "pass" else log.warning
+        level("preflight", **finding)
+
+
+async def preflight(templates: Sequence[tuple[str, int]]) -> list[dict[str, str]]:
+    """The findings of `mailroom check --ses` from a child process with the daemon's
+    environment (its configuration); a child that fails is one ``fail`` finding."""
+    command = [sys.executable, "-m", "mailroom.daemon.startup"]
+    stdin = json.dumps([list(t) for t in templates]).encode()
+    with anyio.move_on_after(PREFLIGHT_TIMEOUT):
+        done = await anyio.run_process(command, input=stdin, check=False)
+        if done.returncode == 0:
+            return list(json.loads(done.stdout))
+        error = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        return [_failed(f"exit {done.returncode}: {error[0][:300]}")]
+    return [_failed(f"no answer within {PREFLIGHT_TIMEOUT:.0f} s")]
+
+
+def _failed(why: str) -> dict[str, str]:
+    return {"check": "preflight", "status": "fail", "detail": f"the preflight failed: {why}",
+            "action": "run `mailroom check --ses` to see why"}  # fmt: skip
+
+
+def main() -> None:
+    """The child: templates (JSON pairs) on stdin, findings (JSON) on stdout."""
+    from mailroom.daemon import preflight as checks  # noqa: PLC0415 -- the child's work
+
+    templates = [(str(name), int(n)) for name, n in json.loads(sys.stdin.read() or "[]")]
+    config = load(require_database=False)
+    findings = checks.run(config, templates)
+    sys.stdout.write(json.dumps([f.as_dict() for f in findings]))
+
+
+if __name__ == "__main__":
+    main()
