@@ -166,7 +166,14 @@ def settle_machine(bench: Bench, timeout: float = 30.0) -> None:
             return
 
 
-def steady(bench: Bench, *, rate: float, seconds: float, settings: Mapping[str, str]) -> Result:
+def steady(
+    bench: Bench,
+    *,
+    rate: float,
+    seconds: float,
+    settings: Mapping[str, str],
+    code: Code | None = None,
+) -> Result:
     """A producer enqueues at a fixed rate with mailroom.enqueue(), one transaction per
     message (autocommit: the statement's end is its commit); latency = the stand-in's
     received_at - commit time."""
@@ -174,8 +181,8 @@ def steady(bench: Bench, *, rate: float, seconds: float, settings: Mapping[str, 
     count = max(1, round(rate * seconds))
     commits = [0.0] * count
     with (
-        bench.pg.database() as dsn,
-        daemons(dsn, bench.standin.url, settings, bench.workdir) as procs,
+        bench.pg.database(template=code.template if code else None) as dsn,
+        daemons(dsn, bench.standin.url, settings, bench.workdir, code=code) as procs,
     ):
         pid = procs[0].pid
         settle_machine(bench)

@@ -146,7 +146,9 @@ class Daemon:
             timeout=self.config.db_timeout,
         )
         try:
-            rate_control = self._account_health(outbox)
+            rate_control = self._rate_control = startup.rate_control(
+                self.config, outbox, self.sender
+            )
             if rate_control is not None and rate_control.auto:
                 # the quota before the first send: a day's quota nearly used up is not
                 # discovered after a burst (on failure: the fallback rate, read again soon)
@@ -182,18 +184,6 @@ class Daemon:
                 await pool.close()
                 await self.sender.transport.aclose()
         log.info("stopped")
-
-    def _account_health(self, outbox: Outbox) -> RateControl | None:
-        """The shared send rate (fixed or auto) with its throttling back-off."""
-        cfg = self.config
-        if not cfg.send_rate or (cfg.debug and cfg.send_rate_auto):
-            return None  # no limit; with the debug transport there is no SES account
-        from mailroom.daemon.ratecontrol import RateControl  # noqa: PLC0415 -- only with a rate
-
-        control = self._rate_control = RateControl(cfg, outbox)
-        self.sender.reserve = control.reserve
-        self.sender.on_throttle = control.throttled
-        return control
 
     async def _preflight(self, outbox: Outbox) -> None:
         """The findings of `mailroom check --ses`, logged once at start: warnings only."""

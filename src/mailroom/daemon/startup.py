@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
@@ -19,6 +20,11 @@ import structlog
 from mailroom import metrics
 from mailroom.config.settings import Config, load
 from mailroom.transports import Defaults, Transport
+
+if TYPE_CHECKING:
+    from mailroom.daemon.ratecontrol import RateControl
+    from mailroom.daemon.sender import Sender
+    from mailroom.outbox import Outbox
 
 log = structlog.get_logger("mailroom.daemon")
 
@@ -39,6 +45,19 @@ def make_transport(config: Config) -> Transport:
         connect_timeout=config.ses_connect_timeout,
         read_timeout=config.ses_read_timeout,
     )
+
+
+def rate_control(config: Config, outbox: Outbox, sender: Sender) -> RateControl | None:
+    """The shared send rate (fixed or auto) with its throttling back-off, wired into the
+    sender; None without a rate (or with the debug transport: there is no SES account)."""
+    if not config.send_rate or (config.debug and config.send_rate_auto):
+        return None
+    from mailroom.daemon.ratecontrol import RateControl  # noqa: PLC0415 -- only with a rate
+
+    control = RateControl(config, outbox)
+    sender.reserve = control.reserve
+    sender.on_throttle = control.throttled
+    return control
 
 
 def announce(c: Config, transport: Transport) -> None:
