@@ -89,8 +89,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--compare",
         metavar="REF",
-        help="instead of the scenarios: REF (a commit) against the code under test, in"
-        " interleaved rounds on one server, with ratios and per-statement tables",
+        help="instead of the scenarios: REF (a commit, or several: a,b) against the code"
+        " under test, in interleaved rounds on one server, with ratios and statement tables",
     )
     parser.add_argument(
         "--source",

@@ -25,7 +25,7 @@ from bench.peer import raw_ceiling
 from bench.scenarios import Bench, Result, drain, steady
 
 REF_TEMPLATE = "bench_template_ref"
-FULL: dict[str, Any] = {"bulk": 50_000, "simple": 10_000, "raw": 50_000, "latency": (5.0, 20.0)}
+FULL: dict[str, Any] = {"bulk": 50_000, "simple": 10_000, "raw": 50_000, "latency": (10.0, 10.0)}
 SMOKE: dict[str, Any] = {"bulk": 1_000, "simple": 200, "raw": 1_000, "latency": (5.0, 0.6)}
 CEILING_SHARE = 0.85  # bulk at 0 ms >= 85 % of the raw claim + mark-sent ceiling
 DEFAULTS_SHARE = 0.80  # defaults at 50 ms >= 80 % of tuned
@@ -37,20 +37,24 @@ def log(message: str) -> None:
 
 
 def ref_code(bench: Bench, ref: str) -> tuple[Code, str]:
-    """REF archived into the work dir, with its own migrated template; (code, commit)."""
+    """REF archived into the work dir, with its own migrated template; (code, commit).
+    The same commit twice is one template."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short=12", ref],  # noqa: S607 -- git from PATH, read-only
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    tree = bench.workdir / "ref"
+    tree = bench.workdir / f"ref-{commit}"
+    template = f"{REF_TEMPLATE}_{commit}"
+    code = Code(pythonpath=[str(tree / "src")], template=template)
+    if tree.exists():
+        return code, commit
     tree.mkdir()
     archive = subprocess.run(
         ["git", "archive", "--format=tar", commit, "src/mailroom", "sql"],  # noqa: S607
         cwd=ROOT, capture_output=True, check=True,
     )  # fmt: skip
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)  # noqa: S607
-    code = Code(pythonpath=[str(tree / "src")], template=REF_TEMPLATE)
-    bench.pg.add_template(REF_TEMPLATE, code)
+    bench.pg.add_template(template, code)
     return code, commit
 
 
@@ -75,18 +79,22 @@ def plan(bench: Bench, code: Code, sizes: dict[str, Any]) -> list[tuple[str, Cal
     ]
 
 
-def run(bench: Bench, ref: str, *, runs: int, smoke: bool) -> dict[str, Any]:
+def run(bench: Bench, refs: list[str], *, runs: int, smoke: bool) -> dict[str, Any]:
     statements.enable(bench.pg)
     sizes = SMOKE if smoke else FULL
-    code, commit = ref_code(bench, ref)
-    log(f"reference: {ref} = {commit}")
-    sides = {"ref": code, "head": Code()}
-    results: dict[str, dict[str, Runs]] = {"ref": {}, "head": {}, "raw": {}}
+    sides: dict[str, Code] = {}
+    for ref in refs:
+        code, commit = ref_code(bench, ref)
+        log(f"reference: {ref} = {commit}")
+        sides[commit] = code
+    sides["HEAD"] = Code()
+    results: dict[str, dict[str, Runs]] = {side: {} for side in [*sides, "raw"]}
     for round_ in range(1, runs + 1):
         log(f"round {round_} of {runs}")
-        # odd rounds REF first, even rounds HEAD first: neither always runs on a warm server
-        order = list(sides.items()) if round_ % 2 else list(reversed(sides.items()))
-        for side, side_code in order:
+        # the order turns each round: no side always runs first (or last) on the server
+        order = list(sides.items())
+        shift = (round_ - 1) % len(order)
+        for side, side_code in order[shift:] + order[:shift]:
             for key, measure in plan(bench, side_code, sizes):
                 result = measure()
                 results[side].setdefault(key, []).append(result)
@@ -94,7 +102,7 @@ def run(bench: Bench, ref: str, *, runs: int, smoke: bool) -> dict[str, Any]:
         raw = raw_ceiling(bench, sizes["raw"], batch=int(THROUGHPUT["MAILROOM_BATCH_LIMIT"]))
         results["raw"].setdefault("raw", []).append(raw)
         log(f"raw ceiling: {_brief(raw)}")
-    return {"ref": ref, "ref_commit": commit, "runs": results}
+    return {"refs": [s for s in sides if s != "HEAD"], "runs": results}
 
 
 def _brief(result: Result) -> str:
@@ -126,51 +134,56 @@ ROWS = (
 
 
 def render(out: dict[str, Any]) -> str:
-    ref, head, raw = out["runs"]["ref"], out["runs"]["head"], out["runs"]["raw"]["raw"]
-    n = len(raw)
+    refs, runs = out["refs"], out["runs"]
+    head, raw = runs["HEAD"], runs["raw"]["raw"]
     lines = [
-        f"HEAD against {out['ref']} ({out['ref_commit']}), medians of {n} interleaved round(s):",
+        f"HEAD against {', '.join(refs)}, medians of {len(raw)} interleaved round(s):",
         "",
-        f"| figure | {out['ref_commit']} | HEAD | HEAD / ref |",
-        "|---|---|---|---|",
-    ]
+        "| figure | " + " | ".join(refs) + " | HEAD | " + " | ".join(f"HEAD / {r}" for r in refs)
+        + " |",
+        "|---" * (2 * len(refs) + 2) + "|",
+    ]  # fmt: skip
     for key, field, label, fmt in ROWS:
-        a, b = ref.get(key), head.get(key)
-        ratio = "—"
-        if a and b and field in a[0] and median(a, field):
-            ratio = f"{median(b, field) / median(a, field):.0%}"
-        lines.append(f"| {label} | {_cell(a, field, fmt)} | {_cell(b, field, fmt)} | {ratio} |")
+        cells = [_cell(runs[r].get(key), field, fmt) for r in refs]
+        ratios = []
+        for r in refs:
+            a, b = runs[r].get(key), head.get(key)
+            ok = a and b and field in a[0] and field in b[0] and median(a, field)
+            ratios.append(f"{median(b, field) / median(a, field):.0%}" if ok else "—")
+        row = [label, *cells, _cell(head.get(key), field, fmt), *ratios]
+        lines.append("| " + " | ".join(row) + " |")
     ceiling = median(raw, "rate")
-    lines.append(
-        f"| raw claim + mark-sent ceiling (HEAD's schema): emails/s | — | {ceiling:,.0f} | — |"
-    )
+    label = "raw claim + mark-sent ceiling (HEAD's schema): emails/s"
+    lines.append("| " + " | ".join([label, *["—"] * len(refs), f"{ceiling:,.0f}",
+                                    *["—"] * len(refs)]) + " |")  # fmt: skip
     lines += ["", "Targets (issue 21):", ""]
     bulk, tuned, dflt = median(head["bulk0"], "rate"), head["bulk50"], head["defaults50"]
     share = median(dflt, "rate") / median(tuned, "rate")
-    db_ref, db_head = (median(s["bulk0"], "pg_cpu_per_1000") for s in (ref, head))
-    db_met = db_head <= db_ref * (1 + DB_CPU_MARGIN)
     lines += [
         f"- bulk at 0 ms: {bulk / ceiling:.0%} of the raw ceiling (target ≥ {CEILING_SHARE:.0%})"
         f" — {'met' if bulk / ceiling >= CEILING_SHARE else 'NOT met'}",
         f"- defaults at 50 ms: {share:.0%} of tuned (target ≥ {DEFAULTS_SHARE:.0%})"
         f" — {'met' if share >= DEFAULTS_SHARE else 'NOT met'}",
-        f"- PostgreSQL CPU per 1,000 bulk emails: {db_head / db_ref:.0%} of the reference's"
-        f" (target ≤ {1 + DB_CPU_MARGIN:.0%}) — {'met' if db_met else 'NOT met'}",
     ]
-    for side, label in (("ref", out["ref_commit"]), ("head", "HEAD")):
-        rows = out["runs"][side]["bulk0"][-1].get("statements", [])
-        emails = out["runs"][side]["bulk0"][-1]["n"]
-        lines += [
-            "",
-            f"Statements of {label}'s bulk drain at 0 ms (last round), by total time:",
-            "",
-        ]
-        lines += statements.table(rows, emails)
+    db_head = median(head["bulk0"], "pg_cpu_per_1000")
+    for r in refs:
+        db_ref = median(runs[r]["bulk0"], "pg_cpu_per_1000")
+        met = db_head <= db_ref * (1 + DB_CPU_MARGIN)
+        lines.append(
+            f"- PostgreSQL CPU per 1,000 bulk emails: {db_head / db_ref:.0%} of {r}'s"
+            f" (target ≤ {1 + DB_CPU_MARGIN:.0%}) — {'met' if met else 'NOT met'}"
+        )
+    for side in [*refs, "HEAD"]:
+        last = runs[side]["bulk0"][-1]
+        title = f"Statements of {side}'s bulk drain at 0 ms (last round), by total time:"
+        lines += ["", title, ""]
+        lines += statements.table(last.get("statements", []), last["n"])
     return "\n".join(lines)
 
 
-def main(bench: Bench, ref: str, *, runs: int, smoke: bool, save: Path | None) -> int:
-    out = run(bench, ref, runs=runs, smoke=smoke)
+def main(bench: Bench, refs: str, *, runs: int, smoke: bool, save: Path | None) -> int:
+    """``refs``: one commit, or several separated by commas."""
+    out = run(bench, [r.strip() for r in refs.split(",") if r.strip()], runs=runs, smoke=smoke)
     if save is not None:
         import json  # noqa: PLC0415
 

@@ -9,7 +9,9 @@ and exits; the daemon only reads its findings (JSON on stdout).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -19,7 +21,7 @@ import structlog
 
 from mailroom import metrics
 from mailroom.config.settings import Config, load
-from mailroom.transports import Defaults, Transport
+from mailroom.transports import Defaults, SetupError, Transport, awsconfig
 
 if TYPE_CHECKING:
     from mailroom.daemon.ratecontrol import RateControl
@@ -44,7 +46,20 @@ def make_transport(config: Config) -> Transport:
         concurrency=config.ses_concurrency,
         connect_timeout=config.ses_connect_timeout,
         read_timeout=config.ses_read_timeout,
+        resolved=resolve_in_child(),
     )
+
+
+def resolve_in_child() -> awsconfig.Resolved:
+    """botocore's endpoint, proxy and CA bundle decisions (transports.awsconfig.resolve)
+    made by a child process: resolving builds an SES client, whose service model and
+    endpoint rules (~11 MiB) the daemon would otherwise keep for good."""
+    command = [sys.executable, "-m", "mailroom.daemon.startup", "resolve"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+    if done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        raise SetupError(why[0])
+    return awsconfig.Resolved(**json.loads(done.stdout))
 
 
 def rate_control(config: Config, outbox: Outbox, sender: Sender) -> RateControl | None:
@@ -108,7 +123,19 @@ def _failed(why: str) -> dict[str, str]:
 
 
 def main() -> None:
-    """The child: templates (JSON pairs) on stdin, findings (JSON) on stdout."""
+    """The child. ``resolve``: botocore's decisions (JSON) on stdout, or the SetupError's
+    message on stderr (exit 2). Otherwise the preflight: templates (JSON pairs) on stdin,
+    findings (JSON) on stdout."""
+    if sys.argv[1:] == ["resolve"]:
+        import botocore.session  # noqa: PLC0415 -- the child's work
+
+        try:
+            resolved = awsconfig.resolve(botocore.session.get_session())
+        except SetupError as exc:
+            sys.stderr.write(f"{exc}\n")
+            sys.exit(2)
+        sys.stdout.write(json.dumps(dataclasses.asdict(resolved)))
+        return
     from mailroom.daemon import preflight as checks  # noqa: PLC0415 -- the child's work
 
     templates = [(str(name), int(n)) for name, n in json.loads(sys.stdin.read() or "[]")]
