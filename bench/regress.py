@@ -25,8 +25,12 @@ from bench.peer import raw_ceiling
 from bench.scenarios import Bench, Result, drain, steady
 
 REF_TEMPLATE = "bench_template_ref"
-FULL: dict[str, Any] = {"bulk": 50_000, "simple": 10_000, "raw": 50_000, "latency": (10.0, 10.0)}
-SMOKE: dict[str, Any] = {"bulk": 1_000, "simple": 200, "raw": 1_000, "latency": (5.0, 0.6)}
+# Smaller than the scenarios' N (a round runs every side): 30,000 emails take 2-4 s at
+# the bulk rates, long enough for the steady state, short enough for 3 rounds of 3 sides.
+FULL: dict[str, Any] = {"bulk": 30_000, "defaults": 20_000, "simple": 5_000, "raw": 30_000,
+                        "latency": (10.0, 10.0)}  # fmt: skip
+SMOKE: dict[str, Any] = {"bulk": 1_000, "defaults": 500, "simple": 200, "raw": 1_000,
+                         "latency": (5.0, 0.6)}  # fmt: skip
 CEILING_SHARE = 0.85  # bulk at 0 ms >= 85 % of the raw claim + mark-sent ceiling
 DEFAULTS_SHARE = 0.80  # defaults at 50 ms >= 80 % of tuned
 DB_CPU_MARGIN = 0.20  # database CPU per 1,000 emails <= REF's + 20 %
@@ -62,18 +66,18 @@ def plan(bench: Bench, code: Code, sizes: dict[str, Any]) -> list[tuple[str, Cal
     """One side's measurements for one round, as (key, measurement)."""
     rate, seconds = sizes["latency"]
 
-    def bulk(latency: int, settings: dict[str, str], with_statements: bool = False) -> Result:
+    def bulk(
+        latency: int, settings: dict[str, str], n: int, with_statements: bool = False
+    ) -> Result:
         into: dict[str, Any] = {}
         during = statements.watch(bench.pg, into) if with_statements else None
-        result = drain(
-            bench, sizes["bulk"], latency_ms=latency, settings=settings, code=code, during=during
-        )
+        result = drain(bench, n, latency_ms=latency, settings=settings, code=code, during=during)
         return {**result, **into}
 
     return [
-        ("bulk0", lambda: bulk(0, THROUGHPUT, with_statements=True)),
-        ("bulk50", lambda: bulk(50, THROUGHPUT)),
-        ("defaults50", lambda: bulk(50, {})),
+        ("bulk0", lambda: bulk(0, THROUGHPUT, sizes["bulk"], with_statements=True)),
+        ("bulk50", lambda: bulk(50, THROUGHPUT, sizes["bulk"])),
+        ("defaults50", lambda: bulk(50, {}, sizes["defaults"])),
         ("simple0", lambda: drain(bench, sizes["simple"], latency_ms=0, simple=True, code=code)),
         ("latency", lambda: steady(bench, rate=rate, seconds=seconds, settings={}, code=code)),
     ]
