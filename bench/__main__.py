@@ -3,13 +3,13 @@
 python -m bench --smoke                          # tiny N, one run, < 30 s, writes nothing
 python -m bench --runs 3 --write docs/BENCHMARKS.md
 python -m bench --only bulk,peer --runs 1        # a subset
+python -m bench --compare 9fb73c5 --runs 3       # HEAD against a commit, side by side
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import compare, peer, profile, report
+from bench import compare, peer, profile, regress, report
 from bench import events as bench_events
 from bench import suppression as bench_suppression
 from bench.harness import BASE, THROUGHPUT, Code, Postgres, Standin, snapshot
+from bench.noise import others_busy
 from bench.scenarios import Bench, Result, drain, steady
 from bench.transport import OPS as TRANSPORT_OPS
 from bench.transport import VARIANTS as TRANSPORTS
@@ -67,37 +68,6 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def others_busy() -> str:
-    """What else runs on the machine: other test suites and daemons skew the numbers."""
-    mine = os.getpid()
-    found = []
-    for pattern in ("pytest", "mailroom run"):
-        done = subprocess.run(
-            ["pgrep", "-f", pattern],  # noqa: S607 -- procps from PATH
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        pids = [int(p) for p in done.stdout.split()]
-        foreign = [p for p in pids if p != mine and os.getppid() != p and not _mine(p, mine)]
-        if foreign:
-            found.append(f"{len(foreign)} `{pattern}` process(es)")
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (", ".join(found) or "no other test suite or daemon") + f"; load average {load}"
-
-
-def _mine(pid: int, ancestor: int) -> bool:
-    while pid > 1:
-        if pid == ancestor:
-            return True
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return False
-        pid = int(stat[1])
-    return False
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny N, one run, no doc write")
@@ -115,6 +85,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="a checkout of the code before aiohttp (git worktree add /tmp/old 9fb73c5) with"
         " its own .venv: scenario oldcode (simple drain) and transport ours_old",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="REF",
+        help="instead of the scenarios: REF (a commit, or several: a,b) against the code"
+        " under test, in interleaved rounds on one server, with ratios and statement tables",
     )
     parser.add_argument(
         "--source",
@@ -343,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         standin = Standin()
         try:
             bench = Bench(pg, standin, Path(workdir))
+            if args.compare:
+                return regress.main(bench, args.compare, runs=args.runs, smoke=args.smoke,
+                                    save=args.json)  # fmt: skip
             if args.old is not None and "oldcode" in args.only:
                 bench.old = compare.old_code(bench, args.old)
             begun = time.strftime("%Y-%m-%d %H:%M")

@@ -34,6 +34,7 @@ from bench.harness import (
     wait_listening,
 )
 from bench.scenarios import ENQUEUE, Bench, Result, percentile, settle_machine
+from bench.statements import server_cpu
 
 PGQUEUER_APP = "bench-pgqueuer"
 ENTRYPOINT = "send_activation"
@@ -225,6 +226,7 @@ def raw_ceiling(bench: Bench, n: int, *, batch: int, checks: bool = True) -> Res
     """The same outbox filled the same way, drained by a bare claim + mark-sent loop."""
     with bench.pg.database(checks=checks) as dsn:
         fill(dsn, n)
+        pg_before = server_cpu(bench.pg)
         done = subprocess.run(
             [sys.executable, "-m", "bench.peer", "raw", "--dsn", dsn, "--batch-size", str(batch)],
             cwd=ROOT,
@@ -232,8 +234,10 @@ def raw_ceiling(bench: Bench, n: int, *, batch: int, checks: bool = True) -> Res
             text=True,
             check=True,
         )
+        pg_cpu = server_cpu(bench.pg) - pg_before
     out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**out, "n": n, "rate": out["rows"] / out["seconds"], "batch": batch}
+    rate = out["rows"] / out["seconds"]
+    return {**out, "n": n, "rate": rate, "batch": batch, "pg_cpu_per_1000": pg_cpu / n * 1000}
 
 
 def latency_floor(bench: Bench, n: int, *, rate: float = 50.0) -> Result:

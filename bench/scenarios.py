@@ -27,6 +27,7 @@ from bench.harness import (
     memory_mib,
     wait_for,
 )
+from bench.statements import server_cpu, wal_position
 
 Result = dict[str, Any]
 # What mailroom.enqueue() sends (the SQL function), so the harness needs no mailroom code.
@@ -103,11 +104,14 @@ def drain(
         standin_before = cpu_seconds(bench.standin.pid)
         fill_seconds, committed = fill(dsn, n, simple=simple)
         machine_before = machine_busy()
+        pg_before, wal_before = server_cpu(bench.pg), wal_position(bench.pg)
         expected = n if sends is None else sends
         done = wait_drained(bench, dsn, expected, procs, timeout=max(120.0, n / 100))
         cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
         standin_cpu = cpu_seconds(bench.standin.pid) - standin_before
         machine_cpu = machine_busy() - machine_before
+        pg_cpu = server_cpu(bench.pg) - pg_before
+        wal = wal_position(bench.pg) - wal_before
         memory = [memory_mib(p) for p in pids]
         if stop:
             stop()
@@ -124,6 +128,9 @@ def drain(
         "daemon_cores": cpu / seconds,
         "standin_cores": standin_cpu / seconds,
         "machine_cores": machine_cpu / seconds,
+        "pg_cpu_per_1000": pg_cpu / n * 1000,
+        "pg_cores": pg_cpu / seconds,
+        "wal_per_email": wal / n,
         "rss_mib": max(m["VmRSS"] for m in memory),
         "hwm_mib": max(m["VmHWM"] for m in memory),
         "dead": dead,
@@ -159,7 +166,14 @@ def settle_machine(bench: Bench, timeout: float = 30.0) -> None:
             return
 
 
-def steady(bench: Bench, *, rate: float, seconds: float, settings: Mapping[str, str]) -> Result:
+def steady(
+    bench: Bench,
+    *,
+    rate: float,
+    seconds: float,
+    settings: Mapping[str, str],
+    code: Code | None = None,
+) -> Result:
     """A producer enqueues at a fixed rate with mailroom.enqueue(), one transaction per
     message (autocommit: the statement's end is its commit); latency = the stand-in's
     received_at - commit time."""
@@ -167,8 +181,8 @@ def steady(bench: Bench, *, rate: float, seconds: float, settings: Mapping[str, 
     count = max(1, round(rate * seconds))
     commits = [0.0] * count
     with (
-        bench.pg.database() as dsn,
-        daemons(dsn, bench.standin.url, settings, bench.workdir) as procs,
+        bench.pg.database(template=code.template if code else None) as dsn,
+        daemons(dsn, bench.standin.url, settings, bench.workdir, code=code) as procs,
     ):
         pid = procs[0].pid
         settle_machine(bench)

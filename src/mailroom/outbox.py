@@ -142,14 +142,17 @@ class Outbox:
             "lease_seconds": lease_seconds,
         }
         async with self.connection() as conn:
-            cur = await conn.execute(self._claim, params)
+            # binary results: the driver reads arrays, timestamps and numbers faster so
+            cur = await conn.cursor(binary=True).execute(self._claim, params)
             rows = await cur.fetchall()
         if len(self._tries) > TRIES_KEPT:
             self._forget_old_tries()
         messages = []
         for row in rows:
             token = None if row[_TOKEN_AT] is None else _token(row)
-            message = Message._make((*row[:_TOKEN_AT], token))
+            # cc, bcc and reply-to come back NULL when empty (see the claim query)
+            cc, bcc, reply_to = row[5] or [], row[6] or [], row[7] or []
+            message = Message._make((*row[:5], cc, bcc, reply_to, *row[8:_TOKEN_AT], token))
             self._tries[message.id] = (message.attempts, row[-1])  # the lease's end, last
             messages.append(message)
         return messages
@@ -179,8 +182,9 @@ class Outbox:
         }
         if any(d.status != "sent" for _, d in outcomes):
             params["statuses"] = [d.status for _, d in outcomes]
-            params["refunds"] = [d.refund for _, d in outcomes]
-            params["delays"] = [d.delay for _, d in outcomes]
+            params["refunds"] = [int(d.refund) for _, d in outcomes]
+            # one type per binary array: a delay of 0 (an int) among floats is refused
+            params["delays"] = [float(d.delay) for _, d in outcomes]
             params["errors"] = [d.error for _, d in outcomes]
             params["attempt_outcomes"] = [d.attempt_outcome for _, d in outcomes]
         async with self.connection() as conn:

@@ -20,16 +20,18 @@ from psycopg_pool import AsyncConnectionPool
 
 from mailroom import health, metrics
 from mailroom.config.settings import Config, ConfigError, record_margin
-from mailroom.daemon import presence, retention, suppression
+from mailroom.daemon import preflight, presence, reputation, retention, startup, suppression
 from mailroom.daemon.batcher import Batcher, claim_size, lease_cap
 from mailroom.daemon.capstep import CapStep
 from mailroom.daemon.listener import HEARTBEAT_TIMEOUT, KEEPALIVE, Listener
 from mailroom.daemon.retry import Policy
 from mailroom.daemon.sender import Sender
-from mailroom.events import reader as events_reader
+from mailroom.daemon.startup import make_transport
 from mailroom.outbox import UNAVAILABLE, Disposition, Message, Outbox, secure_session_async
 from mailroom.transports import Defaults, Transport
 
+# make_transport lives in startup.py; the CLI and the demo import it from here with Daemon
+__all__ = ["Daemon", "make_transport"]
 log = structlog.get_logger("mailroom.daemon")
 T = TypeVar("T")
 
@@ -39,22 +41,6 @@ if TYPE_CHECKING:
 DB_RETRY_MAX = 5.0  # seconds: longest pause between attempts to reach the database
 GAUGE_INTERVAL = 15.0  # seconds between refreshes of the outbox gauges (also a DB probe)
 DEBUG_REMINDER = 300.0  # seconds between the debug-mode warnings
-
-
-def make_transport(config: Config) -> Transport:
-    defaults = Defaults(source=config.ses_source, config_set=config.ses_config_set or None)
-    if config.debug:
-        from mailroom.transports.file import FileTransport  # noqa: PLC0415
-
-        return FileTransport(defaults, config.ses_output_path)
-    from mailroom.transports.ses import SesTransport  # noqa: PLC0415 -- boto3 is heavy
-
-    return SesTransport(
-        defaults,
-        concurrency=config.ses_concurrency,
-        connect_timeout=config.ses_connect_timeout,
-        read_timeout=config.ses_read_timeout,
-    )
 
 
 class Daemon:
@@ -140,29 +126,9 @@ class Daemon:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def announce(self) -> None:
-        """One line saying what this daemon is and does; in debug mode a warning too (and
-        again every DEBUG_REMINDER seconds), and the mode in the mailroom_info metric."""
-        c = self.config
-        mode = "debug" if c.debug else "ses"
-        transport = (
-            f"debug: writes to {c.ses_output_path}, SENDS NOTHING"
-            if c.debug
-            else f"ses: {getattr(self.sender.transport, 'url', 'SES v2')}"
-        )
-        metrics.INFO.labels(mode, metrics.version()).set(1)
-        log.info(
-            "started", version=metrics.version(), queue=c.queue_name, worker=c.worker_name,
-            transport=transport, batch_limit=c.batch_limit, batch_timeout=c.batch_timeout,
-            concurrency=c.ses_concurrency, send_rate=c.send_rate or "unlimited",
-            lease=c.lease, retention=c.retention_enabled,
-        )  # fmt: skip
-        if c.debug:
-            log.warning("debug_mode", detail="MAILROOM_DEBUG is on: no email is sent to SES")
-
     async def run(self) -> None:
         """Serve until stop() (or SIGTERM/SIGINT when run by serve())."""
-        self.announce()
+        startup.announce(self.config, self.sender.transport)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             self.config.database_url,
             min_size=1,
@@ -180,7 +146,9 @@ class Daemon:
             timeout=self.config.db_timeout,
         )
         try:
-            rate_control = self._account_health(outbox)
+            rate_control = self._rate_control = startup.rate_control(
+                self.config, outbox, self.sender
+            )
             if rate_control is not None and rate_control.auto:
                 # the quota before the first send: a day's quota nearly used up is not
                 # discovered after a burst (on failure: the fallback rate, read again soon)
@@ -199,8 +167,11 @@ class Daemon:
                 tg.start_soon(self._tick)
                 tg.start_soon(self._refresh_gauges, outbox)
                 tg.start_soon(retention.run, outbox, self.config)
-                tg.start_soon(events_reader.refresh_reputation, outbox)
+                tg.start_soon(reputation.refresh, outbox)
                 if self.config.events_queue_url:
+                    # only a daemon that reads events loads the reader (and its crypto)
+                    from mailroom.events import reader as events_reader  # noqa: PLC0415
+
                     reader = events_reader.EventsReader(self.config, outbox)
                     self.health.extra["events"] = reader.readiness
                     tg.start_soon(events_reader.supervise, reader.run)  # apart from sending
@@ -214,30 +185,10 @@ class Daemon:
                 await self.sender.transport.aclose()
         log.info("stopped")
 
-    def _account_health(self, outbox: Outbox) -> RateControl | None:
-        """The shared send rate (fixed or auto) with its throttling back-off."""
-        cfg = self.config
-        if not cfg.send_rate or (cfg.debug and cfg.send_rate_auto):
-            return None  # no limit; with the debug transport there is no SES account
-        from mailroom.daemon.ratecontrol import RateControl  # noqa: PLC0415 -- only with a rate
-
-        control = self._rate_control = RateControl(cfg, outbox)
-        self.sender.reserve = control.reserve
-        self.sender.on_throttle = control.throttled
-        return control
-
     async def _preflight(self, outbox: Outbox) -> None:
         """The findings of `mailroom check --ses`, logged once at start: warnings only."""
-        from mailroom.daemon import preflight  # noqa: PLC0415 -- boto3 reads, once
-
         templates = await self._db(lambda: preflight.pending_templates(outbox))
-        findings = await anyio.to_thread.run_sync(
-            lambda: preflight.run(self.config, templates), abandon_on_cancel=True
-        )
-        for finding in findings:
-            level = log.info if finding.status == preflight.PASS else log.warning
-            level("preflight", check=finding.check, status=finding.status,
-                  detail=finding.detail, action=finding.action)  # fmt: skip
+        await startup.log_preflight(templates or [])
 
     async def serve(self) -> None:
         """run() as a service: HTTP endpoints, and a graceful stop on SIGTERM or SIGINT."""

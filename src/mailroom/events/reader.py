@@ -39,10 +39,10 @@ from mailroom import metrics
 from mailroom.config.settings import Config
 from mailroom.events.parsing import Event, Malformed, parse_counted
 from mailroom.events.storing import ingest_params, is_outage, label, refusal
-from mailroom.outbox import UNAVAILABLE, Outbox
+from mailroom.outbox import Outbox
 
-if TYPE_CHECKING:  # cryptography (about 6 MiB) loads only when a reader is made: every
-    # daemon imports this module for refresh_reputation, few read an events queue
+if TYPE_CHECKING:  # cryptography (about 6 MiB) loads only when a reader is made, and
+    # this module only when MAILROOM_EVENTS_QUEUE_URL is set
     from mailroom.events.sns_certs import Verifier
 
 log = structlog.get_logger("mailroom.events")
@@ -51,8 +51,6 @@ T = TypeVar("T")
 WAIT_SECONDS = 10  # SQS long poll; also bounds how stale "the reader is alive" can be
 MAX_MESSAGES = 10  # SQS's maximum per ReceiveMessage
 BACKOFF_MAX = 30.0
-REPUTATION_WINDOW = 10_000  # recipients (delivered or bounced) the rates are computed over
-REPUTATION_INTERVAL = 15.0
 
 
 class _Worker:
@@ -354,17 +352,3 @@ async def supervise(run: Callable[[], Awaitable[None]], *, cap: float = BACKOFF_
                       detail=str(exc)[:200], restart_in=delay)  # fmt: skip
         await anyio.sleep(delay)
         delay = min(delay * 2, cap)
-
-
-async def refresh_reputation(outbox: Outbox, window: int = REPUTATION_WINDOW) -> None:
-    """The daemon's task keeping the bounce and complaint rate gauges current."""
-    while True:
-        try:
-            recipients, bounces, complaints = await outbox.reputation(window)
-        except UNAVAILABLE as exc:
-            log.warning("reputation_failed", error=type(exc).__name__)
-        else:
-            metrics.REPUTATION_RECIPIENTS.set(recipients)
-            metrics.BOUNCE_RATE.set(bounces / recipients if recipients else 0.0)
-            metrics.COMPLAINT_RATE.set(complaints / recipients if recipients else 0.0)
-        await anyio.sleep(REPUTATION_INTERVAL)

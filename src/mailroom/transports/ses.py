@@ -139,7 +139,10 @@ class SesTransport:
         concurrency: int,
         connect_timeout: float,
         read_timeout: float,
+        resolved: awsconfig.Resolved | None = None,
     ) -> None:
+        """``resolved``: botocore's decisions made elsewhere (the daemon asks a child
+        process: the SES model they load stays out of its memory); None: made here."""
         # botocore's session costs ~60 ms to import, aiohttp ~250 ms: only a daemon that
         # sends pays them (the debug transport and the CLI do not)
         import botocore.session  # noqa: PLC0415
@@ -151,7 +154,7 @@ class SesTransport:
         self.defaults = defaults
         self._user_agent = _user_agent()
         self._session = botocore.session.get_session()
-        resolved = awsconfig.resolve(self._session)
+        resolved = resolved or awsconfig.resolve(self._session)
         self.settings = resolved
         self.url = resolved.endpoint
         parts = urlsplit(self.url)

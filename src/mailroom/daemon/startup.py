@@ -1,0 +1,148 @@
+"""What the daemon sets up to start: the transport it sends through, and the SES preflight
+(mailroom.daemon.preflight) run once in a child process.
+
+The preflight's boto3 client loads the SES service model and botocore's endpoint tables:
+~15 MiB that the daemon's memory would keep for good (freed objects do not give their
+pages back). A child process (``python -m mailroom.daemon.startup``) holds them instead
+and exits; the daemon only reads its findings (JSON on stdout).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import anyio
+import structlog
+
+from mailroom import metrics
+from mailroom.config.settings import Config, load
+from mailroom.transports import Defaults, SetupError, Transport, awsconfig
+
+if TYPE_CHECKING:
+    from mailroom.daemon.ratecontrol import RateControl
+    from mailroom.daemon.sender import Sender
+    from mailroom.outbox import Outbox
+
+log = structlog.get_logger("mailroom.daemon")
+
+PREFLIGHT_TIMEOUT = 120.0  # seconds: the SES reads have their own timeouts, far below
+
+
+def make_transport(config: Config) -> Transport:
+    defaults = Defaults(source=config.ses_source, config_set=config.ses_config_set or None)
+    if config.debug:
+        from mailroom.transports.file import FileTransport  # noqa: PLC0415
+
+        return FileTransport(defaults, config.ses_output_path)
+    from mailroom.transports.ses import SesTransport  # noqa: PLC0415 -- boto3 is heavy
+
+    return SesTransport(
+        defaults,
+        concurrency=config.ses_concurrency,
+        connect_timeout=config.ses_connect_timeout,
+        read_timeout=config.ses_read_timeout,
+        resolved=resolve_in_child(),
+    )
+
+
+def resolve_in_child() -> awsconfig.Resolved:
+    """botocore's endpoint, proxy and CA bundle decisions (transports.awsconfig.resolve)
+    made by a child process: resolving builds an SES client, whose service model and
+    endpoint rules (~11 MiB) the daemon would otherwise keep for good."""
+    command = [sys.executable, "-m", "mailroom.daemon.startup", "resolve"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+    if done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        raise SetupError(why[0])
+    return awsconfig.Resolved(**json.loads(done.stdout))
+
+
+def rate_control(config: Config, outbox: Outbox, sender: Sender) -> RateControl | None:
+    """The shared send rate (fixed or auto) with its throttling back-off, wired into the
+    sender; None without a rate (or with the debug transport: there is no SES account)."""
+    if not config.send_rate or (config.debug and config.send_rate_auto):
+        return None
+    from mailroom.daemon.ratecontrol import RateControl  # noqa: PLC0415 -- only with a rate
+
+    control = RateControl(config, outbox)
+    sender.reserve = control.reserve
+    sender.on_throttle = control.throttled
+    return control
+
+
+def announce(c: Config, transport: Transport) -> None:
+    """One line saying what this daemon is and does; in debug mode a warning too (the
+    gauges' loop repeats it every DEBUG_REMINDER seconds), and the mode in the
+    mailroom_info metric."""
+    mode = "debug" if c.debug else "ses"
+    sends = (
+        f"debug: writes to {c.ses_output_path}, SENDS NOTHING"
+        if c.debug
+        else f"ses: {getattr(transport, 'url', 'SES v2')}"
+    )
+    metrics.INFO.labels(mode, metrics.version()).set(1)
+    log.info(
+        "started", version=metrics.version(), queue=c.queue_name, worker=c.worker_name,
+        transport=sends, batch_limit=c.batch_limit, batch_timeout=c.batch_timeout,
+        concurrency=c.ses_concurrency, send_rate=c.send_rate or "unlimited",
+        lease=c.lease, retention=c.retention_enabled,
+    )  # fmt: skip
+    if c.debug:
+        log.warning("debug_mode", detail="MAILROOM_DEBUG is on: no email is sent to SES")
+
+
+async def log_preflight(templates: Sequence[tuple[str, int]]) -> None:
+    """The preflight's findings as log lines: info when a check passes, else warnings."""
+    for finding in await preflight(templates):
+        level = log.info if finding["status"] == "pass" else log.warning
+        level("preflight", **finding)
+
+
+async def preflight(templates: Sequence[tuple[str, int]]) -> list[dict[str, str]]:
+    """The findings of `mailroom check --ses` from a child process with the daemon's
+    environment (its configuration); a child that fails is one ``fail`` finding."""
+    command = [sys.executable, "-m", "mailroom.daemon.startup"]
+    stdin = json.dumps([list(t) for t in templates]).encode()
+    with anyio.move_on_after(PREFLIGHT_TIMEOUT):
+        done = await anyio.run_process(command, input=stdin, check=False)
+        if done.returncode == 0:
+            return list(json.loads(done.stdout))
+        error = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        return [_failed(f"exit {done.returncode}: {error[0][:300]}")]
+    return [_failed(f"no answer within {PREFLIGHT_TIMEOUT:.0f} s")]
+
+
+def _failed(why: str) -> dict[str, str]:
+    return {"check": "preflight", "status": "fail", "detail": f"the preflight failed: {why}",
+            "action": "run `mailroom check --ses` to see why"}  # fmt: skip
+
+
+def main() -> None:
+    """The child. ``resolve``: botocore's decisions (JSON) on stdout, or the SetupError's
+    message on stderr (exit 2). Otherwise the preflight: templates (JSON pairs) on stdin,
+    findings (JSON) on stdout."""
+    if sys.argv[1:] == ["resolve"]:
+        import botocore.session  # noqa: PLC0415 -- the child's work
+
+        try:
+            resolved = awsconfig.resolve(botocore.session.get_session())
+        except SetupError as exc:
+            sys.stderr.write(f"{exc}\n")
+            sys.exit(2)
+        sys.stdout.write(json.dumps(dataclasses.asdict(resolved)))
+        return
+    from mailroom.daemon import preflight as checks  # noqa: PLC0415 -- the child's work
+
+    templates = [(str(name), int(n)) for name, n in json.loads(sys.stdin.read() or "[]")]
+    config = load(require_database=False)
+    findings = checks.run(config, templates)
+    sys.stdout.write(json.dumps([f.as_dict() for f in findings]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""What a daemon with the default settings keeps in memory (issue 21): it sends, yet never
+imports the events reader, the console, the Django backend or boto3 (the preflight's
+client lives in a child process). Checked through sys.modules of a real ``mailroom run``,
+not through a size or a time."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+import mailroom
+from conftest import all_final, wait_for
+from sesv2_standin import SesStandin
+
+# The daemon's own entry point, plus a note of every module loaded when it exits.
+WRAPPER = """
+import atexit, runpy, sys
+out = sys.argv[1]
+atexit.register(lambda: open(out, "w").write("\\n".join(sorted(sys.modules))))
+sys.argv = ["mailroom", "run"]
+runpy.run_module("mailroom", run_name="__main__", alter_sys=True)
+"""
+NOT_WITH_DEFAULTS = ("mailroom.events", "mailroom.web", "mailroom.django", "django", "jinja2",
+                     "boto3", "cryptography")  # fmt: skip
+
+
+def _modules_of_a_daemon(env: dict[str, str], tmp_path: Path, conn: Any) -> set[str]:
+    out = tmp_path / "modules.txt"
+    with (tmp_path / "daemon.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRAPPER, str(out)], env=env, stdout=log, stderr=log
+        )
+    try:
+        with conn.transaction():
+            mailroom.enqueue(conn, "ann@example.com", template="activationv1", data={"n": 1})
+            mailroom.enqueue(conn, "bob@example.com", subject="Hi", text="Hello")
+        wait_for(lambda: all_final(conn, 2), timeout=60)
+        # the preflight's child has run and its findings are logged: the daemon is steady
+        wait_for(lambda: b'"preflight"' in (tmp_path / "daemon.log").read_bytes(), timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    return set(out.read_text().split())
+
+
+def test_a_daemon_with_defaults_loads_no_events_console_django_or_boto3(
+    conn: psycopg.Connection[Any], standin: SesStandin, daemon_env: dict[str, str], tmp_path: Path
+) -> None:
+    modules = _modules_of_a_daemon(daemon_env, tmp_path, conn)
+    # the list is the daemon's: it sent through the SES transport
+    assert {"mailroom.daemon.run", "mailroom.transports.ses", "aiohttp"} <= modules
+    assert len(standin.sent()) == 2
+    loaded = sorted(
+        m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_WITH_DEFAULTS)
+    )
+    assert loaded == []
