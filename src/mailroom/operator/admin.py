@@ -22,6 +22,7 @@ from mailroom.client import enqueue
 from mailroom.config.settings import Config
 from mailroom.daemon import presence
 from mailroom.operator import audit as admin_audit
+from mailroom.operator import queues
 from mailroom.operator.output import revealed
 from mailroom.outbox import query
 from mailroom.text import CommandError, age, jsonable, masker, stamp
@@ -57,12 +58,16 @@ def status(conn: Connection, queue: str, *, reveal: bool = False) -> dict[str, A
         "daemons": jsonable(
             [{**d, "pause_reason": shown(d["pause_reason"])} for d in presence.listing(conn, queue)]
         ),
+        # an operator's pause of the queue (0027; None: running)
+        "paused": jsonable(queues.pause_of(conn, queue)),
     }
 
 
 def format_status(report: dict[str, Any]) -> str:
     depth = report["depth"]
     lines = [f"queue {report['queue']}  ({stamp(datetime.fromisoformat(report['generated_at']))})"]
+    if report["paused"]:
+        lines.append(f"QUEUE {queues.describe(report['paused'])}: no daemon claims from it")
     lines += [f"  {name:<9}{count:>9}" for name, count in depth.items()]
     oldest = (
         f", the oldest due for {age(report['oldest_due_age_seconds'])}" if report["due"] else ""
