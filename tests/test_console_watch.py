@@ -323,6 +323,14 @@ def test_the_login_form(
         who = "token" if mode == "token" else USER
         assert conn.execute("SELECT operator FROM mailroom.audit").fetchall() == [(who,)]
 
+        # the sandboxed preview loads with the session cookie too (SameSite=Strict)
+        shown = _enqueue(conn, "x@example.com", template=None, data=None, subject="s",
+                         html="<h1>Hello</h1>")  # fmt: skip
+        driver.get(f"{server.url}/messages/{shown}")
+        driver.switch_to.frame(_el(driver, "html"))
+        assert driver.find_element(By.TAG_NAME, "h1").text == "Hello"
+        driver.switch_to.default_content()
+
         _el(driver, "log-out").click()
         wait_for(lambda: "/login" in driver.current_url)
         driver.get(server.url + "/")
@@ -380,6 +388,127 @@ def test_the_console_recovers_from_lost_connections_without_a_bare_500(
         assert all("Overview" in body for _, body in answers)
     finally:
         server.stop()
+
+
+class _Tracker:
+    """A remote host an email's HTML would load from (a read-receipt pixel): counts hits."""
+
+    def __init__(self) -> None:
+        import http.server  # noqa: PLC0415
+        import threading  # noqa: PLC0415
+
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_the_message_page_previews_content_safely(
+    browser: Any,  # noqa: F811 -- the fixture imported above
+    console: Console,
+    conn: psycopg.Connection[Any],
+) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    tracker = _Tracker()
+    try:
+        html = (
+            f'<h1 style="color: #2456a6">Your receipt</h1><p>Hello alice@example.com</p>'
+            f'<img src="{tracker.url}/pixel.gif"><link rel="stylesheet" href="{tracker.url}/x.css">'
+            "<script>window.top.document.title = 'pwned'; parent.pwned = 1;</script>"
+            f'<form action="{tracker.url}/steal"><button id="steal">go</button></form>'
+        )
+        simple = _enqueue(conn, "alice@example.com", template=None, data=None,
+                          subject="Receipt for alice@example.com",
+                          text="Thanks, alice@example.com", html=html)  # fmt: skip
+        templated = _enqueue(conn, "bob@example.com", template="welcome", data={
+            "name": "Bob", "reset_link": "https://app.example/r?t=abc", "code": "12345",
+            "note": "see https://app.example/x/" + "Q" * 40, "count": 3})  # fmt: skip
+        _set(conn, templated, "next_attempt_at = now() + interval '2 hours'")
+        token = _enqueue(conn, "t@example.com", idempotency_key="mailroom-token:9")
+        _set(conn, token, "status = 'dead', last_error = 'TEMPLATE_NOT_FOUND: x'")
+
+        browser.get(f"{console.url}/messages/{simple}")
+        assert _text(browser, "subject") == "Receipt for a***@example.com"
+        assert _text(browser, "text") == "Thanks, a***@example.com"
+        frame = _el(browser, "html")
+        assert frame.get_attribute("sandbox") == ""  # no allow-scripts, no allow-same-origin
+        browser.switch_to.frame(frame)
+        assert "Your receipt" in browser.find_element(By.TAG_NAME, "h1").text
+        assert "a***@example.com" in browser.find_element(By.TAG_NAME, "p").text
+        browser.switch_to.default_content()
+        time.sleep(1)  # give a script, the pixel and the stylesheet every chance
+        assert browser.title.startswith("Message")
+        assert browser.execute_script("return window.pwned === undefined")
+        assert tracker.hits == []
+        status, page = _request(f"{console.url}/messages/{simple}/preview",
+                                headers={"Authorization": AUTH})  # fmt: skip
+        assert status == 200
+        assert "alice@example.com" not in page
+        _shot(browser, "console-message.png")
+
+        browser.get(f"{console.url}/messages/{templated}")
+        assert "scheduled" in _text(browser, "status")
+        data = {row.find_elements(By.TAG_NAME, "td")[0].text:
+                row.find_elements(By.TAG_NAME, "td")[1].text
+                for row in browser.find_elements(By.CSS_SELECTOR, "#data tbody tr")}  # fmt: skip
+        assert data["name"] == "Bob"
+        assert data["count"] == "3"
+        for secret in ("reset_link", "code", "note"):
+            assert data[secret].startswith("(hidden"), secret
+        assert "abc" not in browser.page_source
+        assert "12345" not in browser.page_source
+
+        browser.get(f"{console.url}/messages/{token}")
+        assert "No retry" in _text(browser, "no-retry")
+        assert not browser.find_elements(By.ID, "retry")
+        assert browser.find_elements(By.ID, "purge")
+    finally:
+        tracker.close()
+
+
+def test_the_dead_letter_page_is_paged(
+    browser: Any,  # noqa: F811 -- the fixture imported above
+    console: Console,
+    conn: psycopg.Connection[Any],
+) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    conn.execute(
+        "INSERT INTO mailroom.outbox (queue, to_addresses, subject, body_text, status, "
+        "last_error, updated_at) SELECT 'user_action_queue', ARRAY['d' || i || '@example.com'], "
+        "'s', 'b', 'dead', 'MESSAGE_REJECTED: x', now() - (i / 3) * interval '1 second' "
+        "FROM generate_series(1, 120) AS i"
+    )  # several share a death time: the cursor must still not skip or repeat one
+    seen: list[str] = []
+    browser.get(console.url + "/dead?reason=MESSAGE_REJECTED")
+    for expected in (50, 50, 20):
+        assert "120 dead letter(s) match" in _text(browser, "total")
+        ids = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#dead tbody td.n a")]
+        assert len(ids) == expected
+        seen += ids
+        nexts = browser.find_elements(By.ID, "next")
+        if expected == 20:
+            assert nexts == []
+            break
+        nexts[0].click()
+        wait_for(lambda: "cursor=" in browser.current_url)
+        wait_for(lambda: browser.find_elements(By.ID, "newest"))
+    assert len(seen) == len(set(seen)) == 120
+    assert _request(console.url + "/dead?cursor=x_1", headers={"Authorization": AUTH})[0] == 400
 
 
 # -- pure pieces ---------------------------------------------------------------------------

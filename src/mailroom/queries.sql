@@ -1184,3 +1184,27 @@ FROM (
 GROUP BY queue, reason
 ORDER BY messages DESC, queue, reason
 LIMIT %(limit)s
+
+-- name: message_content
+-- A message's content for the console's preview (operator/content.py hides secrets and
+-- masks addresses): subject, text, HTML, template data, and the size of a raw MIME body.
+SELECT subject, body_text, body_html, template_data, octet_length(raw_mime)
+FROM mailroom.outbox
+WHERE id = %(id)s
+
+-- name: dead_page
+-- dead_list, a page after a (died, id) cursor: keyset paging on the outbox_dead index.
+SELECT id, queue,
+       coalesce(template, CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
+       to_addresses, attempts, updated_at,
+       coalesce(left(substring(last_error FROM
+           '^(gave up after [0-9]+ attempts: [^:]*|[^:]*)'), 200), '(none)'),
+       last_error
+FROM mailroom.outbox
+WHERE status = 'dead'
+  AND mailroom.dead_letter_matches(outbox, %(ids)s::bigint[], %(queue)s::text,
+      %(template)s::text, %(reason)s::text, %(since)s::timestamptz, %(before)s::timestamptz)
+  AND (%(after_at)s::timestamptz IS NULL
+       OR (updated_at, id) < (%(after_at)s::timestamptz, %(after_id)s::bigint))
+ORDER BY updated_at DESC, id DESC
+LIMIT %(limit)s

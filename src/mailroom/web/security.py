@@ -248,7 +248,8 @@ def security_headers() -> Middleware:
             # scripts and fetches from the console only (static/refresh.js): no inline
             # script, no eval, nothing from elsewhere
             "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
-            "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "
+            "img-src 'self' data:; frame-src 'self'; form-action 'self'; "
+            "frame-ancestors 'none'; "
             "base-uri 'none'",
         )
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -12,8 +12,10 @@ import psycopg
 from aiohttp import web
 
 from mailroom.operator import admin
+from mailroom.operator import content as admin_content
 from mailroom.operator import dead as admin_dead
 from mailroom.operator import find as admin_find
+from mailroom.operator import pages as admin_pages
 from mailroom.operator import queues as admin_queues
 from mailroom.operator.audit import Actor
 from mailroom.text import CommandError, age, parse_id, stamp, when
@@ -39,6 +41,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/queues/{name}", watch.queue_page)
     app.router.add_get("/messages", search)
     app.router.add_get("/messages/{id}", message)
+    app.router.add_get("/messages/{id}/preview", preview)
     app.router.add_get("/dead", dead)
     app.router.add_post("/actions/{action}", act)
 
@@ -113,7 +116,32 @@ async def message(request: web.Request) -> web.Response:
         return _render(
             request, "error.html.j2", http_status=404, error=f"no message with id {text}"
         )
-    return _render(request, "message.html.j2", m=found, reveal=_reveal(request))
+    shown = await _db(
+        request, lambda conn: admin_content.content(conn, wanted, reveal=_reveal(request))
+    )
+    return _render(request, "message.html.j2", m=found, reveal=_reveal(request), content=shown)
+
+
+# The HTML part, alone, for the message page's sandboxed iframe: no script runs (a sandbox
+# without allow-scripts, here and in the iframe), nothing is fetched from elsewhere
+# (remote images are a read receipt to the sender's tracker), no form or link goes anywhere.
+PREVIEW_POLICY = (
+    "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "font-src data:; form-action 'none'; frame-ancestors 'self'; base-uri 'none'"
+)
+
+
+async def preview(request: web.Request) -> web.Response:
+    wanted = parse_id(request.match_info["id"])
+    shown = None
+    if wanted is not None:
+        shown = await _db(
+            request, lambda conn: admin_content.content(conn, wanted, reveal=_reveal(request))
+        )
+    if shown is None or not shown["html"]:
+        return web.Response(status=404, text="no HTML part\n")
+    return web.Response(text=shown["html"], content_type="text/html",
+                        headers={"Content-Security-Policy": PREVIEW_POLICY})  # fmt: skip
 
 
 # -- dead letters ----------------------------------------------------------------------------
@@ -145,10 +173,17 @@ async def dead(request: web.Request) -> web.Response:
     except CommandError as exc:
         return _render(request, "error.html.j2", http_status=400, error=str(exc))
     reveal = _reveal(request)
-    rows, total = await _db(
-        request, lambda conn: admin_dead.dead_list(conn, selection, limit=PAGE, reveal=reveal)
-    )
-    return _render(request, "dead.html.j2", rows=rows, total=total, form=request.query)
+    cursor_text = request.query.get("cursor", "")
+    after = admin_pages.parse_cursor(cursor_text) if cursor_text else None
+    if cursor_text and after is None:
+        return _render(request, "error.html.j2", http_status=400, error="cursor: not a page")
+    rows, total, more = await _db(
+        request,
+        lambda conn: admin_pages.dead_page(conn, selection, limit=PAGE, after=after,
+                                           reveal=reveal),
+    )  # fmt: skip
+    return _render(request, "dead.html.j2", rows=rows, total=total, form=request.query,
+                   more=more, paged=bool(cursor_text))  # fmt: skip
 
 
 # -- actions ---------------------------------------------------------------------------------
