@@ -21,7 +21,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 
-# Every dependency ships manylinux wheels (psycopg[binary] bundles libpq), so the builder
+# Every dependency ships manylinux wheels (mailroom[binary]: psycopg-binary bundles libpq,
+# which the slim image does not have), so the builder
 # needs no compiler either. Should one ever be needed, apt-get install build-essential
 # here: nothing from this stage but the venv reaches the final image.
 #
@@ -39,7 +40,7 @@ COPY src/ src/
 # pip byte-compiles everything it installs: the read-only root filesystem at run time then
 # never needs to write a .pyc. The last command fails the build if the migrations were
 # not packaged (a broken symlink would otherwise only show up at `mailroom migrate`).
-RUN pip --python /opt/mailroom/venv/bin/python install --no-cache-dir . \
+RUN pip --python /opt/mailroom/venv/bin/python install --no-cache-dir './[binary]' \
  && /opt/mailroom/venv/bin/python -c "import importlib.resources as r; \
 assert any(p.name.endswith('.sql') for p in r.files('mailroom').joinpath('migrations').iterdir()), 'no migrations'" \
  && /opt/mailroom/venv/bin/mailroom --help > /dev/null

@@ -284,7 +284,7 @@ def database_ceiling(bench: Bench, n: int) -> Result:
     """events_ingest for batches of 10 parsed events from one connection, no SQS."""
     from bench.suppression import snapshot_query  # noqa: PLC0415
     from mailroom.events.parsing import parse  # noqa: PLC0415
-    from mailroom.events.reader import ingest_params  # noqa: PLC0415
+    from mailroom.events.storing import ingest_params  # noqa: PLC0415
 
     config = Config(database_url="")
     statement = snapshot_query("events_ingest")

@@ -124,18 +124,11 @@ $$;
 
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA mailroom FROM PUBLIC;
 
--- Run by every migrate after grants_0008 ... grants_0026 (name order). The viewer gets
--- SELECT on each table and view mailroom_operator may read, and EXECUTE on each function
--- the operator may run that is not SECURITY DEFINER (such a function runs with the
--- caller's own rights, so it cannot write what the viewer may not) plus message_status
--- (a definer function that only reads). A later migration granting the operator a new
--- table is copied by the next migrate; it should grant the viewer itself.
+-- Run by every migrate (grant_roles takes the grants_NNNN functions in name order).
 CREATE FUNCTION mailroom.grants_0027() RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    item record;
 BEGIN
     IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mailroom_daemon') THEN
         -- the claim's pause check (queries.sql, claim)
@@ -148,6 +141,22 @@ BEGIN
             mailroom.operator_resume_queue(text, text, text, text, uuid)
         TO mailroom_operator;
     END IF;
+END
+$$;
+
+-- The viewer's grants, named to run LAST (after every grants_NNNN of this and later
+-- migrations): it gets SELECT on each table and view mailroom_operator may read, and
+-- EXECUTE on each function the operator may run that is not SECURITY DEFINER (such a
+-- function runs with the caller's own rights, so it cannot write what the viewer may not)
+-- plus message_status (a definer function that only reads). So what a later migration
+-- grants the operator to read reaches the viewer in the same migrate.
+CREATE FUNCTION mailroom.grants_9999() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    item record;
+BEGIN
     IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mailroom_viewer')
        AND EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mailroom_operator') THEN
         GRANT USAGE ON SCHEMA mailroom TO mailroom_viewer;
@@ -174,4 +183,4 @@ BEGIN
 END
 $$;
 
-REVOKE EXECUTE ON FUNCTION mailroom.grants_0027() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION mailroom.grants_0027(), mailroom.grants_9999() FROM PUBLIC;

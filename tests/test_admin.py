@@ -16,8 +16,8 @@ import pytest
 
 import mailroom
 from conftest import wait_for
+from mailroom.cli import output as admin_output
 from mailroom.operator import dead as admin_dead
-from mailroom.operator import output as admin_output
 from sesv2_standin import SesStandin
 
 COMMANDS = (
@@ -217,6 +217,24 @@ def test_show_json_and_masked_errors(db: str, conn: psycopg.Connection[Any]) -> 
     sending = mailroom_cli("show", str(ids["stuck"]), db=db)
     assert "lease            beta:202 until" in sending.stdout
     assert "attempts: none yet" in sending.stdout
+
+
+def test_show_gives_the_subject_of_raw_mime(db: str, conn: psycopg.Connection[Any]) -> None:
+    # as Django writes an attachment mail: an encoded word (RFC 2047), folded
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n"
+        b"Subject: =?utf-8?q?Rechnung_f=C3=BCr_M=C3=A4rz?=\r\n =?utf-8?q?_Nr=2E_42?=\r\n"
+        b"From: shop@example.com\r\nTo: ann@example.com\r\n\r\n--b\r\n\r\nbody\r\n--b--\r\n"
+    )
+    raw_id = mailroom.enqueue(conn, "ann@example.com", raw=raw)
+    untitled = mailroom.enqueue(conn, "ann@example.com", raw=b"To: ann@example.com\r\n\r\nx")
+    shown = mailroom_cli("show", str(raw_id), db=db)
+    assert shown.returncode == 0, shown.stderr
+    assert "subject          Rechnung für März Nr. 42" in shown.stdout
+    assert "template         raw" in shown.stdout
+    as_json = json.loads(mailroom_cli("show", str(untitled), "--json", db=db).stdout)
+    assert as_json["subject"] is None
+    assert "raw_head" not in as_json  # the MIME's start is read for its Subject, not shown
 
 
 def test_show_an_unknown_id_exits_1(db: str) -> None:

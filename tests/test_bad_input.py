@@ -35,6 +35,7 @@ from test_sql_security import bare_db  # noqa: F401 -- the fixture, shared
 
 RECIPIENTS = "outbox_recipients_between_1_and_50"
 ADDRESSES = "outbox_addresses_must_be_ascii_user_at_domain"
+ONE_MAILBOX = "outbox_address_is_one_mailbox"  # "A <a@x>, B <b@x>" as one address (0028)
 ONE_KIND = "outbox_exactly_one_of_template_subject_raw_mime"
 TEMPLATE_NAME = "outbox_template_name_is_ses_name"
 DATA_OBJECT = "outbox_template_data_is_object_for_templates_only"
@@ -191,6 +192,9 @@ def _recipient_checks(row: dict[str, Any]) -> set[str]:
         sender is not None and not valid_address(sender)
     ):
         broken.add(ADDRESSES)
+    everyone = [a for a in [sender, *to, *cc, *bcc, *reply_to] if isinstance(a, str)]
+    if any(mailroom_addresses.holds_several_mailboxes(a) for a in everyone):
+        broken.add(ONE_MAILBOX)  # a list of mailboxes: refused, and never converted
     return broken
 
 
@@ -312,6 +316,9 @@ CURATED_ADDRESSES = [
     "ann@example.com\x00",
     '"quoted local"@example.com',
     "ann@[127.0.0.1]",
+    "Ann <ann@example.com>, Bob <bob@example.com>",
+    "ann@example.com;bob@example.com",
+    '"Smith, Ann" <ann@example.com>',
 ]
 GOOD_ADDRESSES = st.sampled_from(
     ["ann@example.com", "bob@example.org", "c.d+e@mail.example.net", "x@xn--exmple-cua.com"]

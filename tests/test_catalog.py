@@ -153,7 +153,10 @@ def test_upgrade_rebuilds_a_poisoned_install_and_keeps_its_data(
     with _unsafe_session(planted.admin) as conn:  # the new migrate, from the same bad session
         conn.execute("TRUNCATE public.sightings")
         applied = migrate.migrate(conn, channel="mailroom_outbox", modules=("lifecycle",))
-        assert [m.version for m in applied] == [REBUILD_CORE, REBUILD_LIFECYCLE]
+        versions = [m.version for m in applied]  # the rebuilds, and any later core migration
+        assert versions[0] == REBUILD_CORE
+        assert REBUILD_LIFECYCLE in versions
+        assert all(v > REBUILD_CORE for v in versions[1:])
         # deparsing the bound objects and re-validating every row ran no plant as superuser
         assert _sightings(conn) == []
         assert _data(conn) == before  # messages, accounts, tokens, buckets kept as they were

@@ -39,23 +39,28 @@ def sqlalchemy_url(dsn: str, driver: str) -> sqlalchemy.URL:
     )
 
 
+def welcome() -> dict[str, Any]:
+    """A templated message with every option and display names (not_before differs on
+    every call: an option, not content, so a repeat is still the same message)."""
+    return {
+        "to": [("Ann Smith", "ann@bücher.de"), "Bob <bob@example.com>"],
+        "template": "welcome",
+        "data": {"login": "ann", "n": [1, 2], "text": "Grüße"},
+        "from_address": '"Shop" <shop@example.com>',
+        "cc": "cc@example.com",
+        "bcc": ["bcc@example.com"],
+        "reply_to": "Help <help@example.com>",
+        "priority": 5,
+        "not_before": datetime.now(UTC) + timedelta(hours=1),
+        "idempotency_key": "welcome:ann",
+        "max_attempts": 3,
+    }
+
+
 def _everything(conn: Any) -> list[int]:
     """One message of each kind, with every option and display names; returns their ids."""
     return [
-        mailroom.enqueue(
-            conn,
-            [("Ann Smith", "ann@bücher.de"), "Bob <bob@example.com>"],
-            template="welcome",
-            data={"login": "ann", "n": [1, 2], "text": "Grüße"},
-            from_address='"Shop" <shop@example.com>',
-            cc="cc@example.com",
-            bcc=["bcc@example.com"],
-            reply_to="Help <help@example.com>",
-            priority=5,
-            not_before=datetime.now(UTC) + timedelta(hours=1),
-            idempotency_key="welcome:ann",
-            max_attempts=3,
-        ),
+        mailroom.enqueue(conn, **welcome()),
         mailroom.enqueue(conn, "ann@example.com", subject="Hi", text="t", html="<p>h</p>"),
         mailroom.enqueue(conn, "ann@example.com", raw=RAW),
     ]
@@ -129,11 +134,19 @@ def test_commit_stores_every_kind_of_message(app: Sync, db: str) -> None:
     app.commit()
     assert count(db) == 3
     check_stored(db, ids)
-    # an idempotent repeat returns the same id, in a new transaction
-    again = mailroom.enqueue(app.handle, "x@example.com", template="welcome",
-                             idempotency_key="welcome:ann")  # fmt: skip
+    # an idempotent repeat of the same message returns its id, in a new transaction
+    again = mailroom.enqueue(app.handle, **welcome())
     app.commit()
     assert again == ids[0]
+    # the same key for another message is refused, whichever part differs
+    for other in ({"to": "x@example.com"}, {"data": {"login": "bob"}}, {"from_address": None},
+                  {"template": None, "data": None, "subject": "Hi", "text": "t"}):  # fmt: skip
+        with pytest.raises(mailroom.IdempotencyConflict) as caught:
+            mailroom.enqueue(app.handle, **{**welcome(), **other})
+        assert caught.value.key == "welcome:ann"
+        assert f'idempotency key "welcome:ann" already names message {ids[0]}' in str(caught.value)
+        app.rollback()
+    assert count(db) == 3
 
 
 def test_rollback_leaves_nothing(app: Sync, db: str) -> None:
@@ -204,6 +217,21 @@ def test_the_app_role_cannot_update_the_outbox_itself(login_as: Callable[..., st
         app.execute("UPDATE mailroom.outbox SET status = 'cancelled'")
 
 
+def test_a_key_conflict_in_sql_is_a_named_unique_violation(login_as: Callable[..., str]) -> None:
+    with psycopg.connect(login_as("mailroom_app")) as conn:
+        statement = (
+            "SELECT mailroom.enqueue(ARRAY[%s], subject => 'Hi', body_text => 'b',"
+            " idempotency_key => 'order:7')"
+        )
+        first = conn.execute(statement, ("Ann <ann@example.com>",)).fetchone()
+        # the same message, its address written another way: stored alike, so the same
+        assert conn.execute(statement, ('"Ann" <ann@example.com>',)).fetchone() == first
+        with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+            conn.execute(statement, ("bob@example.com",))
+        assert caught.value.diag.constraint_name == "outbox_idempotency_key_reused"
+        assert caught.value.sqlstate == "23505"
+
+
 def test_psycopg_async(db: str, login_as: Callable[..., str]) -> None:
     dsn = login_as("mailroom_app")
 
@@ -212,8 +240,13 @@ def test_psycopg_async(db: str, login_as: Callable[..., str]) -> None:
             rolled = await mailroom.enqueue_async(aconn, "Ann <ann@bücher.de>", raw=RAW)
             await aconn.rollback()
             assert count(db) == 0
-            mid = await mailroom.enqueue_async(aconn, "Ann <ann@bücher.de>", raw=RAW)
+            mid = await mailroom.enqueue_async(aconn, "Ann <ann@bücher.de>", raw=RAW,
+                                               idempotency_key="raw:1")  # fmt: skip
             await aconn.commit()
+            with pytest.raises(mailroom.IdempotencyConflict):
+                await mailroom.enqueue_async(aconn, "Bob <b@example.com>", raw=RAW,
+                                             idempotency_key="raw:1")  # fmt: skip
+            await aconn.rollback()
             state = await mailroom.status_async(aconn, mid)
             cancelled = await mailroom.cancel_async(aconn, mid)
             await aconn.commit()

@@ -16,7 +16,7 @@ from psycopg import errors
 import mailroom
 from mailroom.config import settings as configuration
 from mailroom.events import parsing as events
-from mailroom.events.reader import ingest_params
+from mailroom.events.storing import ingest_params
 from mailroom.outbox import query
 from test_events import fixture, sns
 
@@ -240,6 +240,7 @@ def test_reputation_window(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_show_lists_events_masked_unless_revealed(conn: psycopg.Connection[Any]) -> None:
+    from mailroom.cli.messages import format_show  # noqa: PLC0415
     from mailroom.operator import admin  # noqa: PLC0415
     from mailroom.text import jsonable  # noqa: PLC0415
 
@@ -252,7 +253,7 @@ def test_show_lists_events_masked_unless_revealed(conn: psycopg.Connection[Any])
     assert event["recipient"] == "a***@example.com"
     assert shown["delivery"]["state"] == "bounced"
     assert "ann@example.com" not in json.dumps(jsonable(shown))
-    text = admin.format_show(shown)
+    text = format_show(shown)
     assert "Bounce Permanent/General" in text
     revealed = admin.show(conn, message_id, reveal=True)
     assert revealed is not None

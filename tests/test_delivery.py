@@ -46,7 +46,7 @@ def test_delivers_templated_simple_and_raw_messages(
     assert by_to["ann@example.com"]["operation"] == "SendBulkEmail"
     assert by_to["ann@example.com"]["template"] == "activationv1"
     assert by_to["ann@example.com"]["template_data"] == {"login": "ann", "secret": "s1"}
-    assert by_to["ann@example.com"]["from"] == "noreply@localhost"  # MAILROOM_SES_SOURCE default
+    assert by_to["ann@example.com"]["from"] == "noreply@example.com"  # MAILROOM_SES_SOURCE default
     assert by_to["ann@example.com"]["configuration_set"] == "default"
     # messages sharing template, sender and configuration set travel in one bulk call
     assert standin.calls().get("SendBulkEmail") == 1

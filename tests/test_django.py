@@ -8,8 +8,10 @@ import email
 import email.policy
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,25 @@ pytestmark = pytest.mark.slow
 RUN = Path(__file__).parent / "djangoapp" / "run.py"
 
 
+def without_psycopg3(env: dict[str, str], root: Path) -> dict[str, str]:
+    """The environment of a psycopg2 project that installed mailroom[django] without
+    [binary] and set PSYCOPG_IMPL=binary, as docs/applications.md says: psycopg then loads
+    only psycopg-binary, and ``import psycopg`` fails. This test venv has psycopg-binary
+    installed; a package of that name that cannot be imported, first on the path, stands
+    for its absence."""
+    shadow = root / "psycopg_binary"
+    shadow.mkdir(parents=True, exist_ok=True)
+    (shadow / "__init__.py").write_text('raise ImportError("psycopg-binary is not installed")\n')
+    path = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PSYCOPG_IMPL": "binary", "PYTHONPATH": path}
+
+
 def django(dsn: str, driver: str, scenario: str) -> dict[str, Any]:
     env = {**os.environ, "DJANGOAPP_DSN": dsn}
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    if driver == "psycopg2":
+        shadow = Path(tempfile.gettempdir()) / f"mailroom-nopsycopg3-{os.getpid()}"
+        env = without_psycopg3(env, shadow)
     done = subprocess.run(
         [sys.executable, str(RUN), driver, scenario], env=env, capture_output=True, text=True,
         timeout=120, check=False,
@@ -35,6 +53,8 @@ def django(dsn: str, driver: str, scenario: str) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["driver"] == driver
+    if driver == "psycopg2":
+        assert result["psycopg_imported"] is False  # mailroom's side needs no psycopg 3
     return result
 
 
@@ -99,7 +119,7 @@ def test_every_django_mail_api(
     assert result["attached"] == 1
     assert result["template"] == 1
     assert result["bad_silent"] == 0
-    assert result["bad_loud"] == "IntegrityError"  # Django wraps the check_violation
+    assert result["bad_loud"] == "ValueError"  # checked before the database, as Django does
     stored = rows(db)
     subjects = [r[4] for r in stored]
     assert "Rolled back" not in subjects
@@ -124,3 +144,100 @@ def test_every_django_mail_api(
     assert len(raw_sent) == 1
     assert raw_sent[0]["raw"] == bytes(attached[7])  # byte-identical
     assert raw_sent[0]["bcc"] == ["hidden@example.com"]
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_lazy_strings_bad_addresses_and_key_conflicts(driver: str, app_dsn: str, db: str) -> None:
+    result = django(app_dsn, driver, "checks")
+    assert (result["lazy"], result["lazy_raw"]) == (1, 1)
+    errors = result["errors"]
+    assert errors["to"] == "ValueError: Invalid address 'not an address' in to"
+    assert errors["cc"].startswith(
+        "ValueError: Invalid address 'A <a@example.com>, B <b@example.com>' in cc: it holds"
+        " more than one mailbox"
+    )
+    assert errors["bcc"] == "ValueError: Invalid address 'x@bad..example.com' in bcc"
+    assert errors["reply_to"] == "ValueError: Invalid address 'Help <help@>' in reply_to"
+    assert errors["from"] == "ValueError: Invalid address 'shop@localhost' in from"
+    assert errors["newline"].startswith("BadHeaderError: Header values can't contain newlines")
+    assert "for header 'To'" in errors["newline"]
+    first, again, other = result["keyed"]
+    assert (first, again) == (1, 1)
+    assert other.startswith('IdempotencyConflict: idempotency key "key:1" already names message')
+    stored = rows(db)
+    assert len(stored) == 3  # the two lazy messages and one keyed: nothing refused was stored
+    lazy, lazy_raw, keyed = stored
+    assert lazy[0] == ['"Lazy" <lazy@example.com>']
+    assert lazy[3:7] == ("shop@example.com", "Lazy subject", "Lazy body", "<p>Lazy</p>")
+    assert lazy[12] == ["help@example.com"]
+    mime = email.message_from_bytes(bytes(lazy_raw[7]), policy=email.policy.default)
+    assert (mime["Subject"], mime["To"]) == ("Lazy raw", "lazy@example.com")
+    assert keyed[5] == "First"
+
+
+FRESH_DATABASES = """DATABASES = {{
+    "default": {{
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": {name!r},
+        "USER": {user!r},
+        "HOST": {host!r},
+        "PORT": {port!r},
+    }}
+}}
+"""
+FIRST_TRY = """
+import django
+django.setup()
+from django.core import mail
+print(mail.send_mail("Hello", "First try", None, ["ann@example.com"]))
+attached = mail.EmailMessage("Invoice", "See attached", to=["ann@example.com"])
+attached.attach("a.txt", "x", "text/plain")
+try:
+    attached.send()
+except ValueError as exc:
+    print(exc)
+"""
+
+
+def test_a_fresh_startproject_sends_with_only_backend_and_databases_changed(
+    app_dsn: str, db: str, tmp_path: Path, spawn: Callable[..., Any], standin: SesStandin
+) -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "django", "startproject", "fresh", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    settings = tmp_path / "fresh" / "settings.py"
+    text = settings.read_text()
+    assert "DEFAULT_FROM_EMAIL" not in text  # Django's placeholder, webmaster@localhost
+    params = psycopg.conninfo.conninfo_to_dict(app_dsn)
+    databases = FRESH_DATABASES.format(
+        name=params["dbname"], user=params["user"], host=params["host"],
+        port=str(params.get("port", "5432")),
+    )  # fmt: skip
+    changed = re.sub(r"^DATABASES = \{\n.*?^\}\n", databases, text, flags=re.MULTILINE | re.DOTALL)
+    assert changed != text
+    settings.write_text(changed + '\nEMAIL_BACKEND = "mailroom.django.EmailBackend"\n')
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "fresh.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_TRY], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sent_count, refusal = done.stdout.strip().splitlines()
+    assert sent_count == "1"
+    # raw MIME carries its own From: the placeholder would reach the reader, so it asks
+    assert refusal.startswith("Invalid address 'webmaster@localhost' in from")
+    assert "set DEFAULT_FROM_EMAIL" in refusal
+    stored = rows(db)
+    assert len(stored) == 1
+    assert stored[0][3] is None  # no sender named: the daemon's MAILROOM_SES_SOURCE
+
+    daemon = spawn(MAILROOM_SES_SOURCE="Shop <shop@example.com>")
+    wait_for(lambda: len(standin.sent()) == 1)
+    daemon.signal(15)
+    assert daemon.wait() == 0
+    sent = standin.sent()[0]
+    assert sent["from"] == '"Shop" <shop@example.com>'
+    assert sent["to"] == ["ann@example.com"]
+    assert (sent["subject"], sent["text"]) == ("Hello", "First try")

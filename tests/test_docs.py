@@ -1,5 +1,7 @@
 """Every fenced block after a `<!-- runnable -->` line in README.md and docs/*.md is run
-against a real database, as an application role: a snippet that does not run fails here."""
+against a real database, as an application role: a snippet that does not run fails here.
+Python snippets run as pasted: in a process of their own, given nothing but the environment
+variables the docs name (DATABASE_URL, SQLALCHEMY_URL)."""
 
 from __future__ import annotations
 
@@ -39,6 +41,16 @@ def blocks() -> list[Any]:
     return found
 
 
+KEY = re.compile(r"""idempotency_key(?:\s*=>?\s*|"\s*:\s*)['"]([^'"]+)['"]""")
+
+
+def test_no_two_examples_share_an_idempotency_key() -> None:
+    # run one after the other by an application, the second would be refused (issue 23)
+    keys = [key for p in blocks() for key in KEY.findall(p.values[1])]
+    assert len(keys) >= 3
+    assert len(keys) == len(set(keys)), keys
+
+
 def test_the_docs_have_runnable_examples_of_every_kind() -> None:
     kinds = {p.values[0] for p in blocks()}
     assert kinds == {"python", "python-django", "sql"}
@@ -52,17 +64,17 @@ def test_snippet_runs(language: str, code: str, login_as: Callable[..., str], db
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(code)  # type: ignore[arg-type]  # the docs' own text
         return
-    if language == "python-django":
-        prelude = DJANGO_PRELUDE.format(tests=str(ROOT / "tests"))
-        done = subprocess.run(
-            [sys.executable, "-c", prelude + code],
-            env={**os.environ, "DJANGOAPP_DSN": dsn}, capture_output=True, text=True,
-            timeout=120, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-    else:
-        url: sqlalchemy.URL = sqlalchemy_url(dsn, "psycopg2")
-        exec(compile(code, "<snippet>", "exec"), {"dsn": dsn, "sqlalchemy_url": url})  # noqa: S102
+    url: sqlalchemy.URL = sqlalchemy_url(dsn, "psycopg2")
+    env = {
+        **os.environ, "DJANGOAPP_DSN": dsn, "DATABASE_URL": dsn,
+        "SQLALCHEMY_URL": url.render_as_string(hide_password=False),
+    }  # fmt: skip
+    prelude = DJANGO_PRELUDE.format(tests=str(ROOT / "tests")) if language != "python" else ""
+    done = subprocess.run(
+        [sys.executable, "-c", prelude + code], env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
     role = psycopg.conninfo.conninfo_to_dict(dsn)["user"]
     with psycopg.connect(db) as conn:  # every Python example enqueues, and commits
         row = conn.execute(

@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from mailroom.config import settings as configuration
 from mailroom.events import parsing as events
-from mailroom.events.reader import ingest_params
+from mailroom.events.storing import ingest_params
 from mailroom.outbox import Outbox, query
 from test_deliverability import bounce
 from test_events import fixture, sns

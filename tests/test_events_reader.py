@@ -18,7 +18,8 @@ from mailroom import metrics
 from mailroom.config.settings import load
 from mailroom.events import reader as events_reader
 from mailroom.events.parsing import Event
-from mailroom.events.reader import EventsReader, is_outage
+from mailroom.events.reader import EventsReader
+from mailroom.events.storing import is_outage
 from mailroom.outbox import Outbox
 
 pytestmark = pytest.mark.anyio

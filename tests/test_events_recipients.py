@@ -15,7 +15,7 @@ import pytest
 import mailroom
 from mailroom.config import settings as configuration
 from mailroom.events import parsing as events
-from mailroom.events.reader import ingest_params
+from mailroom.events.storing import ingest_params
 from mailroom.outbox import query
 from test_deliverability import sent_message, states
 from test_events import fixture, sns

@@ -151,3 +151,19 @@ def test_systemd_notify_ready_watchdog_stopping(
         receive_until("STOPPING=1")
         assert daemon.wait(20) == 0
     assert os.path.exists(path)
+
+
+def test_a_busy_http_port_is_one_line_and_exit_2(standin: SesStandin, spawn: Any) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        daemon = spawn(MAILROOM_HTTP_PORT=str(port))
+        assert daemon.wait(30) == 2
+    text = daemon.log_path.read_text()
+    assert "Traceback" not in text
+    lines = [line for line in text.splitlines() if "MAILROOM_HTTP_PORT" in line]
+    assert len(lines) == 1, text
+    problem = f"MAILROOM_HTTP_PORT: cannot listen on 0.0.0.0:{port}: Address already in use"
+    assert problem in lines[0]
+    assert json.loads(lines[0])["exit_code"] == 2

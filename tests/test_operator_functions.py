@@ -331,7 +331,8 @@ def test_every_migrate_leaves_the_operator_with_functions_not_table_writes(
         " AND proname LIKE 'operator\\_%' AND prosecdef ORDER BY proname"
     ).fetchall()
     assert functions == [("operator_cancel", True), ("operator_dead_purge", True),
-                         ("operator_dead_retry", True), ("operator_send_now", True),
+                         ("operator_dead_retry", True), ("operator_pause_queue", True),
+                         ("operator_resume_queue", True), ("operator_send_now", True),
                          ("operator_suppress", True), ("operator_unsuppress", True)]  # fmt: skip
 
 

@@ -307,7 +307,7 @@ def test_config_defaults_match_the_seed() -> None:
     assert cfg.batch_limit == 10
     assert cfg.debug is False
     assert cfg.ses_config_set == "default"
-    assert cfg.ses_source == "noreply@localhost"
+    assert cfg.ses_source == "noreply@example.com"  # the seed's noreply@localhost: see settings
     assert cfg.ses_output_path == Path("./output")
     assert cfg.secret_keys == ()
     assert cfg.worker_name  # host:pid when unset
@@ -360,6 +360,34 @@ def test_config_reports_every_invalid_variable_at_once() -> None:
         assert variable in text
         assert any(p.startswith(variable) for p in caught.value.problems), variable
     assert len(caught.value.problems) == 5
+
+
+PYTHON_WORDS = ("invalid literal", "base 10", "could not convert", "for int()", "for float()")
+
+
+@pytest.mark.parametrize("bad", ["soon", "12.5", "", "1e3x", "-"])
+def test_every_setting_answers_bad_text_in_the_users_words(bad: str) -> None:
+    env = {s.variable: bad for s in variables.SETTINGS if s.variable != "MAILROOM_DATABASE_URL"}
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({**env, "MAILROOM_DATABASE_URL": DSN})
+    problems = caught.value.problems
+    numeric = [p for p in problems if "number" in p or "TCP port" in p or "percentage" in p]
+    assert len(numeric) >= 14  # every numeric setting refused this text, in words
+    for problem in problems:
+        assert "\n" not in problem
+        assert not any(word in problem for word in PYTHON_WORDS), problem
+
+
+def test_a_64_character_key_that_is_not_hex_is_called_that() -> None:
+    key = "g" * 64
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({"MAILROOM_DATABASE_URL": DSN, "MAILROOM_SECRET_KEY": f"{KEY},{key}"})
+    (problem,) = caught.value.problems
+    assert problem.startswith("MAILROOM_SECRET_KEY: key 2 is not hexadecimal")
+    assert "got 64 characters" not in problem
+    assert key not in problem  # a secret: never shown
+    with pytest.raises(config.ConfigError, match="got 63 characters"):
+        config.load({"MAILROOM_DATABASE_URL": DSN, "MAILROOM_SECRET_KEY": "a" * 63})
 
 
 def test_config_requires_the_database_url() -> None:

@@ -396,13 +396,21 @@ def test_same_idempotency_key_returns_same_id(shared_conn: psycopg.Connection[An
     conn = shared_conn
     k1, k2 = f"k1-{uuid.uuid4()}", f"k2-{uuid.uuid4()}"
     first = mailroom.enqueue(conn, "ann@example.com", subject="1", text="a", idempotency_key=k1)
-    second = mailroom.enqueue(conn, "bob@example.com", subject="2", text="b", idempotency_key=k1)
-    third = via_function(conn, fields_of({"idempotency_key": k1, "subject": "3"}))
+    second = mailroom.enqueue(conn, " ann@example.com", subject="1", text="a", idempotency_key=k1,
+                              priority=3)  # fmt: skip  # the same message: options differ
+    third = via_function(conn, fields_of({"idempotency_key": k1, "subject": "1", "body_text": "a"}))
     assert first == second == third
+    # the same key for another message: refused, whichever way it comes
+    with pytest.raises(mailroom.IdempotencyConflict):
+        mailroom.enqueue(conn, "bob@example.com", subject="1", text="a", idempotency_key=k1)
+    with pytest.raises(psycopg.errors.UniqueViolation, match="already names message"):
+        via_function(conn, fields_of({"idempotency_key": k1, "subject": "3"}))
     rows = conn.execute(
-        "SELECT id, to_addresses, subject FROM mailroom.outbox WHERE idempotency_key = %s", [k1]
+        "SELECT id, to_addresses, subject, priority FROM mailroom.outbox"
+        " WHERE idempotency_key = %s",
+        [k1],
     ).fetchall()
-    assert rows == [(first, ["ann@example.com"], "1")]  # the first enqueue wins
+    assert rows == [(first, ["ann@example.com"], "1", 0)]  # the first enqueue stands
 
     other = mailroom.enqueue(conn, "ann@example.com", subject="1", text="a", idempotency_key=k2)
     assert other != first
@@ -413,9 +421,10 @@ def test_same_idempotency_key_returns_same_id(shared_conn: psycopg.Connection[An
     assert count(conn, f"id IN ({', '.join(str(int(i)) for i in ids)})") == 4
 
 
+@pytest.mark.parametrize("second_subject", ["first", "second"])
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])
 def test_concurrent_enqueue_with_same_key_waits_for_the_first(
-    db: str, conn: psycopg.Connection[Any], outcome: str
+    db: str, conn: psycopg.Connection[Any], outcome: str, second_subject: str
 ) -> None:
     with psycopg.connect(db) as first, psycopg.connect(db) as second:
         first_id = mailroom.enqueue(
@@ -427,8 +436,9 @@ def test_concurrent_enqueue_with_same_key_waits_for_the_first(
         def enqueue_second() -> None:
             try:
                 result["id"] = mailroom.enqueue(
-                    second, "bob@example.com", subject="second", text="y", idempotency_key="same"
-                )
+                    second, "ann@example.com", subject=second_subject, text="x",
+                    idempotency_key="same",
+                )  # fmt: skip
                 second.commit()
             except BaseException as exc:  # reported to the test thread
                 result["error"] = exc
@@ -455,15 +465,19 @@ def test_concurrent_enqueue_with_same_key_waits_for_the_first(
         finally:
             thread.join(10)
         assert not thread.is_alive()
-        assert "error" not in result, result.get("error")
 
+    conflict = outcome == "commit" and second_subject != "first"  # another message, same key
+    if conflict:
+        assert isinstance(result.get("error"), mailroom.IdempotencyConflict), result
+    else:
+        assert "error" not in result, result.get("error")
     rows = conn.execute("SELECT id, subject FROM mailroom.outbox").fetchall()
     if outcome == "commit":
-        assert result["id"] == first_id
+        assert conflict or result["id"] == first_id
         assert rows == [(first_id, "first")]
     else:
         assert result["id"] != first_id
-        assert rows == [(result["id"], "second")]
+        assert rows == [(result["id"], second_subject)]
 
 
 # -- transactions ---------------------------------------------------------------------------
@@ -502,8 +516,8 @@ async def test_enqueue_async(db: str, conn: psycopg.Connection[Any]) -> None:
         message_id = await mailroom.enqueue_async(
             aconn, ["ann@münchen.de"], template="welcome", data={"a": 1}, idempotency_key="k"
         )
-        again = await mailroom.enqueue_async(
-            aconn, ["bob@example.com"], subject="x", text="y", idempotency_key="k"
+        again = await mailroom.enqueue_async(  # the same message, as stored: the same id
+            aconn, ["ann@MÜNCHEN.de"], template="welcome", data={"a": 1}, idempotency_key="k"
         )
         assert again == message_id
         assert count(conn) == 0

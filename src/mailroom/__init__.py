@@ -2,12 +2,13 @@
 
 Enqueue in the same transaction as your business change::
 
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
         create_account(conn, ...)
         mailroom.enqueue(conn, "ann@example.com", template="activationv1", data={...})
 
 Commit and the email will be sent; roll back and it never existed. ``conn`` may be a psycopg
-3, psycopg2, SQLAlchemy or Django connection (see docs/applications.md).
+3, psycopg2, SQLAlchemy or Django connection (see docs/applications.md). An idempotency key
+reused for another message raises :class:`IdempotencyConflict`.
 """
 
 from mailroom.client import (
@@ -18,5 +19,14 @@ from mailroom.client import (
     status,
     status_async,
 )
+from mailroom.errors import IdempotencyConflict
 
-__all__ = ["cancel", "cancel_async", "enqueue", "enqueue_async", "status", "status_async"]
+__all__ = [
+    "IdempotencyConflict",
+    "cancel",
+    "cancel_async",
+    "enqueue",
+    "enqueue_async",
+    "status",
+    "status_async",
+]

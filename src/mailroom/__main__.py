@@ -1,3 +1,5 @@
+"""``python -m mailroom``: the ``mailroom`` command (mailroom.cli.commands.main)."""
+
 import sys
 
 from mailroom.cli.commands import main

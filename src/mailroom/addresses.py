@@ -15,6 +15,11 @@ two on generated input).
   or that holds a character IDNA maps away or forbids (zero-width characters, soft hyphen,
   "ß", final sigma, spaces, symbols, private use) is not converted, and is refused.
 
+- A text holding more than one mailbox (``A <a@example.com>, B <b@example.com>``: a comma,
+  a semicolon or a second ``<`` outside double quotes) is not converted: the outbox refuses
+  it with ``outbox_address_is_one_mailbox`` (sql/0028), as Django's own address check does.
+  A quoted display name may hold them (``"Smith, Ann" <ann@example.com>``).
+
 Anything that cannot be converted is returned unchanged: the validation trigger then
 refuses it with ``outbox_addresses_must_be_ascii_user_at_domain``.
 
@@ -44,6 +49,7 @@ _DENIED = re.compile(
 # Encoded words as encoded_words() writes them: a name already in this form is kept, so that
 # converting twice (the helper, then the database's trigger) changes nothing.
 _WORDS = re.compile(r"=\?UTF-8\?B\?[A-Za-z0-9+/]+={0,2}\?=( =\?UTF-8\?B\?[A-Za-z0-9+/]+={0,2}\?=)*")
+_QUOTED_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _WORD_BYTES = 45  # base64 of 45 bytes is 60 characters; "=?UTF-8?B?" + "?=" adds 12
 
 
@@ -107,6 +113,13 @@ def _named(name: str, spec: str, original: str) -> str:
     return f"{encoded_words(unicodedata.normalize('NFC', name))} <{_spec(spec)}>"
 
 
+def holds_several_mailboxes(address: str) -> bool:
+    """Whether ``address`` is a list of mailboxes rather than one: outside quoted strings,
+    a comma, a semicolon or a second "<" (mailroom.holds_several_mailboxes in SQL)."""
+    bare_text = _QUOTED_STRING.sub("", address)
+    return "," in bare_text or ";" in bare_text or bare_text.count("<") > 1
+
+
 def ses_address(address: str | tuple[str, str]) -> str:
     """``address`` (a string, or a ``(display name, address)`` pair) as SES takes it."""
     if isinstance(address, tuple):
@@ -114,6 +127,8 @@ def ses_address(address: str | tuple[str, str]) -> str:
         text = f"{name} <{spec}>"
         return _named(name.strip(_SPACE), spec.strip(_SPACE), text)
     text = address.strip(_SPACE)
+    if holds_several_mailboxes(text):
+        return text  # one recipient per element: refused, not merged into a display name
     match = _NAMED.fullmatch(text)
     if match is None:
         return _spec(text)
@@ -144,14 +159,12 @@ def normalize_address(address: str) -> str:
 _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _SPEC = re.compile(rf"{_LOCAL}@{_LABEL}(?:\.{_LABEL})+")
-_HOST_SPEC = re.compile(rf"{_LOCAL}@{_LABEL}(?:\.{_LABEL})*")  # a bare host: "localhost"
 _QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
 _DISPLAY = re.compile(rf"(?:{_QUOTED}|{_WORDS.pattern}) <(?P<spec>[^<>]*)>")
 
 
-def is_valid(address: str, *, dotless_domain: bool = False) -> bool:
+def is_valid(address: str) -> bool:
     """mailroom.is_valid_address() of the database, for an address in SES form."""
-    spec_re = _HOST_SPEC if dotless_domain else _SPEC
     match = _DISPLAY.fullmatch(address) if "<" in address else None
     if "<" in address and (match is None or len(address.encode()) > 998):
         return False
@@ -159,5 +172,5 @@ def is_valid(address: str, *, dotless_domain: bool = False) -> bool:
     return (
         len(spec.encode()) <= 320
         and len(spec.split("@")[0].encode()) <= 64
-        and spec_re.fullmatch(spec) is not None
+        and _SPEC.fullmatch(spec) is not None
     )

@@ -22,7 +22,8 @@ from datetime import datetime
 from typing import Any
 
 from mailroom.addresses import ses_address
-from mailroom.outbox import QUERIES
+from mailroom.errors import conflict_of
+from mailroom.sqltext import QUERIES
 
 Rows = tuple[list[str], list[Sequence[Any]]]
 
@@ -161,14 +162,30 @@ def enqueue(conn: Any, to: str | tuple[str, str] | Iterable[Any], **fields: Any)
 
     Keyword arguments are those of :func:`enqueue_params`. Invalid fields raise the
     driver's error for check_violation (e.g. ``psycopg.errors.CheckViolation``) naming the
-    rule broken, e.g. ``outbox_recipients_between_1_and_50``.
+    rule broken, e.g. ``outbox_recipients_between_1_and_50``. An ``idempotency_key`` that
+    already names a message of the caller's returns that message's id when the message is
+    the same, and raises :class:`mailroom.IdempotencyConflict` when it is not.
     """
-    return _id(_run(conn, "enqueue", enqueue_params(to, **fields)))
+    params = enqueue_params(to, **fields)
+    try:
+        return _id(_run(conn, "enqueue", params))
+    except Exception as exc:
+        conflict = conflict_of(exc, params["idempotency_key"])
+        if conflict is None:
+            raise
+        raise conflict from exc
 
 
 async def enqueue_async(conn: Any, to: str | tuple[str, str] | Iterable[Any], **fields: Any) -> int:
     """:func:`enqueue` for a psycopg ``AsyncConnection``."""
-    return _id(await _run_async(conn, "enqueue", enqueue_params(to, **fields)))
+    params = enqueue_params(to, **fields)
+    try:
+        return _id(await _run_async(conn, "enqueue", params))
+    except Exception as exc:
+        conflict = conflict_of(exc, params["idempotency_key"])
+        if conflict is None:
+            raise
+        raise conflict from exc
 
 
 def status(conn: Any, message_id: int) -> dict[str, Any] | None:

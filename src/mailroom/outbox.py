@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from typing import Any, NamedTuple
 
 import anyio
@@ -16,18 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-
-def _load_queries() -> dict[str, str]:
-    text = resources.files("mailroom").joinpath("queries.sql").read_text(encoding="utf-8")
-    queries: dict[str, str] = {}
-    for block in re.split(r"^-- name: ", text, flags=re.MULTILINE)[1:]:
-        name, _, body = block.partition("\n")
-        lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
-        queries[name.strip()] = "\n".join(lines).strip()
-    return queries
-
-
-QUERIES = _load_queries()
+from mailroom.sqltext import QUERIES
 
 
 def query(name: str, **identifiers: str) -> sql.Composed:

@@ -389,7 +389,9 @@ SELECT id, queue, status, priority, from_address, to_addresses, cc_addresses,
                 ARRAY[]::text[]),
        idempotency_key, attempts, max_attempts, created_at, not_before, next_attempt_at,
        locked_by, locked_until, updated_at, sent_at, provider_message_id, last_error,
-       (SELECT t.action FROM mailroom.message_token_actions AS t WHERE t.message_id = outbox.id)
+       (SELECT t.action FROM mailroom.message_token_actions AS t WHERE t.message_id = outbox.id),
+       -- raw MIME: its header section's start, for the Subject (text.mime_subject)
+       substring(raw_mime FROM 1 FOR 16384)
 FROM mailroom.outbox
 WHERE id = %(id)s
 

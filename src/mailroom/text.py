@@ -134,3 +134,16 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, right: str =
         return "  ".join(out).rstrip()
 
     return "\n".join([line(list(headers)), *(line(r) for r in cells)])
+
+
+def mime_subject(head: bytes | None) -> str | None:
+    """The Subject of raw MIME (its start: the header section), decoded (RFC 2047), for
+    showing a raw message as a simple one is shown; None without one."""
+    if not head:
+        return None
+    import email.parser  # noqa: PLC0415 -- only `show` of a raw message needs it
+    import email.policy  # noqa: PLC0415 -- as above
+
+    headers = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(head)
+    subject = headers.get("Subject")
+    return None if subject is None else " ".join(str(subject).split())

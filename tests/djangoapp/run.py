@@ -2,8 +2,9 @@
 
     python run.py psycopg|psycopg2 SCENARIO
 
-(Django settings are per process, and Django picks psycopg 3 whenever it is importable: a
-process of its own can make it take psycopg2.)"""
+(Django settings are per process.) Django picks psycopg 3 whenever ``import psycopg``
+succeeds: tests/test_django.py runs the psycopg2 scenarios with psycopg 3 made unimportable
+the supported way (docs/applications.md, "Drivers"), and this file only checks that it is."""
 
 import json
 import os
@@ -13,15 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djangoapp.settings")
 driver, scenario = sys.argv[1], sys.argv[2]
-if driver == "psycopg2":
-    import psycopg  # mailroom needs it; Django must not see it
-
-    sys.modules["psycopg"] = None  # type: ignore[assignment]
-    import django.db.backends.postgresql.base  # settles on psycopg2
-
-    sys.modules["psycopg"] = psycopg
-
-import django  # noqa: E402 -- after the driver is settled
+import django  # noqa: E402
 
 django.setup()
 
@@ -29,8 +22,14 @@ from django.core import mail  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
+from django.utils.translation import gettext_lazy  # noqa: E402
+
+import mailroom  # noqa: E402
 
 out: dict[str, object] = {"driver": connection.Database.__name__}
+if driver == "psycopg2":
+    connection.ensure_connection()
+    out["psycopg_imported"] = "psycopg" in sys.modules  # by mailroom, or by Django
 if scenario == "migrate":
     call_command("migrate", verbosity=0)
 elif scenario == "signup":
@@ -67,4 +66,39 @@ elif scenario == "apis":
         mail.send_mail("Bad", "x", None, ["not an address"])
     except Exception as exc:
         out["bad_loud"] = type(exc).__name__
+elif scenario == "checks":
+    lazy = mail.EmailMultiAlternatives(
+        gettext_lazy("Lazy subject"), gettext_lazy("Lazy body"), gettext_lazy("shop@example.com"),
+        [gettext_lazy("Lazy <lazy@example.com>")], reply_to=[gettext_lazy("help@example.com")],
+    )  # fmt: skip
+    lazy.attach_alternative(gettext_lazy("<p>Lazy</p>"), "text/html")
+    out["lazy"] = lazy.send()
+    lazy_raw = mail.EmailMessage(gettext_lazy("Lazy raw"), gettext_lazy("Body"), "shop@example.com",
+                                 [gettext_lazy("lazy@example.com")])  # fmt: skip
+    lazy_raw.attach("a.txt", "attached", "text/plain")
+    out["lazy_raw"] = lazy_raw.send()
+    refused = {
+        "to": {"to": ["not an address"]},
+        "cc": {"to": ["a@example.com"], "cc": ["A <a@example.com>, B <b@example.com>"]},
+        "bcc": {"to": ["a@example.com"], "bcc": ["x@bad..example.com"]},
+        "reply_to": {"to": ["a@example.com"], "reply_to": ["Help <help@>"]},
+        "from": {"to": ["a@example.com"], "from_email": "shop@localhost"},
+        "newline": {"to": ["Evil\r\nBcc: x@example.org <a@example.com>"]},
+    }
+    errors = {}
+    for name, kwargs in refused.items():
+        try:
+            mail.EmailMessage("Subject", "Body", **kwargs).send()
+        except Exception as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    out["errors"] = errors
+    keyed = []
+    for body in ("First", "First", "Other"):
+        message = mail.EmailMessage("Key", body, to=["key@example.com"])
+        message.mailroom = {"idempotency_key": "key:1"}
+        try:
+            keyed.append(message.send())
+        except mailroom.IdempotencyConflict as exc:
+            keyed.append(f"{type(exc).__name__}: {exc}")
+    out["keyed"] = keyed
 print(json.dumps(out))

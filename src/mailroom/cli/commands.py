@@ -133,7 +133,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.ses:
         return _check_ses(args)
     if args.schema:
-        from mailroom.operator.schema_check import cmd_check_schema  # noqa: PLC0415
+        from mailroom.cli.check import cmd_check_schema  # noqa: PLC0415
 
         return cmd_check_schema(args)
     cfg = load(require_database=False)

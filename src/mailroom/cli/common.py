@@ -39,8 +39,8 @@ def connect(cfg: configuration.Config) -> Any:
 
 
 def handler(name: str) -> Any:
-    """A handler running ``admin.<name>`` (or ``<module>.<name>`` of mailroom.operator)
-    on a connection to a migrated database."""
+    """A handler running ``<module>.<name>`` of mailroom.cli (``messages`` when no module
+    is given) on a connection to a migrated database."""
 
     def run(args: argparse.Namespace) -> int:
         import importlib  # noqa: PLC0415
@@ -49,9 +49,7 @@ def handler(name: str) -> Any:
         from mailroom.text import CommandError  # noqa: PLC0415
 
         module, _, function = name.rpartition(".")
-        command = getattr(
-            importlib.import_module(f"mailroom.operator.{module or 'admin'}"), function
-        )
+        command = getattr(importlib.import_module(f"mailroom.cli.{module or 'messages'}"), function)
         cfg = load()
         with connect(cfg) as conn:
             try:

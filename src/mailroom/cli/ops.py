@@ -46,7 +46,7 @@ def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_js
     find.add_argument("--before", type=when, help="enqueued before: 30m, 12h, 7d, ISO time")
     find.add_argument("--limit", type=positive, default=50, help="rows per page (50)")
     find.add_argument("--cursor", type=message_id, help="the next page: ids below this one")
-    find.set_defaults(handler=handler("find.cmd_find"), queue=None)
+    find.set_defaults(handler=handler("messages.cmd_find"), queue=None)
 
     acting = argparse.ArgumentParser(add_help=False, parents=[database])
     acting.add_argument("ids", nargs="+", type=message_id, metavar="ID", help="message ids")
@@ -64,7 +64,7 @@ def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_js
         parents=[acting],
     )  # fmt: skip
     cancel.add_argument("--reason", required=True, help="why (kept on the message and audit)")
-    cancel.set_defaults(handler=handler("find.cmd_cancel"))
+    cancel.set_defaults(handler=handler("messages.cmd_cancel"))
 
     send_now = _command(
         sub, "send-now", "send a message waiting out a backoff or a schedule now",
@@ -77,7 +77,7 @@ def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_js
         parents=[acting],
     )  # fmt: skip
     send_now.add_argument("--reason", help="why, for the audit trail")
-    send_now.set_defaults(handler=handler("find.cmd_send_now"))
+    send_now.set_defaults(handler=handler("messages.cmd_send_now"))
 
     queues = _command(
         sub, "queues", "every queue: depth by status, oldest due, sends in the last hour",
@@ -269,7 +269,7 @@ def operator_commands(sub: Any) -> None:
     show.add_argument("id", type=message_id, help="message id (mailroom.outbox.id)")
     show.set_defaults(handler=handler("cmd_show"))
 
-    from mailroom.operator import suppressions  # noqa: PLC0415 -- light; `run` stays lean
+    from mailroom.cli import suppression  # noqa: PLC0415 -- light; `run` stays lean
 
     add_dead_commands(sub, handler, database=database, revealing=revealing,
                       as_json=as_json)  # fmt: skip
@@ -300,4 +300,4 @@ def operator_commands(sub: Any) -> None:
         "as_json": as_json,
         "when": when,
     }
-    suppressions.add_commands(sub, parents, lambda name: handler(f"suppressions.{name}"))
+    suppression.add_commands(sub, parents, lambda name: handler(f"suppression.{name}"))

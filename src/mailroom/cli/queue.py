@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime
 from typing import Any
 
 from mailroom.cli.args import OPERATOR_EXIT_CODES, command
 from mailroom.cli.common import connect, fail, load
+from mailroom.text import stamp
 
 
 def _queue_name(text: str) -> str:
@@ -16,6 +18,15 @@ def _queue_name(text: str) -> str:
     if not 1 <= len(name) <= 63:
         raise argparse.ArgumentTypeError(f"a queue name is 1 to 63 characters, got {text[:70]!r}")
     return name
+
+
+def describe(p: dict[str, Any]) -> str:
+    """One line about a pause (``paused_at`` a datetime, or ISO text as in --json)."""
+    at = p["paused_at"]
+    note = f": {p['note']}" if p["note"] else ""
+    who = p["operator"] + (f" ({p['paused_by']})" if p["paused_by"] != p["operator"] else "")
+    since = stamp(at if isinstance(at, datetime) else datetime.fromisoformat(at))
+    return f"PAUSED by an operator since {since}, by {who}{note}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                          indent=2))  # fmt: skip
     elif pausing:
         what = "paused" if changed else "already paused, nothing changed"
-        print(f"queue {args.name}: {what}" + (f" ({queues.describe(now)})" if now else ""))
+        print(f"queue {args.name}: {what}" + (f" ({describe(now)})" if now else ""))
     else:
         print(f"queue {args.name}: " + ("resumed" if changed else "was not paused"))
     return 0

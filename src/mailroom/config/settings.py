@@ -41,7 +41,9 @@ class Config:
     batch_limit: int = 10
     debug: bool = False
     ses_config_set: str = "default"
-    ses_source: str = "noreply@localhost"
+    # example.com (RFC 2606): an address every validator takes and no one owns. The seed's
+    # noreply@localhost is one the outbox refuses and SES cannot verify (no DNS for it)
+    ses_source: str = "noreply@example.com"
     ses_output_path: Path = Path("./output")
     lease: float = 60.0
     poll_interval: float = 30.0

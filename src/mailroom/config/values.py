@@ -10,17 +10,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
+def _number(text: str, kind: type[int] | type[float], problem: str) -> float:
+    # int()/float() would answer "invalid literal for int() with base 10": say it our way
+    try:
+        return kind(text.strip())
+    except ValueError:
+        raise ValueError(problem) from None
+
+
 def milliseconds(text: str) -> float:
-    value = int(text)
+    problem = "must be a positive whole number of milliseconds, such as 5000"
+    value = _number(text, int, problem)
     if value <= 0:
-        raise ValueError("must be a positive number of milliseconds")
+        raise ValueError(problem)
     return value / 1000.0
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    problem = "must be a positive whole number, such as 10"
+    value = int(_number(text, int, problem))
     if value <= 0:
-        raise ValueError("must be a positive integer")
+        raise ValueError(problem)
     return value
 
 
@@ -40,7 +50,7 @@ def send_rate(text: str) -> float:
 
 
 def percent(text: str) -> float:
-    value = float(text.strip().removesuffix("%"))
+    value = _number(text.strip().removesuffix("%"), float, "must be a percentage from 0 to 50")
     if not 0 <= value <= 50:
         raise ValueError("must be a percentage from 0 to 50")
     return value / 100
@@ -54,23 +64,24 @@ def interval(text: str) -> float:
 
 
 def rate(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, "must be a number of recipients per second, 0 for no limit")
     if not value >= 0 or value == float("inf"):
         raise ValueError("must be a number of recipients per second, 0 for no limit")
     return value
 
 
 def port(text: str) -> int:
-    value = int(text)
+    problem = "must be a TCP port, 0 to 65535 (0 turns the HTTP endpoints off)"
+    value = int(_number(text, int, problem))
     if not 0 <= value <= 65535:
-        raise ValueError("must be a TCP port, 0 to 65535 (0 turns the HTTP endpoints off)")
+        raise ValueError(problem)
     return value
 
 
 def batch_limit(text: str) -> int:
     value = positive_int(text)
     if value > 10_000:
-        raise ValueError("must be at most 10000")
+        raise ValueError("must be a positive whole number, at most 10000")
     return value
 
 
@@ -128,10 +139,16 @@ def secret_keys(text: str) -> tuple[bytes, ...]:
     keys = []
     for position, entry in enumerate(text.split(","), start=1):
         part = entry.strip()
-        if len(part) != 64 or not re.fullmatch(r"[0-9a-fA-F]{64}", part):
+        if len(part) != 64:
             raise ValueError(
                 f"key {position} must be 64 hexadecimal characters (32 bytes), "
                 f"got {len(part)} characters"
+            )
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", part):
+            # the key itself is never shown, nor the offending character
+            raise ValueError(
+                f"key {position} is not hexadecimal: only 0-9 and a-f may appear in its 64"
+                " characters (generate one with: openssl rand -hex 32)"
             )
         keys.append(bytes.fromhex(part))
     return tuple(keys)
@@ -182,12 +199,12 @@ def source(text: str) -> str:
     from mailroom.addresses import is_valid, ses_address  # noqa: PLC0415
 
     converted = ses_address(text)
-    # a bare host ("localhost", the default) is fine for the debug transport
-    if not is_valid(converted, dotless_domain=True):
+    # the outbox's rule for a From: a domain with a dot, as SES can verify (not "localhost")
+    if not is_valid(converted):
         raise ValueError(
             "must be an address such as noreply@example.com or Shop <shop@example.com>"
-            " (a display name without line breaks; an internationalised domain that"
-            " converts to punycode unchanged)"
+            " (a domain with a dot; a display name without line breaks; an internationalised"
+            " domain that converts to punycode unchanged)"
         )
     return converted
 

@@ -19,7 +19,7 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from mailroom import health, metrics
-from mailroom.config.settings import Config, record_margin
+from mailroom.config.settings import Config, ConfigError, record_margin
 from mailroom.daemon import presence, retention, suppression
 from mailroom.daemon.batcher import Batcher, claim_size, lease_cap
 from mailroom.daemon.capstep import CapStep
@@ -242,7 +242,14 @@ class Daemon:
     async def serve(self) -> None:
         """run() as a service: HTTP endpoints, and a graceful stop on SIGTERM or SIGINT."""
         if self.config.http_port:
-            server = health.serve(self.health, self.config.http_host, self.config.http_port)
+            host, port = self.config.http_host, self.config.http_port
+            try:
+                server = health.serve(self.health, host, port)
+            except OSError as exc:  # a busy port is a setting to change: one line, exit 2
+                raise ConfigError(
+                    [f"MAILROOM_HTTP_PORT: cannot listen on {host}:{port}: {exc.strerror}"
+                     " (another program holds it? set another port, or 0 for no endpoints)"]
+                ) from None  # fmt: skip
             log.info("http_listening", port=server.server_address[1])
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_signals)

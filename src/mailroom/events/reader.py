@@ -6,7 +6,7 @@ becomes visible again after the queue's visibility timeout, to this replica or a
 and storing it again is a no-op (``event_key``). A message holding no usable event is
 counted (``mailroom_events_malformed_total{reason}``), logged without its content and
 deleted: a poison message is never retried for ever, and never blocks the queue. Every
-failure to store is sorted by its SQLSTATE class (``is_outage``): an unavailable database
+failure to store is sorted by its SQLSTATE class (``storing.is_outage``): an unavailable database
 keeps the messages in SQS; content the database refuses is found by storing the batch
 message by message, so its good messages are stored once and deleted. The daemon runs
 the reader under ``supervise``: a crash restarts it, and sending never stops for it.
@@ -33,12 +33,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import psycopg
 import structlog
 
 from mailroom import metrics
 from mailroom.config.settings import Config
-from mailroom.events.parsing import Event, Malformed, parse_counted, suppression_reason
+from mailroom.events.parsing import Event, Malformed, parse_counted
+from mailroom.events.storing import ingest_params, is_outage, label, refusal
 from mailroom.outbox import UNAVAILABLE, Outbox
 
 if TYPE_CHECKING:  # cryptography (about 6 MiB) loads only when a reader is made: every
@@ -53,16 +53,6 @@ MAX_MESSAGES = 10  # SQS's maximum per ReceiveMessage
 BACKOFF_MAX = 30.0
 REPUTATION_WINDOW = 10_000  # recipients (delivered or bounced) the rates are computed over
 REPUTATION_INTERVAL = 15.0
-# SQLSTATE classes saying the database is unavailable, not that it refuses the content:
-# connection (08), resources (53), operator intervention (57: shutdown, statement
-# timeout), transaction rollback (40: serialization, deadlock), and syntax or access rule
-# (42: a revoked grant, a schema the daemon does not match - the statements are static and
-# their values are parameters, so no event's content can cause one). The messages wait in
-# SQS: deleting them would lose every event while a grant is missing.
-_OUTAGE_CLASSES = frozenset({"08", "53", "57", "40", "42"})
-# Labels for the events counter: bounce, complaint and delay kinds are small enumerations;
-# anything else (a rendering failure's template name) is not a label.
-_SUBTYPE_LABELED = frozenset({"Bounce", "Complaint", "DeliveryDelay"})
 
 
 class _Worker:
@@ -114,53 +104,6 @@ class _Worker:
 async def _in_thread(func: Callable[[], T]) -> T:
     """Run one blocking call in a daemon thread of its own and await its result."""
     return await _Worker(once=True).call(func)
-
-
-def ingest_params(events: Sequence[Event], config: Config) -> dict[str, Any]:
-    """The events_ingest query's parameters: one array per column."""
-    return {
-        "keys": [e.key for e in events],
-        "legacy_keys": [e.legacy_key for e in events],
-        "provider_ids": [e.provider_message_id for e in events],
-        "recipients": [e.recipient for e in events],
-        "types": [e.type for e in events],
-        "subtypes": [e.subtype for e in events],
-        "details": [e.detail for e in events],
-        "occurred": [e.occurred_at for e in events],
-        "suppress": [suppression_reason(e) for e in events],
-        "unknown": config.events_unknown,
-        "transient_count": config.suppress_transient_count,
-        "transient_window": config.suppress_transient_window,
-        # events_lock: the addresses whose transient-bounce count this batch changes
-        "lock_addresses": sorted(
-            {e.recipient for e in events if e.type == "Bounce" and e.bounce_type != "Permanent"}
-        ),
-    }
-
-
-def is_outage(exc: BaseException) -> bool:
-    """Whether a failed store is the database's unavailability (keep the messages, back
-    off) rather than its refusal of their content (the message is malformed)."""
-    if isinstance(exc, TimeoutError):
-        return True
-    if not isinstance(exc, psycopg.Error):
-        return False  # e.g. UnicodeEncodeError: the content
-    state = exc.sqlstate
-    if state is None:  # raised by the client: a lost connection, a pool timeout
-        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-    return state[:2] in _OUTAGE_CLASSES
-
-
-def _refusal(exc: Exception) -> str:
-    """Why the database refused a message, without the message: psycopg's text may quote
-    the values (a duplicate key's DETAIL)."""
-    state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
-    code = f" {state}" if state else ""
-    return f"the database refused its content ({type(exc).__name__}{code})"
-
-
-def _label(event: Event) -> str:
-    return event.subtype[:60] if event.type in _SUBTYPE_LABELED else ""
 
 
 class EventsReader:
@@ -340,7 +283,7 @@ class EventsReader:
             except Exception as exc:  # sorted: outage or this message's content
                 if is_outage(exc):
                     return done, exc
-                self._malformed(message, "refused", _refusal(exc))
+                self._malformed(message, "refused", refusal(exc))
             done.append(message)
         return done, None
 
@@ -354,7 +297,7 @@ class EventsReader:
         for event in events:
             if event.key in fresh and event.key not in counted:
                 counted.add(event.key)
-                metrics.EVENTS.labels(event.type, _label(event)).inc()
+                metrics.EVENTS.labels(event.type, label(event)).inc()
         duplicates = len({e.key for e in events} - {key for key, _ in dropped}) - len(counted)
         if duplicates:
             metrics.EVENTS_DUPLICATE.inc(duplicates)

@@ -1,4 +1,5 @@
-"""``mailroom dead list | retry | purge``: dead letters by id or filter, in batches.
+"""Dead letters by id or filter, in batches (``mailroom dead list | retry | purge``, the
+console's dead-letter page), as functions over a connection returning data.
 
 Retry and purge call one database function per batch (the ``dead_retry_batch`` /
 ``dead_purge_batch`` queries, migration 0020) that changes the rows and writes the
@@ -7,23 +8,27 @@ batch's audit row in one transaction; the operator may not write the tables dire
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
-from mailroom.config.settings import Config
 from mailroom.operator import audit as admin_audit
 from mailroom.operator.audit import Actor
-from mailroom.operator.output import Progress, confirm, revealed
 from mailroom.outbox import query
-from mailroom.text import CommandError, jsonable, masker, recipients, stamp, table
+from mailroom.text import jsonable, masker
 
 Connection = psycopg.Connection[Any]
+
+
+class Progress(Protocol):
+    """What reports a batch run's progress (cli.output.Progress at a terminal)."""
+
+    def update(self, done: int) -> None: ...
+
+
 BATCH = 500  # rows per statement of `dead retry` and `dead purge`
 NOT_RESENDABLE = "a token email: its secret was discarded when it died (the user must ask again)"
 
@@ -38,13 +43,6 @@ class Selection:
     reason: str | None = None
     since: datetime | None = None
     before: datetime | None = None
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, cfg: Config) -> Selection:
-        ids = list(args.ids) or None
-        # Ids name messages of any queue; filters default to the configured queue.
-        queue = args.queue if args.queue or ids else cfg.queue_name
-        return cls(ids, queue, args.template, args.reason, args.since, args.before)
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,48 +72,6 @@ def dead_list(
     for item in out:
         item.update({k: shown(item[k]) for k in ("to", "reason", "last_error")})
     return out, dead_count(conn, selection)[0]
-
-
-def cmd_dead_list(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    selection = Selection.from_args(args, cfg)
-    rows, total = dead_list(conn, selection, limit=args.limit, reveal=revealed(args, cfg))
-    if args.json:
-        print(json.dumps({"total": total, "messages": jsonable(rows)}, indent=2))
-        return 0
-    if not rows:
-        print("no dead letters match")
-        return 0
-    print(
-        table(
-            ["id", "died", "tries", "template", "to", "reason"],
-            [
-                (
-                    r["id"],
-                    stamp(r["died_at"]),
-                    r["attempts"],
-                    r["template"],
-                    recipients(r["to"]),
-                    r["reason"],
-                )
-                for r in rows
-            ],
-            right="id tries",
-        )
-    )
-    if total > len(rows):
-        print(f"showing {len(rows)} of {total} (newest first; --limit shows more)")
-    return 0
-
-
-def _selected(args: argparse.Namespace, cfg: Config, verb: str) -> Selection:
-    selection = Selection.from_args(args, cfg)
-    chosen = (selection.ids, selection.template, selection.reason, selection.since)
-    if not (args.all or any(v is not None for v in (*chosen, selection.before))):
-        raise CommandError(
-            f"say which dead letters to {verb}: IDs, a filter (--template, --reason, --since, "
-            "--before) or --all"
-        )
-    return selection
 
 
 def _in_batches(
@@ -178,39 +134,6 @@ def dead_retry(
     )  # fmt: skip
 
 
-def cmd_dead_retry(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    admin_audit.require(conn, "dead retry", admin_audit.RETRIES)
-    selection = _selected(args, cfg, "retry")
-    problems = retry_refusals(conn, selection.ids) if selection.ids else []
-    if problems:
-        raise CommandError("\n  ".join(["nothing retried:", *problems]), 1)
-    total, tokens, _ = dead_count(conn, selection)
-    if tokens:
-        print(f"skipping {tokens} token email(s): their secrets were discarded when they died")
-    wanted = total - tokens
-    if wanted == 0:
-        print("no dead letters to retry")
-        return 0
-    if args.dry_run:
-        print(f"would retry {wanted} dead letter(s)")
-        return 0
-    if args.all and not confirm(
-        f"retry {wanted} dead letter(s)?", yes=args.yes, what=f"retry {wanted} dead letter(s)"
-    ):
-        print("nothing retried")
-        return 1
-    progress = Progress("retried", wanted)
-    done = dead_retry(
-        conn, selection, channel=cfg.channel_name, actor=Actor.from_cli(args.note),
-        batch=args.batch, progress=progress,
-    )  # fmt: skip
-    progress.close()
-    print(f"retried {done} dead letter(s): pending again, attempts reset, daemons woken")
-    if done < wanted:
-        print(f"{wanted - done} changed or were busy meanwhile and were left alone")
-    return 0
-
-
 def dead_purge(
     conn: Connection, selection: Selection, *, actor: Actor | None = None, batch: int = BATCH,
     progress: Progress | None = None,
@@ -220,23 +143,3 @@ def dead_purge(
         conn, "dead_purge_batch", selection, actor or Actor.from_cli(), size=batch,
         progress=progress,
     )  # fmt: skip
-
-
-def cmd_dead_purge(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    admin_audit.require(conn, "dead purge", admin_audit.PURGES)
-    selection = _selected(args, cfg, "purge")
-    total = dead_count(conn, selection)[0]
-    what = f"{total} dead letter(s) and their attempts"
-    if total == 0 or args.dry_run:
-        print(f"would delete {what}" if total else "no dead letters match")
-        return 0
-    if not confirm(f"delete {what}?", yes=args.yes, what=f"delete {what}"):
-        print("nothing deleted")
-        return 1
-    progress = Progress("deleted", total)
-    done = dead_purge(
-        conn, selection, actor=Actor.from_cli(args.note), batch=args.batch, progress=progress
-    )
-    progress.close()
-    print(f"deleted {done} dead letter(s)")
-    return 0

@@ -1,4 +1,5 @@
-"""``mailroom find``, ``cancel`` and ``send-now``: any message, whatever its state.
+"""Find, cancel and send-now (``mailroom find | cancel | send-now``, the console's search and
+actions): any message, whatever its state, as functions over a connection returning data.
 
 Cancel and send-now write their audit row in the same statement as the change (queries
 ``cancel`` and ``send_now``). Both are all-or-nothing for the ids given: when one of them
@@ -7,27 +8,22 @@ cannot be acted on, nothing is changed and every refusal is listed (exit 1).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
-from mailroom.config.settings import Config
 from mailroom.operator import audit as admin_audit
 from mailroom.operator.audit import Actor
-from mailroom.operator.output import revealed
 from mailroom.outbox import query
-from mailroom.text import CommandError, jsonable, masker, recipients, stamp, table
+from mailroom.text import CommandError, masker
 
 Connection = psycopg.Connection[Any]
 
 STATUSES = ("pending", "scheduled", "retrying", "sending", "sent", "dead", "cancelled")
 CANCELLABLE = ("pending", "retrying")  # scheduled messages are pending ones not yet due
-REASON_MAX = 500
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -47,16 +43,6 @@ class Filter:
         unknown = sorted(set(self.statuses or ()) - set(STATUSES))
         if unknown:
             raise CommandError(f"unknown status {', '.join(unknown)}: use {', '.join(STATUSES)}")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Filter:
-        given = ",".join(args.status or [])
-        statuses = [part.strip().lower() for part in given.split(",")]
-        return cls(
-            recipient=args.to, idempotency_key=args.key, ses_id=args.ses_id,
-            statuses=[s for s in statuses if s] or None, template=args.template,
-            queue=args.queue, since=args.since, before=args.before,
-        )  # fmt: skip
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,42 +71,6 @@ def find(
         item["scheduled"] = item["status"] == "pending" and item["next_attempt_at"] > now
     more = found[-1]["id"] if len(rows) > limit else None
     return found, more
-
-
-def cmd_find(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    admin_audit.require(conn, "find")
-    rows, more = find(
-        conn, Filter.from_args(args), limit=args.limit, cursor=args.cursor,
-        reveal=revealed(args, cfg),
-    )  # fmt: skip
-    if args.json:
-        print(json.dumps({"messages": jsonable(rows), "next_cursor": more}, indent=2))
-        return 0
-    if not rows:
-        print("no messages match")
-        return 0
-    print(
-        table(
-            ["id", "created", "status", "tries", "queue", "template", "to", "SES id / reason"],
-            [
-                (
-                    r["id"],
-                    stamp(r["created_at"]),
-                    r["status"],
-                    r["attempts"],
-                    r["queue"],
-                    r["template"],
-                    recipients(r["to"]),
-                    r["ses_id"] or r["reason"],
-                )
-                for r in rows
-            ],
-            right="id tries",
-        )
-    )
-    if more is not None:
-        print(f"more match: add --cursor {more} for the next page (newest first)")
-    return 0
 
 
 # -- acting on messages ---------------------------------------------------------------------
@@ -165,50 +115,3 @@ def send_now(conn: Connection, ids: Sequence[int], actor: Actor, *, channel: str
     for queue in sorted({r[1] for r in rows}):
         conn.execute(query("wake"), {"channel": channel, "queue": queue})
     return [int(r[0]) for r in rows]
-
-
-def _reason(text: str | None, *, required: bool) -> str | None:
-    reason = (text or "").strip()
-    if required and not reason:
-        raise CommandError("say why with --reason (it is kept on the message and in the audit)")
-    if len(reason) > REASON_MAX:
-        raise CommandError(f"--reason is {len(reason)} characters: at most {REASON_MAX}")
-    return reason or None
-
-
-def cmd_cancel(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    admin_audit.require(conn, "cancel", admin_audit.CANCELS)
-    reason = _reason(args.reason, required=True)
-    ids = list(dict.fromkeys(args.ids))
-    problems = refusals(conn, ids, "cancel")
-    if problems:
-        raise CommandError("\n  ".join(["nothing cancelled:", *problems]), 1)
-    if args.dry_run:
-        print(f"would cancel {len(ids)} message(s)")
-        return 0
-    done = cancel(conn, ids, Actor.from_cli(reason))
-    print(f"cancelled {len(done)} message(s): {', '.join(map(str, done))}")
-    if len(done) < len(ids):
-        left = sorted(set(ids) - set(done))
-        print(f"{len(left)} changed meanwhile (a daemon took them) and were left alone: "
-              f"{', '.join(map(str, left))}")  # fmt: skip
-        return 1
-    return 0
-
-
-def cmd_send_now(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    admin_audit.require(conn, "send-now", admin_audit.SENDS_NOW)
-    reason = _reason(args.reason, required=False)
-    ids = list(dict.fromkeys(args.ids))
-    problems = refusals(conn, ids, "send-now")
-    if problems:
-        raise CommandError("\n  ".join(["nothing changed:", *problems]), 1)
-    if args.dry_run:
-        print(f"would make {len(ids)} message(s) due now")
-        return 0
-    done = send_now(conn, ids, Actor.from_cli(reason), channel=cfg.channel_name)
-    print(f"due now, daemons woken: {', '.join(map(str, done))}")
-    if len(done) < len(ids):
-        print(f"{len(ids) - len(done)} changed meanwhile and were left alone")
-        return 1
-    return 0

@@ -5,14 +5,12 @@ both actions are audited functions of the database, like cancel or send-now."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from mailroom.operator.audit import Actor, refusals_as_errors
 from mailroom.outbox import query
-from mailroom.text import stamp
 
 Connection = psycopg.Connection[Any]
 PAUSES = (("mailroom.queue_pauses", "SELECT"),)
@@ -53,12 +51,3 @@ def resume(conn: Connection, queue: str, actor: Actor, *, channel: str) -> bool:
     if done:
         conn.execute(query("wake"), {"channel": channel, "queue": queue})
     return done
-
-
-def describe(p: dict[str, Any]) -> str:
-    """One line about a pause (``paused_at`` a datetime, or ISO text as in --json)."""
-    at = p["paused_at"]
-    note = f": {p['note']}" if p["note"] else ""
-    who = p["operator"] + (f" ({p['paused_by']})" if p["paused_by"] != p["operator"] else "")
-    since = stamp(at if isinstance(at, datetime) else datetime.fromisoformat(at))
-    return f"PAUSED by an operator since {since}, by {who}{note}"

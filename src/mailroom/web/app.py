@@ -1,7 +1,7 @@
 """The console's application: settings, a small pool of operator connections, the
 routes, and ``serve`` for ``mailroom web``.
 
-Database work runs the CLI's own functions (admin, admin_find, admin_dead, admin_stats)
+Database work runs the operator/ functions the CLI calls too (admin, find, dead, stats)
 in worker threads on connections of a psycopg pool: one set of named queries for both.
 """
 

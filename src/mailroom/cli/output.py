@@ -1,4 +1,4 @@
-"""What the operator verbs share at a terminal: whether addresses are revealed, the
+"""What the operator commands share at a terminal: whether addresses are revealed, the
 confirmation prompt and the progress line. The pure formatting and parsing they use is
 in mailroom.text, which the daemon and the console share. No database access here."""
 
