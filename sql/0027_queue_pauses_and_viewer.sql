@@ -110,6 +110,43 @@ BEGIN
 END
 $$;
 
+-- Unsuppress with a note (the console's *Remove…*, `suppression remove --note`): 0020's
+-- operator_unsuppress, with the note kept as the audit row's reason. Lifting a bounce or
+-- complaint suppression is the riskiest suppression change: it should say why.
+CREATE FUNCTION mailroom.operator_unsuppress(
+    addresses text[], operator text, via text, action_id uuid, note text
+) RETURNS TABLE (unsuppressed text, was text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    done text[];
+    reasons text[];
+BEGIN
+    PERFORM mailroom.operator_check_addresses(addresses);
+    PERFORM mailroom.operator_check(action_id, operator, via, note, false);
+    WITH removed AS (
+        DELETE FROM mailroom.suppressions AS s
+        WHERE s.address OPERATOR(pg_catalog.=) ANY (ARRAY(
+            SELECT mailroom.normalize_address(a) FROM pg_catalog.unnest(addresses) AS a))
+        RETURNING s.address, s.reason
+    )
+    SELECT pg_catalog.array_agg(r.address ORDER BY r.address),
+           pg_catalog.array_agg(r.reason ORDER BY r.address)
+    INTO done, reasons FROM removed AS r;
+    IF done IS NOT NULL THEN
+        INSERT INTO mailroom.audit (action_id, operator, via, action, message_ids, reason,
+                                    selection)
+        VALUES (action_id, operator, via, 'unsuppress', '{}', note,
+                pg_catalog.jsonb_build_object('addresses', done, 'reasons', reasons));
+    END IF;
+    RETURN QUERY SELECT x.a, x.r
+        FROM ROWS FROM (pg_catalog.unnest(done), pg_catalog.unnest(reasons)) AS x (a, r);
+END
+$$;
+
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles
@@ -138,7 +175,8 @@ BEGIN
         GRANT SELECT ON mailroom.queue_pauses TO mailroom_operator;
         GRANT EXECUTE ON FUNCTION
             mailroom.operator_pause_queue(text, text, text, text, uuid),
-            mailroom.operator_resume_queue(text, text, text, text, uuid)
+            mailroom.operator_resume_queue(text, text, text, text, uuid),
+            mailroom.operator_unsuppress(text[], text, text, uuid, text)
         TO mailroom_operator;
     END IF;
 END

@@ -240,7 +240,7 @@ def test_the_viewer_sees_everything_and_can_do_nothing(
     server = Console(viewer, tmp_path, MAILROOM_WEB_USER=USER, MAILROOM_WEB_PASSWORD=PASSWORD)
     try:
         for path in ("/", "/queues/bulk", f"/messages/{pending}", f"/messages/{dead}",
-                     "/messages", "/dead"):  # fmt: skip
+                     "/messages", "/dead", "/suppressions"):  # fmt: skip
             browser.get(server.url + path)
             assert "(read-only)" in browser.find_element(By.CLASS_NAME, "who").text, path
             acting = "form[method=post]:not(.logout), button[formaction], input[name=id]"
@@ -252,7 +252,9 @@ def test_the_viewer_sees_everything_and_can_do_nothing(
                 "Cookie": f"mailroom_csrf={token}", "Origin": server.url}  # fmt: skip
         for action, form in (("cancel", f"id={pending}&note=x"), ("send-now", f"id={pending}"),
                              ("retry", f"id={dead}"), ("purge", f"id={dead}"),
-                             ("pause", "queue=bulk"), ("resume", "queue=bulk")):  # fmt: skip
+                             ("pause", "queue=bulk"), ("resume", "queue=bulk"),
+                             ("suppress", "addresses=a%40example.com&note=x"),
+                             ("unsuppress", "addresses=a%40example.com&note=x")):  # fmt: skip
             body = f"{form}&confirm=yes&csrf={token}".encode()
             status, page = _request(f"{server.url}/actions/{action}", method="POST", data=body,
                                     headers=post)  # fmt: skip
@@ -388,6 +390,67 @@ def test_the_console_recovers_from_lost_connections_without_a_bare_500(
         assert all("Overview" in body for _, body in answers)
     finally:
         server.stop()
+
+
+def test_suppressions_searched_added_and_removed_with_a_note(
+    browser: Any,  # noqa: F811 -- the fixture imported above
+    console: Console,
+    conn: psycopg.Connection[Any],
+) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    conn.execute("INSERT INTO mailroom.suppressions (address, reason, detail) VALUES "
+                 "('bounced@example.com', 'bounce', 'Permanent/General')")  # fmt: skip
+    browser.get(console.url + "/suppressions")
+    assert "1 suppressed address(es) match" in _text(browser, "total")
+    assert "b***@example.com" in _text(browser, "suppressions")
+
+    form = browser.find_element(By.ID, "suppress")
+    form.find_element(By.NAME, "addresses").send_keys("Ann@Example.com\nbounced@example.com")
+    form.find_element(By.NAME, "note").send_keys("asked to stop, ticket 7")
+    _el(browser, "suppress-go").click()
+    assert "suppress 2 address(es)" in _text(browser, "summary")
+    _el(browser, "confirm").click()
+    assert "1 of 2 address(es) suppressed" in _text(browser, "result")
+
+    browser.get(console.url + "/suppressions?address=ANN%40example.com&reveal=1")
+    assert "ann@example.com" in _text(browser, "suppressions")
+    assert "asked to stop, ticket 7" in _text(browser, "suppressions")
+    browser.get(console.url + "/suppressions?address=not-an-address")
+    assert "not an address" in _text(browser, "error")
+
+    browser.get(console.url + "/suppressions")
+    form = browser.find_element(By.ID, "unsuppress")
+    form.find_element(By.NAME, "addresses").send_keys("bounced@example.com")
+    form.find_element(By.NAME, "note").send_keys("mailbox fixed, confirmed by phone")
+    _el(browser, "unsuppress-go").click()
+    _el(browser, "confirm").click()
+    assert "1 of 1 address(es) removed" in _text(browser, "result")
+    audit = conn.execute(
+        "SELECT action, operator, via, reason, selection->'addresses' FROM mailroom.audit "
+        "ORDER BY at"
+    ).fetchall()
+    assert audit == [
+        ("suppress", "oncall", "web", "asked to stop, ticket 7", ["ann@example.com"]),
+        ("unsuppress", "oncall", "web", "mailbox fixed, confirmed by phone",
+         ["bounced@example.com"]),
+    ]  # fmt: skip
+    left = conn.execute("SELECT address FROM mailroom.suppressions").fetchall()
+    assert left == [("ann@example.com",)]
+
+    # bad input is refused in the operator's words, and nothing changes
+    for addresses, note, problem in (("a@b.example, not-an-address", "n", "not an address"),
+                                     ("ok@example.com", "", "say why"),
+                                     ("", "n", "give at least one address")):  # fmt: skip
+        browser.get(console.url + "/suppressions")
+        form = browser.find_element(By.ID, "suppress")
+        browser.execute_script("arguments[0].removeAttribute('required')",
+                               form.find_element(By.NAME, "note"))  # fmt: skip
+        form.find_element(By.NAME, "addresses").send_keys(addresses)
+        form.find_element(By.NAME, "note").send_keys(note)
+        _el(browser, "suppress-go").click()
+        assert problem in _text(browser, "error"), problem
+    assert conn.execute("SELECT count(*) FROM mailroom.audit").fetchone() == (2,)
 
 
 class _Tracker:

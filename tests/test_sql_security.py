@@ -191,6 +191,9 @@ DEFINER_CALLS: dict[str, tuple[str, ...]] = {
     "operator_unsuppress": (
         "SELECT * FROM mailroom.operator_unsuppress(ARRAY['Ann <ann@bücher.de>'], 'mallory',"
         " 'cli', gen_random_uuid())",
+        # 0027: the same with a note
+        "SELECT * FROM mailroom.operator_unsuppress(ARRAY['Ann <ann@bücher.de>'], 'mallory',"
+        " 'web', gen_random_uuid(), 'why')",
     ),
     # 0027: pausing and resuming a queue (twice each: the insert, then the conflict path)
     "operator_pause_queue": (

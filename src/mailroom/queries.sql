@@ -1210,3 +1210,9 @@ WHERE status = 'dead'
        OR (updated_at, id) < (%(after_at)s::timestamptz, %(after_id)s::bigint))
 ORDER BY updated_at DESC, id DESC
 LIMIT %(limit)s
+
+-- name: suppression_remove_noted
+-- suppression_remove with a note for the audit row (migration 0027).
+SELECT unsuppressed, was
+FROM mailroom.operator_unsuppress(%(addresses)s::text[], %(operator)s::text, %(via)s::text,
+    %(action_id)s::uuid, %(audit_reason)s::text)

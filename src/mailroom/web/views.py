@@ -19,7 +19,7 @@ from mailroom.operator import pages as admin_pages
 from mailroom.operator import queues as admin_queues
 from mailroom.operator.audit import Actor
 from mailroom.text import CommandError, age, parse_id, stamp, when
-from mailroom.web import watch
+from mailroom.web import suppress, watch
 from mailroom.web.keys import CAN_ACT, CONFIG, render, run_db
 
 Connection = psycopg.Connection[Any]
@@ -31,6 +31,8 @@ ACTIONS = {
     "purge": "Purge dead letters",
     "pause": "Pause the queue",
     "resume": "Resume the queue",
+    "suppress": "Suppress addresses",
+    "unsuppress": "Remove suppressions",
 }
 
 FILTERS = {"stamp": stamp, "age": age}
@@ -43,6 +45,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/messages/{id}", message)
     app.router.add_get("/messages/{id}/preview", preview)
     app.router.add_get("/dead", dead)
+    app.router.add_get("/suppressions", suppress.page)
     app.router.add_post("/actions/{action}", act)
 
 
@@ -202,11 +205,10 @@ async def act(request: web.Request) -> web.Response:
     actor = Actor(operator=str(request["operator"]), via="web", reason=note)
     step = _Step(request, action, form, actor, request.app[CONFIG])
     try:
-        if action in ("cancel", "send-now"):
-            return await step.on_messages()
-        if action in ("pause", "resume"):
-            return await step.on_queue()
-        return await step.on_dead_letters()
+        run = {"cancel": step.on_messages, "send-now": step.on_messages, "pause": step.on_queue,
+               "resume": step.on_queue, "suppress": step.on_suppressions,
+               "unsuppress": step.on_suppressions}.get(action, step.on_dead_letters)  # fmt: skip
+        return await run()
     except CommandError as exc:
         return _render(request, "error.html.j2", http_status=400, error=str(exc))
 
@@ -300,3 +302,6 @@ class _Step:
         )
         return _render(self.request, "done.html.j2", title=self.title, result=result, ids=[],
                        queue_name=name)  # fmt: skip
+
+    async def on_suppressions(self) -> web.Response:
+        return await suppress.step(self)
