@@ -506,6 +506,7 @@ def test_the_message_page_previews_content_safely(
 
         browser.get(f"{console.url}/messages/{simple}")
         assert _text(browser, "subject") == "Receipt for a***@example.com"
+        assert "alice@" not in browser.page_source  # the subject is masked everywhere
         assert _text(browser, "text") == "Thanks, a***@example.com"
         frame = _el(browser, "html")
         assert frame.get_attribute("sandbox") == ""  # no allow-scripts, no allow-same-origin
