@@ -126,9 +126,10 @@ def test_status_json_has_stable_keys_and_counts_every_state(
     report = json.loads(result.stdout)
     assert set(report) == {
         "queue", "generated_at", "depth", "due", "oldest_due_age_seconds", "sent_last_minute",
-        "sent_last_hour", "dead_reasons", "leases", "daemons",
+        "sent_last_hour", "dead_reasons", "leases", "daemons", "paused",
     }  # fmt: skip
     assert report["queue"] == "user_action_queue"
+    assert report["paused"] is None  # an operator's pause (0027; tests/test_queue_pause.py)
     assert report["depth"] == {"pending": 2, "retrying": 1, "sending": 2, "sent": 2, "dead": 4}
     assert report["due"] == 1  # the scheduled and the retrying one are not due yet
     assert 85 <= report["oldest_due_age_seconds"] < 200

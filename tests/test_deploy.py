@@ -50,6 +50,7 @@ EXPECTED_METRICS = frozenset(
         "mailroom_ses_call_duration_seconds",
         "mailroom_ses_errors_total",
         "mailroom_sending_paused",
+        "mailroom_queue_paused",
         "mailroom_batch_size",
         "mailroom_enqueue_to_send_seconds",
         "mailroom_in_flight_messages",

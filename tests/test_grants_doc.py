@@ -15,7 +15,7 @@ import psycopg
 from mailroom import migrate
 
 DOC = Path(__file__).parent.parent / "docs" / "operations.md"
-ROLES = ("mailroom_operator", "mailroom_daemon", "mailroom_app")
+ROLES = ("mailroom_operator", "mailroom_viewer", "mailroom_daemon", "mailroom_app")
 ORDER = ["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER",
          "USAGE", "EXECUTE", "CREATE"]  # fmt: skip
 KIND = {"r": "table", "v": "view", "m": "view", "S": "sequence", "p": "table"}

@@ -330,9 +330,17 @@ def test_every_migrate_leaves_the_operator_with_functions_not_table_writes(
         " FROM pg_proc WHERE pronamespace = 'mailroom'::regnamespace"
         " AND proname LIKE 'operator\\_%' AND prosecdef ORDER BY proname"
     ).fetchall()
-    assert functions == [("operator_cancel", True), ("operator_dead_purge", True),
-                         ("operator_dead_retry", True), ("operator_send_now", True),
-                         ("operator_suppress", True), ("operator_unsuppress", True)]  # fmt: skip
+    assert functions == [
+        ("operator_cancel", True),
+        ("operator_dead_purge", True),
+        ("operator_dead_retry", True),
+        ("operator_pause_queue", True),
+        ("operator_resume_queue", True),
+        ("operator_send_now", True),
+        ("operator_suppress", True),
+        ("operator_unsuppress", True),
+        ("operator_unsuppress", True),
+    ]  # fmt: skip  (0027: with a note)
 
 
 def test_suppression_add_and_remove_are_audited_with_the_login(

@@ -78,6 +78,9 @@ def test_public_gets_nothing(conn: psycopg.Connection[Any], login_as: Any) -> No
         "operator_dead_purge",
         "operator_suppress",
         "operator_unsuppress",
+        # 0027: pausing and resuming a queue, audited the same way
+        "operator_pause_queue",
+        "operator_resume_queue",
     }
     for _, config in definers:
         assert "search_path=pg_catalog, pg_temp" in config

@@ -191,6 +191,18 @@ DEFINER_CALLS: dict[str, tuple[str, ...]] = {
     "operator_unsuppress": (
         "SELECT * FROM mailroom.operator_unsuppress(ARRAY['Ann <ann@bücher.de>'], 'mallory',"
         " 'cli', gen_random_uuid())",
+        # 0027: the same with a note
+        "SELECT * FROM mailroom.operator_unsuppress(ARRAY['Ann <ann@bücher.de>'], 'mallory',"
+        " 'web', gen_random_uuid(), 'why')",
+    ),
+    # 0027: pausing and resuming a queue (twice each: the insert, then the conflict path)
+    "operator_pause_queue": (
+        "SELECT mailroom.operator_pause_queue('bulk', 'why', 'mallory', 'cli', gen_random_uuid())",
+        "SELECT mailroom.operator_pause_queue('bulk', NULL, 'mallory', 'web', gen_random_uuid())",
+    ),
+    "operator_resume_queue": (
+        "SELECT mailroom.operator_resume_queue('bulk', 'ok', 'mallory', 'cli', gen_random_uuid())",
+        "SELECT mailroom.operator_resume_queue('bulk', NULL, 'mallory', 'web', gen_random_uuid())",
     ),
 }
 
@@ -287,7 +299,7 @@ def test_the_operator_role_gets_nothing_from_the_owner_either(
     # every action ran for real despite the traps
     assert dict(actions.fetchall()) == {"cancel": 1, "send_now": 1, "dead_retry": 2,
                                         "dead_purge": 2, "suppress": 0,
-                                        "unsuppress": 0}  # fmt: skip
+                                        "unsuppress": 0, "pause": 0, "resume": 0}  # fmt: skip
     user = psycopg.conninfo.conninfo_to_dict(operator_dsn)["user"]
     gone = "SELECT count(*) = 0 FROM pg_stat_activity WHERE usename = %s"
     wait_for(lambda: conn.execute(gone, [user]).fetchone() == (True,), timeout=10)

@@ -53,6 +53,13 @@ def test_add_list_remove_as_the_operator(
     assert json.loads(removed.stdout)["removed"] == [{"address": "a***@example.com",
                                                       "reason": "manual"}]  # fmt: skip
     assert run(env, "suppression", "remove", "ann@example.com").returncode == 1
+    # with a note (0027): kept as the audit row's reason
+    noted = run(env, "suppression", "remove", "bob@example.com", "--note", "mailbox fixed")
+    assert noted.returncode == 0, noted.stderr
+    audit = conn.execute(
+        "SELECT action, reason FROM mailroom.audit WHERE action = 'unsuppress' ORDER BY at"
+    ).fetchall()
+    assert audit == [("unsuppress", None), ("unsuppress", "mailbox fixed")]
     # the application role may not touch the list
     app = {**daemon_env, "MAILROOM_DATABASE_URL": login_as("mailroom_app")}
     assert run(app, "suppression", "add", "x@example.com").returncode == 3

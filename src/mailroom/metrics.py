@@ -50,6 +50,11 @@ SENDING_PAUSED = Gauge(
     "mailroom_sending_paused", "1 while sending is paused after an account-level stop.",
     registry=REGISTRY,
 )  # fmt: skip
+QUEUE_PAUSED = Gauge(
+    "mailroom_queue_paused",
+    "1 while an operator has paused this daemon's queue (`mailroom queue pause`): nothing "
+    "is claimed from it.", registry=REGISTRY,
+)  # fmt: skip
 SENDING_PAUSE_REASON = Gauge(
     "mailroom_sending_pause_reason",
     "1 for the reason of the current pause: cause (credentials, permissions, proxy, tls, "

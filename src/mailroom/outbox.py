@@ -213,6 +213,13 @@ class Outbox:
         counts = {"pending": pending, "retrying": retrying, "sending": sending, "dead": dead}
         return {k: int(v) for k, v in counts.items()}, float(oldest)
 
+    async def queue_paused(self) -> bool:
+        """Whether an operator has paused this queue (0027; the claim skips it then)."""
+        async with self.connection() as conn:
+            cur = await conn.execute(query("queue_paused"), {"queue": self.queue})
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
     async def reserve_rate(self, rate: float, burst: float, recipients: int) -> float:
         """Reserve recipients from the send-rate budget all replicas share; returns the
         seconds to wait before sending them."""

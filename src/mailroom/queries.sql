@@ -35,6 +35,8 @@ WITH due AS MATERIALIZED (
     WHERE queue = %(queue)s
       AND status IN ('pending', 'retrying')
       AND next_attempt_at <= now()
+      -- a queue an operator paused (0027, issue 22): nothing is claimed from it
+      AND NOT EXISTS (SELECT FROM mailroom.queue_pauses AS p WHERE p.queue = %(queue)s)
     ORDER BY priority DESC, next_attempt_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -282,6 +284,10 @@ SELECT
         FROM mailroom.outbox
         WHERE queue = %(queue)s AND status IN ('pending', 'retrying') AND next_attempt_at <= now()
     ), 0)::float8
+
+-- name: queue_paused
+-- 1 while an operator has paused the daemon's queue (0027): the mailroom_queue_paused gauge.
+SELECT EXISTS (SELECT FROM mailroom.queue_pauses WHERE queue = %(queue)s)
 
 -- name: consume_token
 -- Check and consume a token in one round trip; says why when it cannot. Found by the
@@ -532,6 +538,7 @@ FROM (VALUES
     ('UPDATE on mailroom.daemons', has_table_privilege('mailroom.daemons', 'UPDATE')),
     ('DELETE on mailroom.daemons', has_table_privilege('mailroom.daemons', 'DELETE')),
     ('SELECT on mailroom.suppressions', has_table_privilege('mailroom.suppressions', 'SELECT')),
+    ('SELECT on mailroom.queue_pauses', has_table_privilege('mailroom.queue_pauses', 'SELECT')),
     ('INSERT on mailroom.suppressions', has_table_privilege('mailroom.suppressions', 'INSERT')),
     ('EXECUTE on mailroom.reserve_send()', has_function_privilege(
         'mailroom.reserve_send(text, double precision, double precision, double precision,'
@@ -1142,3 +1149,76 @@ WHERE n.nspname OPERATOR(pg_catalog.=) 'mailroom'::pg_catalog.name
       ARRAY['pg_catalog', 'mailroom']::pg_catalog.name[]
   )
 ORDER BY 1, 2
+
+-- ================================================================ queue pauses, alarms
+-- (issue 22; migration 0027). operator/queues.py and operator/alarms.py run these; the
+-- console and `mailroom queue pause | resume` call them.
+
+-- name: queue_pauses
+-- The queues an operator has paused, with who, when and why.
+SELECT queue, paused_at, paused_by, operator, note,
+       extract(epoch FROM now() - paused_at)::float8
+FROM mailroom.queue_pauses
+WHERE %(queue)s::text IS NULL OR queue = %(queue)s::text
+ORDER BY queue
+
+-- name: queue_pause
+-- The function (migration 0027) appends the audit row; false: it was paused already.
+SELECT mailroom.operator_pause_queue(%(queue)s::text, %(audit_reason)s::text,
+    %(operator)s::text, %(via)s::text, %(action_id)s::uuid)
+
+-- name: queue_resume
+SELECT mailroom.operator_resume_queue(%(queue)s::text, %(audit_reason)s::text,
+    %(operator)s::text, %(via)s::text, %(action_id)s::uuid)
+
+-- name: leases_all
+-- Every queue's leases by holder (outbox_leases, a partial index on status 'sending'):
+-- the console matches each holder against the daemons' rows to find orphaned leases.
+SELECT queue, locked_by, count(*), extract(epoch FROM min(locked_until) - now())::float8
+FROM mailroom.outbox
+WHERE status = 'sending'
+GROUP BY queue, locked_by
+ORDER BY queue, locked_by
+
+-- name: dead_reasons_all
+-- The commonest dead-letter reasons over every queue (status_dead_reasons for one).
+SELECT queue, reason, count(*) AS messages
+FROM (
+    SELECT queue, coalesce(left(substring(last_error FROM
+               '^(gave up after [0-9]+ attempts: [^:]*|[^:]*)'), 200), '(none)') AS reason
+    FROM mailroom.outbox
+    WHERE status = 'dead'
+) AS dead
+GROUP BY queue, reason
+ORDER BY messages DESC, queue, reason
+LIMIT %(limit)s
+
+-- name: message_content
+-- A message's content for the console's preview (operator/content.py hides secrets and
+-- masks addresses): subject, text, HTML, template data, and the size of a raw MIME body.
+SELECT subject, body_text, body_html, template_data, octet_length(raw_mime)
+FROM mailroom.outbox
+WHERE id = %(id)s
+
+-- name: dead_page
+-- dead_list, a page after a (died, id) cursor: keyset paging on the outbox_dead index.
+SELECT id, queue,
+       coalesce(template, CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
+       to_addresses, attempts, updated_at,
+       coalesce(left(substring(last_error FROM
+           '^(gave up after [0-9]+ attempts: [^:]*|[^:]*)'), 200), '(none)'),
+       last_error
+FROM mailroom.outbox
+WHERE status = 'dead'
+  AND mailroom.dead_letter_matches(outbox, %(ids)s::bigint[], %(queue)s::text,
+      %(template)s::text, %(reason)s::text, %(since)s::timestamptz, %(before)s::timestamptz)
+  AND (%(after_at)s::timestamptz IS NULL
+       OR (updated_at, id) < (%(after_at)s::timestamptz, %(after_id)s::bigint))
+ORDER BY updated_at DESC, id DESC
+LIMIT %(limit)s
+
+-- name: suppression_remove_noted
+-- suppression_remove with a note for the audit row (migration 0027).
+SELECT unsuppressed, was
+FROM mailroom.operator_unsuppress(%(addresses)s::text[], %(operator)s::text, %(via)s::text,
+    %(action_id)s::uuid, %(audit_reason)s::text)

@@ -274,6 +274,9 @@ def parser() -> argparse.ArgumentParser:
     from mailroom.cli import ops  # noqa: PLC0415 -- light; `run` stays lean
 
     ops.operator_commands(sub)
+    from mailroom.cli import queue as queue_commands  # noqa: PLC0415 -- as ops
+
+    queue_commands.add_commands(sub)
     return top
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from mailroom.cli.output import revealed
+from mailroom.cli.queue import describe as describe_pause
 from mailroom.client import enqueue
 from mailroom.config.settings import Config
 from mailroom.daemon import presence
@@ -44,6 +45,8 @@ def filter_from_args(args: argparse.Namespace) -> Filter:
 def format_status(report: dict[str, Any]) -> str:
     depth = report["depth"]
     lines = [f"queue {report['queue']}  ({stamp(datetime.fromisoformat(report['generated_at']))})"]
+    if report["paused"]:  # an operator's pause (0027)
+        lines.append(f"QUEUE {describe_pause(report['paused'])}: no daemon claims from it")
     lines += [f"  {name:<9}{count:>9}" for name, count in depth.items()]
     oldest = (
         f", the oldest due for {age(report['oldest_due_age_seconds'])}" if report["due"] else ""

@@ -17,6 +17,7 @@ from mailroom.addresses import normalize_address
 from mailroom.cli.output import Progress
 from mailroom.config.settings import Config
 from mailroom.operator import suppressions
+from mailroom.operator.audit import Actor
 from mailroom.text import CommandError, jsonable, masker, positive, stamp
 
 Connection = psycopg.Connection[Any]
@@ -63,7 +64,8 @@ def cmd_add(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
 
 
 def cmd_remove(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    removed = suppressions.remove(conn, _addresses(args.addresses))
+    actor = Actor.from_cli(args.note) if args.note else None  # the note: its audit row's (0027)
+    removed = suppressions.remove(conn, _addresses(args.addresses), actor=actor)
     shown = masker(args.reveal or cfg.reveal_addresses)
     if args.json:
         print(json.dumps({"removed": [{"address": shown(a), "reason": r} for a, r in removed]}))
@@ -123,7 +125,8 @@ def add_commands(sub: Any, parents: dict[str, Any], handler: Any) -> None:
         "account-level list. See docs/deliverability.md.",
         epilog="examples:\n  mailroom suppression list --reason complaint --since 7d\n"
         "  mailroom suppression add ann@example.com --note 'asked by phone'\n"
-        "  mailroom suppression remove ann@example.com\n  mailroom suppression import\n",
+        "  mailroom suppression remove ann@example.com --note 'mailbox fixed'\n"
+        "  mailroom suppression import\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     actions = group.add_subparsers(dest="suppression_command", required=True, metavar="ACTION")
@@ -144,6 +147,7 @@ def add_commands(sub: Any, parents: dict[str, Any], handler: Any) -> None:
     remove = actions.add_parser("remove", help="unsuppress addresses (exit 1: none was)",
                                 parents=common)  # fmt: skip
     remove.add_argument("addresses", nargs="+", metavar="ADDRESS", type=address_argument)
+    remove.add_argument("--note", help="why, for the audit trail")
     remove.set_defaults(handler=handler("cmd_remove"))
     importing = actions.add_parser(
         "import", help="copy SES's account-level suppression list (ses:ListSuppressedDestinations)",

@@ -237,6 +237,9 @@ class Daemon:
                 for status, count in counts.items():
                     metrics.OUTBOX_MESSAGES.labels(status).set(count)
                 metrics.OLDEST_DUE_AGE.set(oldest)
+            paused = await self._db(outbox.queue_paused)  # an operator's pause (0027)
+            if paused is not None:
+                metrics.QUEUE_PAUSED.set(int(paused))
             await self._db(lambda: presence.heartbeat(outbox, self._presence()))
             if self.config.debug and anyio.current_time() - reminded >= DEBUG_REMINDER:
                 reminded = anyio.current_time()

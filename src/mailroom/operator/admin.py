@@ -11,6 +11,7 @@ import psycopg
 
 from mailroom.daemon import presence
 from mailroom.operator import audit as admin_audit
+from mailroom.operator import queues
 from mailroom.outbox import query
 from mailroom.text import CommandError, jsonable, masker, mime_subject
 
@@ -45,6 +46,8 @@ def status(conn: Connection, queue: str, *, reveal: bool = False) -> dict[str, A
         "daemons": jsonable(
             [{**d, "pause_reason": shown(d["pause_reason"])} for d in presence.listing(conn, queue)]
         ),
+        # an operator's pause of the queue (0027; None: running)
+        "paused": jsonable(queues.pause_of(conn, queue)),
     }
 
 

@@ -55,20 +55,27 @@ def address_problem(value: str) -> str | None:
     return None
 
 
-def add(conn: Connection, addresses: list[str], *, note: str | None) -> list[str]:
-    """Suppress ``addresses`` by hand (one audit row); returns those newly suppressed."""
+def add(
+    conn: Connection, addresses: list[str], *, note: str | None, actor: Actor | None = None
+) -> list[str]:
+    """Suppress ``addresses`` by hand (one audit row); returns those newly suppressed.
+    ``actor``: who acts (default: the CLI's user)."""
     details = [note] * len(addresses) if note else None
     params = {"addresses": addresses, "reason": "manual", "details": details,
-              **Actor.from_cli(note).params()}  # fmt: skip
+              **(actor or Actor.from_cli(note)).params()}  # fmt: skip
     with refusals_as_errors():
         return [r[0] for r in conn.execute(query("suppression_add"), params).fetchall()]
 
 
-def remove(conn: Connection, addresses: list[str]) -> list[tuple[str, str]]:
-    """Unsuppress ``addresses``; returns (address, the reason it had) of those removed."""
-    params = {"addresses": addresses, **Actor.from_cli().params()}
+def remove(
+    conn: Connection, addresses: list[str], *, actor: Actor | None = None
+) -> list[tuple[str, str]]:
+    """Unsuppress ``addresses``; returns (address, the reason it had) of those removed.
+    An ``actor`` with a reason keeps it as the audit row's note (0027)."""
+    who = actor or Actor.from_cli()
+    name = "suppression_remove_noted" if who.reason else "suppression_remove"
     with refusals_as_errors():
-        rows = conn.execute(query("suppression_remove"), params).fetchall()
+        rows = conn.execute(query(name), {"addresses": addresses, **who.params()}).fetchall()
     return [(str(a), str(r)) for a, r in rows]
 
 

@@ -14,17 +14,33 @@ from typing import Any
 import jinja2
 import psycopg
 from aiohttp import web
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from mailroom import migrate, outbox
 from mailroom.config.settings import Config
 from mailroom.operator import audit as admin_audit
+from mailroom.operator import queues as admin_queues
 from mailroom.text import CommandError
-from mailroom.web import security, views
-from mailroom.web.keys import CONFIG, POOL, TEMPLATES
+from mailroom.web import login, security, views
+from mailroom.web.keys import CAN_ACT, CONFIG, POOL, SESSIONS, SETTINGS, TEMPLATES, render
 from mailroom.web.settings import WebSettings
 
 HERE = Path(__file__).parent
+# what the console needs to act: 0020's functions and 0027's pause and resume
+ACTS = (*admin_audit.ACTS, *admin_queues.PAUSES_QUEUE, *admin_queues.RESUMES_QUEUE)
+
+
+@web.middleware
+async def unavailable(request: web.Request, handler: security.Handler) -> web.StreamResponse:
+    """The database gone (a restart, a failover, the network) or the pool exhausted: a
+    styled page saying so, 503, never a bare 500; the pool's check replaces the broken
+    connections, so the next page works once the database is back."""
+    try:
+        return await handler(request)
+    except (psycopg.OperationalError, PoolTimeout):
+        return render(request, "error.html.j2", http_status=503,
+                      error="the database is unreachable just now (restarting, or cut off); "
+                      "this page retries by itself, or reload it")  # fmt: skip
 
 
 def templates() -> jinja2.Environment:
@@ -37,12 +53,16 @@ def templates() -> jinja2.Environment:
     return env
 
 
-def make_app(cfg: Config, settings: WebSettings, pool: ConnectionPool[Any]) -> web.Application:
+def make_app(
+    cfg: Config, settings: WebSettings, pool: ConnectionPool[Any], *, can_act: bool = True
+) -> web.Application:
+    sessions = security.Sessions()
     app = web.Application(
         middlewares=[
             security.host_check(settings),
             security.security_headers(),
-            security.auth_middleware(settings),
+            unavailable,
+            security.auth_middleware(settings, sessions),
             security.origin_check(settings),
             security.csrf,
         ],
@@ -51,13 +71,18 @@ def make_app(cfg: Config, settings: WebSettings, pool: ConnectionPool[Any]) -> w
     app[POOL] = pool
     app[CONFIG] = cfg
     app[TEMPLATES] = templates()
+    app[CAN_ACT] = can_act
+    app[SETTINGS] = settings
+    app[SESSIONS] = sessions
     views.add_routes(app)
+    login.add_routes(app)
     app.router.add_static("/static/", HERE / "static", append_version=True)
     return app
 
 
-def check_database(cfg: Config) -> None:
-    """Refuse to start on a database that is behind, or as a role that is no operator."""
+def check_database(cfg: Config) -> bool:
+    """Refuse to start on a database that is behind, or as a role that may not even read
+    what the console shows; True if the role may act too (mailroom_operator)."""
     with outbox.connect(cfg.database_url, connect_timeout=10) as conn:
         try:
             migrate.check_ready(conn, channel=cfg.channel_name)
@@ -67,19 +92,27 @@ def check_database(cfg: Config) -> None:
                 "the console needs a member of mailroom_operator)",
                 3,
             ) from None
-        admin_audit.require(conn, "web", admin_audit.ACTS)
+        admin_audit.require(conn, "web", admin_audit.READS)  # see: operator or viewer
+        try:
+            admin_audit.require(conn, "web", ACTS)
+        except CommandError:
+            return False  # mailroom_viewer: the console shows, and refuses every action
+        return True
 
 
 def serve(cfg: Config, settings: WebSettings, *, ready: Callable[[str], None] = print) -> None:
     """Serve until SIGINT / SIGTERM."""
-    check_database(cfg)
+    can_act = check_database(cfg)
     pool: ConnectionPool[Any] = ConnectionPool(
         cfg.database_url, min_size=1, max_size=4, open=True,
         kwargs={"autocommit": True, "connect_timeout": 10},
         configure=outbox.secure_session,
+        # a connection the server closed (restart, failover) is replaced before use, not
+        # handed to a page that would fail on it
+        check=ConnectionPool.check_connection,
     )  # fmt: skip
     try:
-        app = make_app(cfg, settings, pool)
+        app = make_app(cfg, settings, pool, can_act=can_act)
 
         async def announce(_: web.Application) -> None:
             auth = "authentication on" if settings.authenticated else "no authentication: loopback"

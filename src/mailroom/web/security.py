@@ -1,15 +1,18 @@
 """Host and Origin checks (against DNS rebinding), authentication (a bearer token or
-basic-auth credentials) and CSRF protection for the console, as aiohttp middlewares. Pure
-logic, testable without a server."""
+basic-auth credentials, in a header or through the login form's signed session cookie)
+and CSRF protection for the console, as aiohttp middlewares. Pure logic, testable
+without a server."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -127,13 +130,81 @@ def origin_check(settings: WebSettings) -> Middleware:
     return check
 
 
-def auth_middleware(settings: WebSettings) -> Middleware:
+SESSION_COOKIE = "mailroom_session"
+SESSION_SECONDS = 12 * 3600  # a login lasts a shift; a restart of the console ends it too
+OPEN_PATHS = ("/login", "/static/")  # reachable before logging in (nothing else is)
+
+
+class Sessions:
+    """Signed session cookies for the login form: ``operator|expiry|nonce|mac``, the MAC an
+    HMAC-SHA256 under a key drawn when the console starts (never stored: restarting the
+    console logs everyone out). Nothing but the operator's name and the expiry is in it."""
+
+    def __init__(self, key: bytes | None = None, seconds: float = SESSION_SECONDS) -> None:
+        self.key = key or secrets.token_bytes(32)
+        self.seconds = seconds
+
+    def _mac(self, body: str) -> str:
+        return hmac.new(self.key, body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def issue(self, operator: str, now: float) -> str:
+        name = base64.urlsafe_b64encode(operator.encode("utf-8")).decode("ascii")
+        body = f"{name}|{int(now + self.seconds)}|{secrets.token_urlsafe(12)}"
+        return f"{body}|{self._mac(body)}"
+
+    def operator(self, cookie: str, now: float) -> str | None:
+        """The operator a cookie names while it is valid (None: forged, altered, expired)."""
+        body, _, mac = cookie.rpartition("|")
+        if not body or not _same(mac, self._mac(body)):
+            return None
+        name, _, rest = body.partition("|")
+        expiry, _, _ = rest.partition("|")
+        if not (expiry.isascii() and expiry.isdigit()) or int(expiry) < now:
+            return None
+        try:
+            return base64.urlsafe_b64decode(name.encode("ascii")).decode("utf-8") or None
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return None
+
+
+def login_who(settings: WebSettings, *, token: str, user: str, password: str) -> str | None:
+    """The operator the login form's fields prove, as ``who`` judges the same headers."""
+    if token and settings.token is not None:
+        return who("Bearer " + token, settings)
+    if user and settings.user is not None:
+        encoded = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        return who("Basic " + encoded, settings)
+    return None
+
+
+def safe_next(value: str) -> str:
+    """Where to go after logging in: a path of this console only (never //host, nor a
+    backslash, which browsers read as a slash: another site)."""
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        return "/"
+    return value
+
+
+def auth_middleware(settings: WebSettings, sessions: Sessions) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not settings.authenticated:  # loopback only (settings.load refuses otherwise)
             request["operator"] = "local"
             return await handler(request)
         operator = who(request.headers.get("Authorization", ""), settings)
+        if operator is None and request.cookies.get(SESSION_COOKIE):
+            operator = sessions.operator(request.cookies[SESSION_COOKIE], time.time())
+        if operator is None and request.path.startswith(OPEN_PATHS):
+            request["operator"] = ""
+            return await handler(request)
+        if (
+            operator is None
+            and request.method == "GET"
+            and "text/html" in request.headers.get("Accept", "")
+        ):  # a browser: to the login form, and back here after it
+            raise web.HTTPSeeOther("/login?" + urlencode({"next": request.path_qs}))
         if operator is None:
             headers = {"WWW-Authenticate": 'Basic realm="mailroom", charset="UTF-8"'}
             if settings.user is None:
@@ -174,8 +245,12 @@ def security_headers() -> Middleware:
         response = await handler(request)
         response.headers.setdefault(
             "Content-Security-Policy",
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-            "frame-ancestors 'none'",
+            # scripts and fetches from the console only (static/refresh.js): no inline
+            # script, no eval, nothing from elsewhere
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+            "img-src 'self' data:; frame-src 'self'; form-action 'self'; "
+            "frame-ancestors 'none'; "
+            "base-uri 'none'",
         )
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         # same-origin, not no-referrer: with no-referrer the browser sends "Origin: null"

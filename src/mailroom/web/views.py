@@ -5,53 +5,54 @@ first to a confirmation page, then (with ``confirm=yes``) done and audited."""
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from aiohttp import web
 
-from mailroom.daemon import presence
 from mailroom.operator import admin
-from mailroom.operator import audit as admin_audit
+from mailroom.operator import content as admin_content
 from mailroom.operator import dead as admin_dead
 from mailroom.operator import find as admin_find
-from mailroom.operator import stats as admin_stats
+from mailroom.operator import pages as admin_pages
+from mailroom.operator import queues as admin_queues
 from mailroom.operator.audit import Actor
-from mailroom.text import CommandError, age, masker, parse_id, stamp, when
-from mailroom.web.keys import CONFIG, TEMPLATES, run_db
+from mailroom.text import CommandError, age, parse_id, stamp, when
+from mailroom.web import suppress, watch
+from mailroom.web.keys import CAN_ACT, CONFIG, render, run_db
 
 Connection = psycopg.Connection[Any]
 PAGE = 50
-CHART_MINUTES = 180
-CHART_W, CHART_H = 720, 160
 ACTIONS = {
     "cancel": "Cancel",
     "send-now": "Send now",
     "retry": "Retry dead letters",
     "purge": "Purge dead letters",
+    "pause": "Pause the queue",
+    "resume": "Resume the queue",
+    "suppress": "Suppress addresses",
+    "unsuppress": "Remove suppressions",
 }
 
 FILTERS = {"stamp": stamp, "age": age}
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/", overview)
+    app.router.add_get("/", watch.overview)
+    app.router.add_get("/queues/{name}", watch.queue_page)
     app.router.add_get("/messages", search)
     app.router.add_get("/messages/{id}", message)
+    app.router.add_get("/messages/{id}/preview", preview)
     app.router.add_get("/dead", dead)
+    app.router.add_get("/suppressions", suppress.page)
     app.router.add_post("/actions/{action}", act)
 
 
 def _render(
     request: web.Request, name: str, http_status: int = 200, **context: Any
 ) -> web.Response:
-    template = request.app[TEMPLATES].get_template(name)
-    html = template.render(
-        csrf=request["csrf"], operator=request["operator"], queue=request.app[CONFIG].queue_name,
-        now=datetime.now(UTC), path=request.path, **context,
-    )  # fmt: skip
-    return web.Response(text=html, content_type="text/html", status=http_status)
+    return render(request, name, http_status, **context)
 
 
 async def _db(request: web.Request, work: Any) -> Any:
@@ -60,52 +61,6 @@ async def _db(request: web.Request, work: Any) -> Any:
 
 def _reveal(request: web.Request) -> bool:
     return request.query.get("reveal") == "1"
-
-
-# -- overview --------------------------------------------------------------------------------
-
-
-def chart(series: list[dict[str, Any]]) -> dict[str, Any]:
-    """Polyline points of sent / retried / dead per minute, scaled into the SVG box."""
-    top = max([1] + [max(p["sent"], p["retried"], p["dead"]) for p in series])
-    step = CHART_W / max(1, len(series) - 1)
-
-    def points(key: str) -> str:
-        return " ".join(
-            f"{i * step:.1f},{CHART_H - p[key] * (CHART_H - 10) / top:.1f}"
-            for i, p in enumerate(series)
-        )
-
-    return {
-        "width": CHART_W, "height": CHART_H, "top": top, "minutes": len(series),
-        "lines": [(k, points(k)) for k in ("sent", "retried", "dead")],
-        "totals": {k: sum(p[k] for p in series) for k in ("sent", "retried", "dead")},
-    }  # fmt: skip
-
-
-async def overview(request: web.Request) -> web.Response:
-    queue = request.app[CONFIG].queue_name
-    reveal = _reveal(request)
-
-    def gather(conn: Connection) -> dict[str, Any]:
-        return {
-            "queues": admin_stats.queues(conn),
-            "status": admin.status(conn, queue, reveal=reveal),
-            "series": admin_stats.throughput(conn, minutes=CHART_MINUTES, queue=None),
-            "daemons": [
-                {**d, "pause_reason": masker(reveal)(d["pause_reason"])}
-                for d in presence.listing(conn, None)
-            ],
-            "recent": admin_audit.recent(conn, 10),
-        }
-
-    data = await _db(request, gather)
-    live = [d for d in data["daemons"] if not d["stale"]]
-    return _render(
-        request, "overview.html.j2", chart=chart(data["series"]),
-        debug=[d for d in live if d["mode"] == "debug"], paused=[d for d in live if d["paused"]],
-        live=live, **data,
-    )  # fmt: skip
 
 
 # -- search and message ----------------------------------------------------------------------
@@ -164,7 +119,32 @@ async def message(request: web.Request) -> web.Response:
         return _render(
             request, "error.html.j2", http_status=404, error=f"no message with id {text}"
         )
-    return _render(request, "message.html.j2", m=found, reveal=_reveal(request))
+    shown = await _db(
+        request, lambda conn: admin_content.content(conn, wanted, reveal=_reveal(request))
+    )
+    return _render(request, "message.html.j2", m=found, reveal=_reveal(request), content=shown)
+
+
+# The HTML part, alone, for the message page's sandboxed iframe: no script runs (a sandbox
+# without allow-scripts, here and in the iframe), nothing is fetched from elsewhere
+# (remote images are a read receipt to the sender's tracker), no form or link goes anywhere.
+PREVIEW_POLICY = (
+    "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "font-src data:; form-action 'none'; frame-ancestors 'self'; base-uri 'none'"
+)
+
+
+async def preview(request: web.Request) -> web.Response:
+    wanted = parse_id(request.match_info["id"])
+    shown = None
+    if wanted is not None:
+        shown = await _db(
+            request, lambda conn: admin_content.content(conn, wanted, reveal=_reveal(request))
+        )
+    if shown is None or not shown["html"]:
+        return web.Response(status=404, text="no HTML part\n")
+    return web.Response(text=shown["html"], content_type="text/html",
+                        headers={"Content-Security-Policy": PREVIEW_POLICY})  # fmt: skip
 
 
 # -- dead letters ----------------------------------------------------------------------------
@@ -196,10 +176,17 @@ async def dead(request: web.Request) -> web.Response:
     except CommandError as exc:
         return _render(request, "error.html.j2", http_status=400, error=str(exc))
     reveal = _reveal(request)
-    rows, total = await _db(
-        request, lambda conn: admin_dead.dead_list(conn, selection, limit=PAGE, reveal=reveal)
-    )
-    return _render(request, "dead.html.j2", rows=rows, total=total, form=request.query)
+    cursor_text = request.query.get("cursor", "")
+    after = admin_pages.parse_cursor(cursor_text) if cursor_text else None
+    if cursor_text and after is None:
+        return _render(request, "error.html.j2", http_status=400, error="cursor: not a page")
+    rows, total, more = await _db(
+        request,
+        lambda conn: admin_pages.dead_page(conn, selection, limit=PAGE, after=after,
+                                           reveal=reveal),
+    )  # fmt: skip
+    return _render(request, "dead.html.j2", rows=rows, total=total, form=request.query,
+                   more=more, paged=bool(cursor_text))  # fmt: skip
 
 
 # -- actions ---------------------------------------------------------------------------------
@@ -209,14 +196,19 @@ async def act(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     if action not in ACTIONS:
         return _render(request, "error.html.j2", http_status=404, error=f"no action {action!r}")
+    if not request.app[CAN_ACT]:  # the buttons are hidden; a forged POST meets this
+        return _render(request, "error.html.j2", http_status=403,
+                       error="refused: this console's database role may look but not act "
+                       "(mailroom_viewer)")  # fmt: skip
     form = await request.post()
     note = str(form.get("note", "")).strip() or None
     actor = Actor(operator=str(request["operator"]), via="web", reason=note)
     step = _Step(request, action, form, actor, request.app[CONFIG])
     try:
-        if action in ("cancel", "send-now"):
-            return await step.on_messages()
-        return await step.on_dead_letters()
+        run = {"cancel": step.on_messages, "send-now": step.on_messages, "pause": step.on_queue,
+               "resume": step.on_queue, "suppress": step.on_suppressions,
+               "unsuppress": step.on_suppressions}.get(action, step.on_dead_letters)  # fmt: skip
+        return await run()
     except CommandError as exc:
         return _render(request, "error.html.j2", http_status=400, error=str(exc))
 
@@ -285,3 +277,31 @@ class _Step:
             )
         result = f"{done} dead letter(s) done"
         return _render(self.request, "done.html.j2", title=self.title, result=result, ids=[])
+
+    async def on_queue(self) -> web.Response:
+        name = str(self.form.get("queue", "")).strip()
+        if not 1 <= len(name) <= 63:
+            raise CommandError("name the queue (1 to 63 characters)")
+        pausing = self.action == "pause"
+        if not self.confirmed:
+            effect = ("no daemon claims from it until it is resumed; what was claimed "
+                      "finishes" if pausing else "its daemons claim from it again")  # fmt: skip
+            return self.confirm(f"{self.action} queue {name}: {effect}")
+        if pausing:
+            done = await _db(self.request, lambda c: admin_queues.pause(c, name, self.actor))
+        else:
+            channel = self.cfg.channel_name
+            done = await _db(
+                self.request,
+                lambda c: admin_queues.resume(c, name, self.actor, channel=channel),
+            )
+        result = (
+            f"queue {name} {self.action}d"
+            if done
+            else (f"queue {name} was {'already' if pausing else 'not'} paused: nothing changed")
+        )
+        return _render(self.request, "done.html.j2", title=self.title, result=result, ids=[],
+                       queue_name=name)  # fmt: skip
+
+    async def on_suppressions(self) -> web.Response:
+        return await suppress.step(self)
