@@ -1,11 +1,14 @@
-"""What every command's parser shares: the help layout with examples and exit codes, and
-argument types that answer bad values in the operator's words ("'abc' is not a message
-id"), never Python's ("invalid literal for int()"). Used by commands.py and ops.py. The
-types the layers below take too (parse_id, positive, when) are in mailroom.text."""
+"""What every command's parser shares: the help layout with examples and exit codes, the
+option groups several commands take (``--dsn``, ``--queue``, ``--reveal``, ``--json``),
+and argument types that answer bad values in the operator's words ("'abc' is not a
+message id"), never Python's ("invalid literal for int()"). Used by every command module
+of cli/. The types the layers below take too (parse_id, positive, when) are in
+mailroom.text."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import textwrap
 from typing import Any
 
@@ -38,6 +41,31 @@ def command(
         parents=parents,
     )
     return parser
+
+
+@functools.cache
+def database() -> argparse.ArgumentParser:
+    """--dsn and --queue, for the commands that connect."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--dsn", default=argparse.SUPPRESS, help="database URL (overrides MAILROOM_DATABASE_URL)"
+    )
+    parent.add_argument("--queue", help="queue (default MAILROOM_QUEUE_NAME)")
+    return parent
+
+
+@functools.cache
+def revealing() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--reveal", action="store_true", help="show addresses unmasked")
+    return parent
+
+
+@functools.cache
+def as_json() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--json", action="store_true", help="machine-readable output")
+    return parent
 
 
 SECONDS_MAX = 86400.0  # a wait or a refresh longer than a day is a typo

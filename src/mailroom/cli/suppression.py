@@ -14,11 +14,13 @@ from typing import Any
 import psycopg
 
 from mailroom.addresses import normalize_address
+from mailroom.cli.args import as_json, database, revealing
+from mailroom.cli.common import handler
 from mailroom.cli.output import Progress
 from mailroom.config.settings import Config
 from mailroom.operator import suppressions
 from mailroom.operator.audit import Actor
-from mailroom.text import CommandError, jsonable, masker, positive, stamp
+from mailroom.text import CommandError, jsonable, masker, positive, stamp, when
 
 Connection = psycopg.Connection[Any]
 
@@ -116,7 +118,7 @@ def _page_size(text: str) -> int:
     return value
 
 
-def add_commands(sub: Any, parents: dict[str, Any], handler: Any) -> None:
+def add_commands(sub: Any) -> None:
     """The ``suppression`` command group, for cli/commands.py."""
     group = sub.add_parser(
         "suppression", help="list, add, remove or import suppressed addresses",
@@ -130,25 +132,25 @@ def add_commands(sub: Any, parents: dict[str, Any], handler: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     actions = group.add_subparsers(dest="suppression_command", required=True, metavar="ACTION")
-    common = [parents["database"], parents["revealing"], parents["as_json"]]
+    common = [database(), revealing(), as_json()]
     listing = actions.add_parser("list", help="suppressed addresses, newest first",
                                  parents=common)  # fmt: skip
     listing.add_argument("--reason", choices=["bounce", "complaint", "transient_bounces",
                                               "manual", "ses_import"])  # fmt: skip
-    listing.add_argument("--since", type=parents["when"], help="added since: 30m, 12h, 7d, ISO")
+    listing.add_argument("--since", type=when, help="added since: 30m, 12h, 7d, ISO")
     listing.add_argument("--address", type=address_argument,
                          help="only this address (is it suppressed, and why?)")  # fmt: skip
     listing.add_argument("--limit", type=positive, default=50, help="rows shown (50)")
-    listing.set_defaults(handler=handler("cmd_list"))
+    listing.set_defaults(handler=handler("suppression.cmd_list"))
     add = actions.add_parser("add", help="suppress addresses by hand", parents=common)
     add.add_argument("addresses", nargs="+", metavar="ADDRESS", type=address_argument)
     add.add_argument("--note", help="why (kept as the entry's detail)")
-    add.set_defaults(handler=handler("cmd_add"))
+    add.set_defaults(handler=handler("suppression.cmd_add"))
     remove = actions.add_parser("remove", help="unsuppress addresses (exit 1: none was)",
                                 parents=common)  # fmt: skip
     remove.add_argument("addresses", nargs="+", metavar="ADDRESS", type=address_argument)
     remove.add_argument("--note", help="why, for the audit trail")
-    remove.set_defaults(handler=handler("cmd_remove"))
+    remove.set_defaults(handler=handler("suppression.cmd_remove"))
     importing = actions.add_parser(
         "import", help="copy SES's account-level suppression list (ses:ListSuppressedDestinations)",
         parents=common,
@@ -157,4 +159,4 @@ def add_commands(sub: Any, parents: dict[str, Any], handler: Any) -> None:
                            help="addresses per SES call, 1-1000 (1000)")  # fmt: skip
     importing.add_argument("--max-pages", type=positive, default=1000,
                            help="stop, exit 1, after this many SES calls (1000)")  # fmt: skip
-    importing.set_defaults(handler=handler("cmd_import"))
+    importing.set_defaults(handler=handler("suppression.cmd_import"))
