@@ -5,12 +5,14 @@ calling operator/find.py; recorded in the audit trail."""
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 import psycopg
 
-from mailroom.cli.args import OPERATOR_EXIT_CODES, command, database, message_id
+from mailroom.cli.args import OPERATOR_EXIT_CODES, as_json, command, message_id, refuse_queue
 from mailroom.cli.common import handler
+from mailroom.cli.messages import MESSAGE_ID_NAMES_ITS_QUEUE
 from mailroom.config.settings import Config
 from mailroom.operator import audit as admin_audit
 from mailroom.operator.audit import Actor
@@ -37,17 +39,19 @@ def cmd_cancel(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     problems = refusals(conn, ids, "cancel")
     if problems:
         raise CommandError("\n  ".join(["nothing cancelled:", *problems]), 1)
-    if args.dry_run:
+    done = [] if args.dry_run else cancel(conn, ids, Actor.from_cli(reason))
+    left = [] if args.dry_run else sorted(set(ids) - set(done))
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "ids": ids, "cancelled": done,
+                          "left_alone": left}, indent=2))  # fmt: skip
+    elif args.dry_run:
         print(f"would cancel {len(ids)} message(s)")
-        return 0
-    done = cancel(conn, ids, Actor.from_cli(reason))
-    print(f"cancelled {len(done)} message(s): {', '.join(map(str, done))}")
-    if len(done) < len(ids):
-        left = sorted(set(ids) - set(done))
-        print(f"{len(left)} changed meanwhile (a daemon took them) and were left alone: "
-              f"{', '.join(map(str, left))}")  # fmt: skip
-        return 1
-    return 0
+    else:
+        print(f"cancelled {len(done)} message(s): {', '.join(map(str, done))}")
+        if left:
+            print(f"{len(left)} changed meanwhile (a daemon took them) and were left alone: "
+                  f"{', '.join(map(str, left))}")  # fmt: skip
+    return 1 if left else 0
 
 
 def cmd_send_now(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
@@ -57,20 +61,24 @@ def cmd_send_now(args: argparse.Namespace, cfg: Config, conn: Connection) -> int
     problems = refusals(conn, ids, "send-now")
     if problems:
         raise CommandError("\n  ".join(["nothing changed:", *problems]), 1)
-    if args.dry_run:
+    actor = Actor.from_cli(reason)
+    done = [] if args.dry_run else send_now(conn, ids, actor, channel=cfg.channel_name)
+    left = [] if args.dry_run else sorted(set(ids) - set(done))
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "ids": ids, "due_now": done,
+                          "left_alone": left}, indent=2))  # fmt: skip
+    elif args.dry_run:
         print(f"would make {len(ids)} message(s) due now")
-        return 0
-    done = send_now(conn, ids, Actor.from_cli(reason), channel=cfg.channel_name)
-    print(f"due now, daemons woken: {', '.join(map(str, done))}")
-    if len(done) < len(ids):
-        print(f"{len(ids) - len(done)} changed meanwhile and were left alone")
-        return 1
-    return 0
+    else:
+        print(f"due now, daemons woken: {', '.join(map(str, done))}")
+        if left:
+            print(f"{len(left)} changed meanwhile and were left alone")
+    return 1 if left else 0
 
 
 def add_commands(sub: Any) -> None:
     """``cancel`` and ``send-now``, for cli/commands.py."""
-    acting = argparse.ArgumentParser(add_help=False, parents=[database()])
+    acting = argparse.ArgumentParser(add_help=False, parents=[as_json()])
     acting.add_argument("ids", nargs="+", type=message_id, metavar="ID", help="message ids")
     acting.add_argument("--dry-run", action="store_true", help="check only, change nothing")
 
@@ -86,6 +94,7 @@ def add_commands(sub: Any) -> None:
         parents=[acting], exit_codes=OPERATOR_EXIT_CODES,
     )  # fmt: skip
     cancel_.add_argument("--reason", required=True, help="why (kept on the message and audit)")
+    refuse_queue(cancel_, MESSAGE_ID_NAMES_ITS_QUEUE)
     cancel_.set_defaults(handler=handler("actions.cmd_cancel"))
 
     send_now_ = command(
@@ -99,4 +108,5 @@ def add_commands(sub: Any) -> None:
         parents=[acting], exit_codes=OPERATOR_EXIT_CODES,
     )  # fmt: skip
     send_now_.add_argument("--reason", help="why, for the audit trail")
+    refuse_queue(send_now_, MESSAGE_ID_NAMES_ITS_QUEUE)
     send_now_.set_defaults(handler=handler("actions.cmd_send_now"))

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from mailroom.cli.args import EXIT_CODES, as_json, command, database, message_id, revealing
+from mailroom.cli.args import as_json, command, message_id, queue_acted_on, revealing
 from mailroom.cli.common import handler
 from mailroom.cli.output import Progress, confirm, revealed
 from mailroom.config.settings import Config
@@ -86,19 +86,35 @@ def cmd_dead_retry(args: argparse.Namespace, cfg: Config, conn: Connection) -> i
     if problems:
         raise CommandError("\n  ".join(["nothing retried:", *problems]), 1)
     total, tokens, _ = dead_count(conn, selection)
-    if tokens:
-        print(f"skipping {tokens} token email(s): their secrets were discarded when they died")
     wanted = total - tokens
+    document = {"dry_run": args.dry_run, "matched": total, "skipped_token_emails": tokens,
+                "would_retry": wanted, "retried": 0, "left_alone": 0}  # fmt: skip
+    code = _retry(args, cfg, conn, selection, document)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    return code
+
+
+def _retry(
+    args: argparse.Namespace, cfg: Config, conn: Connection, selection: Selection,
+    document: dict[str, Any],
+) -> int:  # fmt: skip
+    """``dead retry`` after its checks: the text as it goes (none with --json: the
+    document is printed at the end), the counts into ``document``."""
+    say = (lambda line: None) if args.json else print
+    tokens, wanted = document["skipped_token_emails"], document["would_retry"]
+    if tokens:
+        say(f"skipping {tokens} token email(s): their secrets were discarded when they died")
     if wanted == 0:
-        print("no dead letters to retry")
+        say("no dead letters to retry")
         return 0
     if args.dry_run:
-        print(f"would retry {wanted} dead letter(s)")
+        say(f"would retry {wanted} dead letter(s)")
         return 0
     if args.all and not confirm(
         f"retry {wanted} dead letter(s)?", yes=args.yes, what=f"retry {wanted} dead letter(s)"
     ):
-        print("nothing retried")
+        say("nothing retried")
         return 1
     progress = Progress("retried", wanted)
     done = dead_retry(
@@ -106,9 +122,10 @@ def cmd_dead_retry(args: argparse.Namespace, cfg: Config, conn: Connection) -> i
         batch=args.batch, progress=progress,
     )  # fmt: skip
     progress.close()
-    print(f"retried {done} dead letter(s): pending again, attempts reset, daemons woken")
+    document.update(retried=done, left_alone=wanted - done)
+    say(f"retried {done} dead letter(s): pending again, attempts reset, daemons woken")
     if done < wanted:
-        print(f"{wanted - done} changed or were busy meanwhile and were left alone")
+        say(f"{wanted - done} changed or were busy meanwhile and were left alone")
     return 0
 
 
@@ -117,19 +134,25 @@ def cmd_dead_purge(args: argparse.Namespace, cfg: Config, conn: Connection) -> i
     selection = _selected(args, cfg, "purge")
     total = dead_count(conn, selection)[0]
     what = f"{total} dead letter(s) and their attempts"
-    if total == 0 or args.dry_run:
+    done, code = 0, 0
+    if total and not args.dry_run:
+        if confirm(f"delete {what}?", yes=args.yes, what=f"delete {what}"):
+            progress = Progress("deleted", total)
+            done = dead_purge(
+                conn, selection, actor=Actor.from_cli(args.note), batch=args.batch,
+                progress=progress,
+            )  # fmt: skip
+            progress.close()
+        else:
+            code = 1  # declined at the prompt
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "matched": total, "deleted": done,
+                          "declined": code == 1}, indent=2))  # fmt: skip
+    elif total == 0 or args.dry_run:
         print(f"would delete {what}" if total else "no dead letters match")
-        return 0
-    if not confirm(f"delete {what}?", yes=args.yes, what=f"delete {what}"):
-        print("nothing deleted")
-        return 1
-    progress = Progress("deleted", total)
-    done = dead_purge(
-        conn, selection, actor=Actor.from_cli(args.note), batch=args.batch, progress=progress
-    )
-    progress.close()
-    print(f"deleted {done} dead letter(s)")
-    return 0
+    else:
+        print("nothing deleted" if code else f"deleted {done} dead letter(s)")
+    return code
 
 
 DEAD_BATCH = 500  # rows per statement of `dead retry` and `dead purge`
@@ -137,23 +160,23 @@ DEAD_BATCH = 500  # rows per statement of `dead retry` and `dead purge`
 
 def add_commands(sub: Any) -> None:
     """``dead list | retry | purge``: the dead letters, by id or by filter."""
-    dead = sub.add_parser(
-        "dead", help="list, retry or purge dead letters",
+    dead = command(
+        sub, "dead", "list, retry or purge dead letters",
         description="Dead letters: messages that failed for good. `dead list` finds them, "
-        "`dead retry` sends them again, `dead purge` deletes them.",
-        epilog="examples:\n  mailroom dead list --since 1h\n"
+        "`dead retry` sends them again, `dead purge` deletes them. Filters cover one queue: "
+        "--queue, by default MAILROOM_QUEUE_NAME; message ids name messages of any queue.",
+        examples="  mailroom dead list --since 1h\n"
         "  mailroom dead retry --reason TooManyRequests\n"
-        "  mailroom dead purge --before 30d --dry-run\n" + EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "  mailroom dead purge --before 30d --dry-run\n",
     )  # fmt: skip
     dead_sub = dead.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
-    selecting = argparse.ArgumentParser(add_help=False, parents=[database()])
+    selecting = argparse.ArgumentParser(add_help=False, parents=[queue_acted_on()])
     selecting.add_argument("ids", nargs="*", type=message_id, metavar="ID", help="message ids")
     selecting.add_argument("--template", help="template name (or simple / raw)")
     selecting.add_argument("--reason", help="text in the last error, e.g. MESSAGE_REJECTED")
     selecting.add_argument("--since", type=when, help="died at or after: 30m, 12h, 7d, ISO time")
     selecting.add_argument("--before", type=when, help="died before: 30m, 12h, 7d, ISO time")
-    bulk = argparse.ArgumentParser(add_help=False, parents=[selecting])
+    bulk = argparse.ArgumentParser(add_help=False, parents=[selecting, as_json()])
     bulk.add_argument("--all", action="store_true", help="every dead letter of the queue")
     bulk.add_argument(
         "--batch",

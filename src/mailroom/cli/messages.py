@@ -9,8 +9,10 @@ ok, 1 "no"), or raises CommandError. Addresses are masked as in the logs unless
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import socket
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -21,8 +23,10 @@ from mailroom.cli.args import (
     OPERATOR_EXIT_CODES,
     as_json,
     command,
-    database,
     message_id,
+    queue_acted_on,
+    queue_filter,
+    refuse_queue,
     revealing,
     seconds,
 )
@@ -48,6 +52,10 @@ from mailroom.text import (
 )
 
 Connection = psycopg.Connection[Any]
+MESSAGE_ID_NAMES_ITS_QUEUE = "a message id names one message, whatever its queue"
+# A message recorded sent without an SES message id: the debug transport's (it sends
+# nothing, so SES gave no id); docs/operations.md, "MailroomDebugMode".
+NO_PROVIDER_ID = "none (debug)"
 
 
 def filter_from_args(args: argparse.Namespace) -> Filter:
@@ -118,13 +126,16 @@ def format_show(m: dict[str, Any]) -> str:
         rows.append(("lease", f"{m['locked_by']} until {rel(m['locked_until'])}"))
     if m["sent_at"]:
         rows.append(("sent", rel(m["sent_at"])))
-    rows += [("SES message id", m["provider_message_id"]), ("last error", m["last_error"])]
+    provider_id = m["provider_message_id"] or (NO_PROVIDER_ID if m["status"] == "sent" else None)
+    rows += [("SES message id", provider_id), ("last error", m["last_error"])]
     lines = [f"message {m['id']}  (queue {m['queue']})"]
     lines += [f"  {k:<16} {v}" for k, v in rows if v not in (None, "")]
     log = m["attempts_log"]
     lines.append(f"attempts ({len(log)}):" if log else "attempts: none yet")
     for a in log:
-        detail = " ".join(x for x in (a["provider_message_id"], a["error"]) if x)
+        sent_without_id = a["outcome"] == "sent" and not a["provider_message_id"]
+        provider_id = f"SES message id {NO_PROVIDER_ID}" if sent_without_id else None
+        detail = " ".join(x for x in (a["provider_message_id"] or provider_id, a["error"]) if x)
         head = f"  #{a['attempt']:<3} {stamp(a['at'])}  {a['outcome']:<13} {a['worker'] or '-'}"
         lines.append(f"{head}  {detail}".rstrip())
     delivery = m["delivery"]
@@ -186,28 +197,44 @@ def cmd_send_test(args: argparse.Namespace, cfg: Config, conn: Connection) -> in
         message_id = enqueue(conn, args.to, queue=queue, from_address=args.from_address, **content)
     except psycopg.errors.CheckViolation as exc:
         raise CommandError(f"refused: {exc.diag.constraint_name or exc}") from None
-    print(f"enqueued message {message_id} (queue {queue})", flush=True)
-    if not args.wait:
-        return 0
+    # --json: the one document is the outcome; what happens meanwhile is told on stderr
+    say = functools.partial(print, file=sys.stderr if args.json else sys.stdout, flush=True)
+    say(f"enqueued message {message_id} (queue {queue})")
+    document: dict[str, Any] = {"id": message_id, "queue": queue, "status": "pending",
+                                "attempts": 0, "provider_message_id": None, "error": None,
+                                "waited": args.wait, "timed_out": False}  # fmt: skip
+    code = _follow(args, cfg, conn, document, say) if args.wait else 0
+    if args.json:
+        print(json.dumps(document, indent=2))
+    return code
+
+
+def _follow(
+    args: argparse.Namespace, cfg: Config, conn: Connection, document: dict[str, Any], say: Any
+) -> int:
+    """Polls the message until sent (0), dead (1) or --timeout (1), saying each change."""
     shown = masker(revealed(args, cfg))
     deadline = time.monotonic() + args.timeout
     last = ("pending", 0)
     while True:
-        state, attempts, provider_id, error = outcome(conn, message_id)
+        state, attempts, provider_id, error = outcome(conn, document["id"])
+        document.update(status=state, attempts=attempts, provider_message_id=provider_id,
+                        error=shown(error))  # fmt: skip
         if state in ("sent", "dead"):
-            print(
-                f"sent: SES message id {provider_id}"
+            say(
+                f"sent: SES message id {provider_id or NO_PROVIDER_ID}"
                 if state == "sent"
                 else f"dead after {attempts} attempt(s): {shown(error)}"
             )
             return 0 if state == "sent" else 1
         if (state, attempts) != last:
             last = (state, attempts)
-            print(f"{state} (attempts {attempts})" + (f": {shown(error)}" if error else ""))
+            say(f"{state} (attempts {attempts})" + (f": {shown(error)}" if error else ""))
         if time.monotonic() >= deadline:
-            print(
-                f"still {state} after {args.timeout:g} s: is a daemon serving queue {queue}? "
-                "(`mailroom status` shows leases)"
+            document["timed_out"] = True
+            say(
+                f"still {state} after {args.timeout:g} s: is a daemon serving queue "
+                f"{document['queue']}? (`mailroom status` shows leases)"
             )
             return 1
         time.sleep(0.2)
@@ -251,16 +278,17 @@ def cmd_find(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
 
 def add_commands(sub: Any) -> None:
     """``show``, ``find`` and ``send-test``, for cli/commands.py."""
-    connecting, revealing_, json_ = database(), revealing(), as_json()
+    revealing_, json_ = revealing(), as_json()
     show_ = command(
         sub, "show", "one message with its attempts (times, outcomes, errors, SES ids)",
         description="One message: state, recipients (masked unless --reveal), template and "
         "data keys (never values: they may hold a token secret), schedule, lease, SES message "
         "id, and every attempt. Exit 1 if there is no such message.",
         examples="  mailroom show 42\n  mailroom show 42 --reveal\n  mailroom show 42 --json\n",
-        parents=[connecting, revealing_, json_],
+        parents=[revealing_, json_],
     )  # fmt: skip
     show_.add_argument("id", type=message_id, help="message id (mailroom.outbox.id)")
+    refuse_queue(show_, MESSAGE_ID_NAMES_ITS_QUEUE)
     show_.set_defaults(handler=handler("cmd_show"))
 
     send_test = command(
@@ -271,7 +299,7 @@ def add_commands(sub: Any) -> None:
         examples="  mailroom send-test --to you@example.com --wait\n"
         "  mailroom send-test --to you@example.com --template activationv1 \\\n"
         "      --data '{\"login\": \"test\"}' --wait --timeout 120\n",
-        parents=[connecting, revealing_],
+        parents=[queue_acted_on(), revealing_, json_],
     )  # fmt: skip
     send_test.add_argument("--to", required=True, metavar="ADDRESS", help="recipient")
     send_test.add_argument("--template", help="SES stored template name")
@@ -294,7 +322,7 @@ def add_commands(sub: Any) -> None:
         "  mailroom find --ses-id 0100018f-...-000000 --json\n"
         "  mailroom find --status dead,retrying --template passwordrecoveryv1 --since 1d\n"
         "  mailroom find --status pending --limit 20 --cursor 81234   (the next page)\n",
-        parents=[connecting, revealing_, json_], exit_codes=OPERATOR_EXIT_CODES,
+        parents=[queue_filter(), revealing_, json_], exit_codes=OPERATOR_EXIT_CODES,
     )  # fmt: skip
     find_.add_argument("--to", metavar="ADDRESS", help="a recipient, exact, case-insensitive")
     find_.add_argument("--key", metavar="KEY", help="idempotency key")
@@ -305,4 +333,4 @@ def add_commands(sub: Any) -> None:
     find_.add_argument("--before", type=when, help="enqueued before: 30m, 12h, 7d, ISO time")
     find_.add_argument("--limit", type=positive, default=50, help="rows per page (50)")
     find_.add_argument("--cursor", type=message_id, help="the next page: ids below this one")
-    find_.set_defaults(handler=handler("messages.cmd_find"), queue=None)
+    find_.set_defaults(handler=handler("messages.cmd_find"))

@@ -13,7 +13,15 @@ from typing import Any
 
 import psycopg
 
-from mailroom.cli.args import OPERATOR_EXIT_CODES, as_json, command, database, revealing, seconds
+from mailroom.cli.args import (
+    OPERATOR_EXIT_CODES,
+    as_json,
+    command,
+    queue_acted_on,
+    queue_filter,
+    revealing,
+    seconds,
+)
 from mailroom.cli.common import handler
 from mailroom.cli.messages import format_status
 from mailroom.cli.output import revealed
@@ -28,12 +36,12 @@ Connection = psycopg.Connection[Any]
 
 def cmd_queues(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     admin_audit.require(conn, "queues")
-    found = queues(conn)
+    found = [q for q in queues(conn) if args.queue in (None, q["queue"])]
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
     if not found:
-        print("no messages in any queue")
+        print(f"no messages in queue {args.queue}" if args.queue else "no messages in any queue")
         return 0
     heads = ["queue", "due", "scheduled", "retrying", "sending", "dead", "cancelled",
              "oldest due", "sent 1h", "dead 1h"]  # fmt: skip
@@ -124,7 +132,7 @@ def cmd_status(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
 
 def add_commands(sub: Any) -> None:
     """``status``, ``queues`` and ``stats``, for cli/commands.py."""
-    connecting, revealing_, json_ = database(), revealing(), as_json()
+    revealing_, json_ = revealing(), as_json()
     status_ = command(
         sub, "status", "what is waiting, failing and sending: depth, age, rate, dead reasons",
         description="Depth of the queue by status, how long the oldest due message has "
@@ -133,7 +141,7 @@ def add_commands(sub: Any) -> None:
         "docs/cli.md).",
         examples="  mailroom status\n  mailroom status --json | jq .depth.dead\n"
         "  mailroom --dsn postgresql://ops@db/app status --queue bulk\n",
-        parents=[connecting, revealing_, json_],
+        parents=[queue_acted_on(), revealing_, json_],
     )  # fmt: skip
     status_.add_argument(
         "--watch", nargs="?", const=2.0, type=seconds, metavar="SECONDS",
@@ -147,7 +155,7 @@ def add_commands(sub: Any) -> None:
         "sending, dead and cancelled counts, how long the oldest due message has waited, "
         "and messages sent and dead in the last hour.",
         examples="  mailroom queues\n  mailroom queues --json | jq '.[] | select(.dead > 0)'\n",
-        parents=[connecting, json_], exit_codes=OPERATOR_EXIT_CODES,
+        parents=[queue_filter(), json_], exit_codes=OPERATOR_EXIT_CODES,
     )  # fmt: skip
     queues_.set_defaults(handler=handler("stats.cmd_queues"))
 
@@ -159,7 +167,7 @@ def add_commands(sub: Any) -> None:
         "events are recorded.",
         examples="  mailroom stats\n  mailroom stats --since 1h --queue bulk\n"
         "  mailroom stats --since 2024-05-01T00:00 --before 2024-05-02T00:00 --json\n",
-        parents=[connecting, revealing_, json_], exit_codes=OPERATOR_EXIT_CODES,
+        parents=[queue_filter(), revealing_, json_], exit_codes=OPERATOR_EXIT_CODES,
     )  # fmt: skip
     stats_.add_argument("--since", type=when, default="24h", help="from: 1h, 24h, 7d, ISO time")
     stats_.add_argument("--before", type=when, help="until (now): 1h, 7d, ISO time")
