@@ -281,7 +281,8 @@ def _explain(exc: Exception, args: argparse.Namespace) -> int | None:
     if isinstance(exc, psycopg.OperationalError):
         dsn = os.environ.get("MAILROOM_DATABASE_URL", "")
         text = dsn_text.scrub(str(exc), dsn)
-        return fail(f"cannot reach the database: {text.strip()}", 3)
+        # libpq adds a hint on a line of its own ("\tIs the server running ..."): one line
+        return fail(f"cannot reach the database: {' '.join(text.split())}", 3)
     return None
 
 

@@ -46,6 +46,11 @@ def cmd_web(args: argparse.Namespace) -> int:
         app.serve(cfg, web_settings)
     except CommandError as exc:
         return fail(str(exc), exc.code)
+    except OSError as exc:  # the port is taken, or the address not this host's: a setting
+        given = [flag for flag, value in (("--host", args.host), ("--port", args.port))
+                 if value is not None] or ["MAILROOM_WEB_HOST", "MAILROOM_WEB_PORT"]  # fmt: skip
+        return fail(f"{' / '.join(given)}: cannot listen on {web_settings.host}:"
+                    f"{web_settings.port}: {exc.strerror or exc}")  # fmt: skip
     return 0
 
 
