@@ -151,9 +151,9 @@ def add_commands(sub: Any) -> None:
 
     queues_ = command(
         sub, "queues", "every queue: depth by status, oldest due, sends in the last hour",
-        description="One line per queue that has messages: due, scheduled, retrying, "
-        "sending, dead and cancelled counts, how long the oldest due message has waited, "
-        "and messages sent and dead in the last hour.",
+        description="One line per queue that has messages (every queue, or --queue alone): "
+        "due, scheduled, retrying, sending, dead and cancelled counts, how long the oldest "
+        "due message has waited, and messages sent and dead in the last hour.",
         examples="  mailroom queues\n  mailroom queues --json | jq '.[] | select(.dead > 0)'\n",
         parents=[queue_filter(), json_], exit_codes=OPERATOR_EXIT_CODES,
     )  # fmt: skip
@@ -161,8 +161,9 @@ def add_commands(sub: Any) -> None:
 
     stats_ = command(
         sub, "stats", "tries per template and per failure reason over a time range",
-        description="Outcomes of the tries made since --since (default 24h) and before "
-        "--before (default now): sent, retried and dead per template, and the failure "
+        description="Outcomes of the tries made in every queue (or --queue) since --since "
+        "(default 24h) and before --before (default now): sent, retried and dead per "
+        "template, and the failure "
         "reasons of retries and dead letters. Bounces and complaints join once delivery "
         "events are recorded.",
         examples="  mailroom stats\n  mailroom stats --since 1h --queue bulk\n"
