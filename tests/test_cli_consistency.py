@@ -133,7 +133,8 @@ GROUPS = {path for path in PARSERS if any(p[: len(path)] == path and p != path f
 LEAVES = sorted(set(PARSERS) - GROUPS)
 # Commands that print nothing but their log: they run until stopped, and their log is
 # JSON lines with MAILROOM_LOG_FORMAT=json. The test fails when one of them is gone too.
-NO_JSON = {("run",): "the daemon: only its log", ("web",): "the console: only its log"}
+NO_JSON = {("run",): "the daemon: only its log",
+           ("web",): "the console: one 'serving' line, then its log"}  # fmt: skip
 
 
 def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:

@@ -1,10 +1,11 @@
 """The ``mailroom`` command: argument parsing and output formatting only, calling
 operator/ for the work. One module per command group, each holding its commands' parsers
-beside their handlers: commands (the top parser, migrate, run, config, check, demo,
-token), stats (status [--watch], queues, stats), messages (show, send-test, find, and the
-status text), actions (cancel, send-now), dead, suppression, queue (pause, resume), web,
-check (check --schema); common (fail, load, connect, handler), args (option groups,
-argument types, help) and output (reveal, confirmation, progress) are shared.
+beside their handlers: commands (the top parser, migrate, run, config, demo), check
+(check, --ses, --schema), token (sign, verify), stats (status [--watch], queues, stats),
+messages (show, send-test, find, and the status text), actions (cancel, send-now), dead,
+suppression, queue (pause, resume), web; common (fail, load, connect, handler), args (the
+parser class, option groups, argument types, help) and output (reveal, confirmation,
+progress) are shared.
 
 May import everything else in the package (operator, daemon, events, config, web
 lazily); nothing but ``mailroom.__main__`` should import cli. Within cli, commands
