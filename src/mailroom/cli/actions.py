@@ -88,7 +88,8 @@ def add_commands(sub: Any) -> None:
         "in the final state `cancelled`, with the reason as their last error; a token "
         "email's secret is discarded. Messages being sent, sent, dead or cancelled are "
         "refused and then nothing is changed (exit 1). `dead retry` never revives a "
-        "cancelled message. Recorded in the audit trail (`mailroom show ID`).",
+        "cancelled message. Recorded in the audit trail (`mailroom show ID`). Ids name "
+        "messages of any queue: --queue is refused (exit 2).",
         examples="  mailroom cancel 42 --reason 'customer asked us not to send it'\n"
         "  mailroom cancel 42 43 44 --reason 'duplicate campaign' --dry-run\n",
         parents=[acting], exit_codes=OPERATOR_EXIT_CODES,
@@ -102,7 +103,8 @@ def add_commands(sub: Any) -> None:
         description="Makes waiting messages (retrying after a failure, or scheduled for "
         "later) due now and wakes the daemons. A message already due, being sent or final "
         "is refused and then nothing is changed (exit 1); so is a token email whose secret "
-        "is gone (the same rule as `dead retry`). Recorded in the audit trail.",
+        "is gone (the same rule as `dead retry`). Recorded in the audit trail. Ids name "
+        "messages of any queue: --queue is refused (exit 2).",
         examples="  mailroom send-now 42\n"
         "  mailroom send-now 42 43 --reason 'SES throttling is over'\n",
         parents=[acting], exit_codes=OPERATOR_EXIT_CODES,

@@ -104,17 +104,18 @@ def queue_filter() -> argparse.ArgumentParser:
 class _Refused(argparse.Action):
     """An option a command does not take, refused with the reason (its help is hidden)."""
 
-    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
-        parser.error(f"{option} does not apply: {self.help_reason}")
+    def __init__(self, option_strings: Any, dest: str, *, reason: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.reason = reason
 
-    help_reason = ""
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        parser.error(f"{option} does not apply: {self.reason}")
 
 
 def refuse_queue(parser: argparse.ArgumentParser, reason: str) -> None:
     """``--queue`` given to a command it means nothing to: exit 2 naming why, rather than
     silently ignored (an operator would believe the command was limited to the queue)."""
-    refused = type("RefusedQueue", (_Refused,), {"help_reason": reason})
-    parser.add_argument("--queue", action=refused, help=argparse.SUPPRESS)
+    parser.add_argument("--queue", action=_Refused, reason=reason)
 
 
 def queue_name(text: str) -> str:

@@ -283,7 +283,8 @@ def add_commands(sub: Any) -> None:
         sub, "show", "one message with its attempts (times, outcomes, errors, SES ids)",
         description="One message: state, recipients (masked unless --reveal), template and "
         "data keys (never values: they may hold a token secret), schedule, lease, SES message "
-        "id, and every attempt. Exit 1 if there is no such message.",
+        "id, and every attempt. Exit 1 if there is no such message. The id names a message "
+        "of any queue: --queue is refused (exit 2).",
         examples="  mailroom show 42\n  mailroom show 42 --reveal\n  mailroom show 42 --json\n",
         parents=[revealing_, json_],
     )  # fmt: skip
