@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -103,12 +104,17 @@ def test_run_refuses_an_unmigrated_database(pg_admin_dsn: str) -> None:
 
 
 def test_demo_delivers_with_the_debug_transport(tmp_path: Path) -> None:
-    result = mailroom("demo", "--output", str(tmp_path / "out"))
+    # --json: the narration on stderr, what was done as one document on stdout
+    result = mailroom("demo", "--output", str(tmp_path / "out"), "--json")
     assert result.returncode == 0, result.stderr
-    assert "delivered  {'sent': 4}" in result.stdout
-    assert "mailroom token verify" in result.stdout  # the signed activation token is shown
+    assert "delivered  {'sent': 4}" in result.stderr
+    assert "mailroom token verify" in result.stderr  # the signed activation token is shown
+    document = json.loads(result.stdout)
+    assert document["delivered"] == {"sent": 4}
+    assert document["activation_token"] in result.stderr
     written = sorted((tmp_path / "out").glob("*.json"))
     assert len(written) == 4  # two bulk calls (two templates) and two SendEmail calls
+    assert sorted(document["files"]) == [p.name for p in written]
 
 
 def test_token_sign_and_verify_exit_codes() -> None:

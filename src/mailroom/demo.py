@@ -77,12 +77,19 @@ def _activation_token(files: list[Path]) -> str | None:
     return None
 
 
-def demo(output: str) -> int:
+def demo(output: str, *, as_json: bool = False) -> int:
+    """The walkthrough, narrated on stdout; with ``as_json`` the narration goes to stderr
+    and stdout gets one JSON document of what was done (``mailroom demo --json``)."""
     out = Path(output).resolve()
-    print("mailroom demo: starting an embedded PostgreSQL ...")
+    stream = sys.stderr if as_json else sys.stdout
+
+    def say(line: str) -> None:
+        print(line, file=stream, flush=True)
+
+    say("mailroom demo: starting an embedded PostgreSQL ...")
     with EmbeddedPostgres() as pg:
         dsn = pg.dsn()
-        print(f"  database   {dsn}")
+        say(f"  database   {dsn}")
         key = tokens.new_secret().hex()  # a throwaway key for this demo only
         cfg = config.load(
             {
@@ -98,20 +105,26 @@ def demo(output: str) -> int:
         logs.configure(level=cfg.log_level, fmt=cfg.log_format)
         with outbox.connect(dsn) as conn:
             applied = migrate.migrate(conn, channel=cfg.channel_name, modules=("lifecycle",))
-            print(f"  migrated   {', '.join(f'{m.version:04d}_{m.name}' for m in applied)}")
+            say(f"  migrated   {', '.join(f'{m.version:04d}_{m.name}' for m in applied)}")
             ids = _samples(conn)
-            print(f"  enqueued   {len(ids)} emails (ids {', '.join(map(str, ids))})")
+            say(f"  enqueued   {len(ids)} emails (ids {', '.join(map(str, ids))})")
         counts = anyio.run(_deliver, cfg, len(ids))
-        print(f"  delivered  {counts}")
+        say(f"  delivered  {counts}")
     files = sorted(out.glob("*.json"))[-len(ids) :]
-    print(f"\nMAILROOM_DEBUG mode wrote each SES request it would have made to {out}:")
+    say(f"\nMAILROOM_DEBUG mode wrote each SES request it would have made to {out}:")
     for path in files:
-        print(f"  {path.name}")
+        say(f"  {path.name}")
     token = _activation_token(files)
     if token:
-        print("\nAlice's activation link carries a seed-compatible signed token; check it with:")
-        print(f"  MAILROOM_SECRET_KEY={key} mailroom token verify {token} --action activation")
-    print("\nNext: docs/architecture.md; run for real with `mailroom migrate` and `mailroom run`.")
+        say("\nAlice's activation link carries a seed-compatible signed token; check it with:")
+        say(f"  MAILROOM_SECRET_KEY={key} mailroom token verify {token} --action activation")
+    say("\nNext: docs/architecture.md; run for real with `mailroom migrate` and `mailroom run`.")
+    if as_json:
+        print(json.dumps({
+            "output": str(out), "enqueued": ids, "delivered": counts,
+            "files": [path.name for path in files],
+            "secret_key": key, "activation_token": token,  # the demo's throwaway key
+        }, indent=2))  # fmt: skip
     return 0 if counts.get("sent", 0) == len(ids) else 1
 
 

@@ -1,12 +1,14 @@
 """The ``mailroom`` command: argument parsing and output formatting only, calling
-operator/ for the work. One module per command group: commands (the parser, migrate,
-run, config, check, demo, token), ops (the operator commands' parsers), messages
-(status, show, send-test, find, cancel, send-now), dead, stats (queues, stats, status
---watch), suppression, check (check --schema); common (fail, load, connect, handler),
-args (argument types, help) and output (reveal, confirmation, progress) are shared.
+operator/ for the work. One module per command group, each holding its commands' parsers
+beside their handlers: commands (the top parser, migrate, run, config, demo), check
+(check, --ses, --schema), token (sign, verify), stats (status [--watch], queues, stats),
+messages (show, send-test, find, and the status text), actions (cancel, send-now), dead,
+suppression, queue (pause, resume), web; common (fail, load, connect, handler), args (the
+parser class, option groups, argument types, help) and output (reveal, confirmation,
+progress) are shared.
 
 May import everything else in the package (operator, daemon, events, config, web
 lazily); nothing but ``mailroom.__main__`` should import cli. Within cli, commands
-imports ops, the command modules import common, args and output; no circle
+imports the command modules, which import common, args and output; no circle
 (tests/test_layout.py).
 """

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from mailroom.cli import common
-from mailroom.cli.args import text_arguments
+from mailroom.cli.args import EXIT_CODES, Parser, as_json, command, text_arguments
 from mailroom.cli.common import connect, fail, load
 from mailroom.config import dsn as dsn_text
 from mailroom.config import settings as configuration
-from mailroom.text import positive
 
 EPILOG = """\
 Configuration comes from MAILROOM_* environment variables (see `mailroom config`);
@@ -51,10 +50,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     with connect(cfg) as conn:
         applied = migrate.migrate(conn, channel=cfg.channel_name, modules=tuple(args.modules))
         unowned = lifecycle.unowned_accounts(conn)
-    for m in applied:
-        print(f"applied {m.version:04d}_{m.name}")
-    if not applied:
-        print("schema up to date")
+    names = [f"{m.version:04d}_{m.name}" for m in applied]
+    if args.json:
+        import json  # noqa: PLC0415
+
+        print(json.dumps({"applied": names, "unowned_accounts": unowned}, indent=2))
+    else:
+        print("\n".join(f"applied {name}" for name in names) or "schema up to date")
     if unowned:  # every migrate says so, until they are assigned
         print(f"warning: {unowned} lifecycle account(s) have no owner and are visible to no "
               "application: assign them with mailroom.assign_account_owner (docs/tokens.md, "
@@ -127,156 +129,84 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    from mailroom.health import probe  # noqa: PLC0415
-
-    if args.ses:
-        return _check_ses(args)
-    if args.schema:
-        from mailroom.cli.check import cmd_check_schema  # noqa: PLC0415
-
-        return cmd_check_schema(args)
-    cfg = load(require_database=False)
-    if not cfg.http_port:
-        return fail("MAILROOM_HTTP_PORT is 0: the health endpoints are off")
-    healthy, body = probe(cfg.http_port, "/healthz" if args.live else "/readyz")
-    print(body)
-    return 0 if healthy else 1
-
-
-def _check_ses(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
-
-    from mailroom.daemon import preflight  # noqa: PLC0415
-
-    cfg = load(require_database=False)
-    templates = None
-    if cfg.database_url:
-        with connect(cfg) as conn:
-            templates = preflight.pending_templates_sync(conn, cfg.queue_name)
-    findings = preflight.run(cfg, templates)
-    failed = any(f.status == preflight.FAIL for f in findings)
-    if args.json:
-        document = {"ok": not failed, "findings": [f.as_dict() for f in findings]}
-        print(json.dumps(document, indent=2))
-    else:
-        print(preflight.report(findings))
-    return 1 if failed else 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from mailroom.demo import demo  # noqa: PLC0415
 
-    return demo(args.output)
-
-
-def cmd_token(args: argparse.Namespace) -> int:
-    import time  # noqa: PLC0415
-
-    from mailroom import tokens  # noqa: PLC0415
-
-    cfg = load(require_database=False)
-    if not cfg.secret_keys:
-        return fail("MAILROOM_SECRET_KEY: required for token commands")
-    action = tokens.Action(args.action)
-    if args.token_command == "sign":  # noqa: S105 -- a subcommand name, not a password
-        try:
-            secret = bytes.fromhex(args.secret) if args.secret else tokens.new_secret()
-            if args.v1:
-                expires = int(time.time() + args.ttl)
-                token = tokens.sign_v1(
-                    cfg.secret_keys[0], action, secret, expires_at=expires, code=args.code
-                )
-            else:
-                token = tokens.sign(cfg.secret_keys[0], action, secret, code=args.code)
-        except ValueError as exc:
-            return fail(str(exc))
-        print(token)
-        return 0
-    result = tokens.verify_any(args.token, action, cfg.secret_keys, now=time.time(), code=args.code)
-    if isinstance(result, tokens.Rejected):
-        print(f"invalid: {result.reason.value}")
-        return 1
-    print(f"valid (key {result.key_index + 1} of {len(cfg.secret_keys)})")
-    return 0
+    return demo(args.output, as_json=args.json)
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = Parser(
         prog="mailroom",
         description="PostgreSQL transactional-email outbox delivered through AWS SES.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    top.add_argument("--dsn", help="database URL (overrides MAILROOM_DATABASE_URL)")
+    top.add_argument("--dsn", metavar="URL", help="database URL (overrides MAILROOM_DATABASE_URL)")
     top.add_argument("--version", action="version", version=f"mailroom {_version()}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    summary = "run the daemon (stops gracefully on SIGTERM/SIGINT)"
-    sub.add_parser("run", help=summary, description=summary).set_defaults(handler=cmd_run)
-    summary = "print the effective configuration, secrets redacted"
-    config = sub.add_parser("config", help=summary, description=summary)
-    config.add_argument(
-        "--json", action="store_true",
-        help="one JSON object: each variable with its effective value as `config` prints it",
+    run = command(
+        sub, "run", "run the daemon (stops gracefully on SIGTERM/SIGINT)",
+        description="Runs the daemon: claims due messages of MAILROOM_QUEUE_NAME and sends "
+        "them through SES (or writes them, MAILROOM_DEBUG), until SIGTERM or SIGINT, which "
+        "finish what was claimed. It prints nothing but its log (JSON lines with "
+        "MAILROOM_LOG_FORMAT=json; a start-up refusal is a log line too).",
+        examples="  MAILROOM_DATABASE_URL=postgresql://mailroom@db/app AWS_REGION=eu-west-1 "
+        "mailroom run\n  mailroom run --dsn postgresql://mailroom@db/app\n",
+        exit_codes=EXIT_CODES + "(the daemon connects as a member of mailroom_daemon)\n",
+    )  # fmt: skip
+    run.set_defaults(handler=cmd_run)
+    config = command(
+        sub, "config", "print the effective configuration, secrets redacted",
+        description="Every MAILROOM_* setting with its effective value (the environment, "
+        "_FILE secrets, defaults), passwords and keys redacted. Exit 2, one line per "
+        "problem, when a setting is invalid. Connects to nothing.",
+        examples="  mailroom config\n  mailroom config --json | jq .MAILROOM_QUEUE_NAME\n",
+        parents=[as_json()],
     )  # fmt: skip
     config.set_defaults(handler=cmd_config)
-    summary = "apply pending schema migrations (safe to repeat, from every replica at once)"
-    migrate = sub.add_parser("migrate", help=summary, description=summary)
+    migrate = command(
+        sub, "migrate", "apply pending schema migrations (safe to repeat, from every replica "
+        "at once)",
+        description="Applies the pending migrations of the mailroom schema in order, each in "
+        "its transaction, under an advisory lock (replicas starting together wait for each "
+        "other). Run it as the owner of the mailroom schema.",
+        examples="  mailroom migrate\n  mailroom migrate --with lifecycle --json\n"
+        "  mailroom migrate --dsn postgresql://owner@db/app\n",
+        parents=[as_json()],
+    )  # fmt: skip
     migrate.add_argument(
         "--with", dest="modules", action="append", default=[], choices=["lifecycle"],
         help="also install an optional module: lifecycle = accounts, tokens and their emails",
     )  # fmt: skip
     migrate.set_defaults(handler=cmd_migrate)
-    check = sub.add_parser(
-        "check",
-        help="exit 0 if the local daemon is ready (for Docker HEALTHCHECK), 1 if not",
-        description="Asks the daemon on 127.0.0.1:$MAILROOM_HTTP_PORT for /readyz "
-        "(database reachable, LISTEN alive, not shutting down) and prints its checks.",
-    )
-    check.add_argument("--live", action="store_true", help="liveness only (/healthz)")
-    check.add_argument(
-        "--ses", action="store_true",
-        help="instead: the SES go-live preflight (credentials, sandbox, From identity, "
-        "configuration set and event destination, pending messages' templates); exit 0 "
-        "when nothing fails, 1 otherwise",
-    )  # fmt: skip
-    check.add_argument(
-        "--schema", action="store_true",
-        help="instead: list mailroom objects bound to an operator, function, type or "
-        "collation outside pg_catalog (an install migrated under an unsafe search_path); "
-        "exit 1 if any",
-    )  # fmt: skip
-    check.add_argument("--json", action="store_true", help="with --ses/--schema: as JSON")
-    check.add_argument("--dsn", default=argparse.SUPPRESS, help="with --schema: database URL")
-    check.set_defaults(handler=cmd_check)
-    demo = sub.add_parser(
-        "demo",
-        help="try mailroom: embedded PostgreSQL, a few emails, debug transport",
+    demo = command(
+        sub, "demo", "try mailroom: embedded PostgreSQL, a few emails, debug transport",
         description="Starts a throwaway PostgreSQL, migrates it, enqueues sample emails, "
-        "delivers them with the debug transport and shows the files written.",
-    )
+        "delivers them with the debug transport and shows the files written. Uses no "
+        "database of yours: --dsn and MAILROOM_DATABASE_URL are not read.",
+        examples="  mailroom demo\n  mailroom demo --output /tmp/mailroom-demo --json\n",
+        parents=[as_json()],
+    )  # fmt: skip
     demo.add_argument("--output", default="./output", help="where to write (default ./output)")
     demo.set_defaults(handler=cmd_demo)
+    # Each command's parser lives beside its handler; the modules import only operator/
+    # (plain SQL wrappers), never the console or boto3, so `run` stays lean.
+    from mailroom.cli import (  # noqa: PLC0415
+        actions,
+        check,
+        dead,
+        messages,
+        queue,
+        stats,
+        suppression,
+        token,
+    )
+    from mailroom.cli import web as console  # noqa: PLC0415
 
-    token = sub.add_parser("token", help="sign or verify HMAC tokens (uses MAILROOM_SECRET_KEY)")
-    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    actions = ["activation", "password_recovery"]
-    verify = token_sub.add_parser("verify", help="exit 0 if TOKEN is valid, 1 if not")
-    verify.add_argument("token")
-    sign = token_sub.add_parser("sign", help="print a token for a secret (random if omitted)")
-    sign.add_argument("--secret", help="32-byte secret as 64 hex characters")
-    sign.add_argument("--v1", action="store_true", help="versioned format binding an expiry")
-    sign.add_argument("--ttl", type=positive, default=900, help="v1 lifetime in seconds (900)")
-    for p in (verify, sign):
-        p.add_argument("--action", choices=actions, required=True)
-        p.add_argument("--code", help="5-digit code (password_recovery)")
-    token.set_defaults(handler=cmd_token)
-    from mailroom.cli import ops  # noqa: PLC0415 -- light; `run` stays lean
-
-    ops.operator_commands(sub)
-    from mailroom.cli import queue as queue_commands  # noqa: PLC0415 -- as ops
-
-    queue_commands.add_commands(sub)
+    modules = (check, token, stats, messages, dead, actions, suppression, queue, console)
+    for module in modules:
+        module.add_commands(sub)
     return top
 
 
@@ -295,7 +225,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = text_arguments(words)
     if problem:
         return fail(problem)
-    return _run(parser().parse_args(words))
+    try:
+        args = parser().parse_args(words)
+    except SystemExit as exc:  # --help, --version (0) or a usage error, already printed (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -347,7 +281,8 @@ def _explain(exc: Exception, args: argparse.Namespace) -> int | None:
     if isinstance(exc, psycopg.OperationalError):
         dsn = os.environ.get("MAILROOM_DATABASE_URL", "")
         text = dsn_text.scrub(str(exc), dsn)
-        return fail(f"cannot reach the database: {text.strip()}", 3)
+        # libpq adds a hint on a line of its own ("\tIs the server running ..."): one line
+        return fail(f"cannot reach the database: {' '.join(text.split())}", 3)
     return None
 
 

@@ -1,7 +1,7 @@
 """What every command module of the CLI shares: the one-line failure (``fail``), the
 configuration (``load``), the database connection (``connect``) and the handler that runs
 an operator function on it (``handler``). A module of its own so that commands.py and
-ops.py both import it rather than each other."""
+the command modules both import it rather than each other."""
 
 from __future__ import annotations
 

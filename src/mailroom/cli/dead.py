@@ -1,5 +1,6 @@
-"""The commands ``dead list | retry | purge``: dead letters by id or filter, in batches,
-calling operator/dead.py; each ``cmd_*`` prints its answer and returns the exit code."""
+"""The commands ``dead list | retry | purge`` and their parsers: dead letters by id or
+filter, in batches, calling operator/dead.py; each ``cmd_*`` prints its answer and
+returns the exit code."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 import psycopg
 
+from mailroom.cli.args import as_json, command, message_id, queue_acted_on, revealing
+from mailroom.cli.common import handler
 from mailroom.cli.output import Progress, confirm, revealed
 from mailroom.config.settings import Config
 from mailroom.operator import audit as admin_audit
@@ -21,7 +24,7 @@ from mailroom.operator.dead import (
     dead_retry,
     retry_refusals,
 )
-from mailroom.text import CommandError, jsonable, recipients, stamp, table
+from mailroom.text import CommandError, jsonable, positive, recipients, stamp, table, when
 
 Connection = psycopg.Connection[Any]
 
@@ -83,19 +86,35 @@ def cmd_dead_retry(args: argparse.Namespace, cfg: Config, conn: Connection) -> i
     if problems:
         raise CommandError("\n  ".join(["nothing retried:", *problems]), 1)
     total, tokens, _ = dead_count(conn, selection)
-    if tokens:
-        print(f"skipping {tokens} token email(s): their secrets were discarded when they died")
     wanted = total - tokens
+    document = {"dry_run": args.dry_run, "matched": total, "skipped_token_emails": tokens,
+                "would_retry": wanted, "retried": 0, "left_alone": 0}  # fmt: skip
+    code = _retry(args, cfg, conn, selection, document)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    return code
+
+
+def _retry(
+    args: argparse.Namespace, cfg: Config, conn: Connection, selection: Selection,
+    document: dict[str, Any],
+) -> int:  # fmt: skip
+    """``dead retry`` after its checks: the text as it goes (none with --json: the
+    document is printed at the end), the counts into ``document``."""
+    say = (lambda line: None) if args.json else print
+    tokens, wanted = document["skipped_token_emails"], document["would_retry"]
+    if tokens:
+        say(f"skipping {tokens} token email(s): their secrets were discarded when they died")
     if wanted == 0:
-        print("no dead letters to retry")
+        say("no dead letters to retry")
         return 0
     if args.dry_run:
-        print(f"would retry {wanted} dead letter(s)")
+        say(f"would retry {wanted} dead letter(s)")
         return 0
     if args.all and not confirm(
         f"retry {wanted} dead letter(s)?", yes=args.yes, what=f"retry {wanted} dead letter(s)"
     ):
-        print("nothing retried")
+        say("nothing retried")
         return 1
     progress = Progress("retried", wanted)
     done = dead_retry(
@@ -103,9 +122,10 @@ def cmd_dead_retry(args: argparse.Namespace, cfg: Config, conn: Connection) -> i
         batch=args.batch, progress=progress,
     )  # fmt: skip
     progress.close()
-    print(f"retried {done} dead letter(s): pending again, attempts reset, daemons woken")
+    document.update(retried=done, left_alone=wanted - done)
+    say(f"retried {done} dead letter(s): pending again, attempts reset, daemons woken")
     if done < wanted:
-        print(f"{wanted - done} changed or were busy meanwhile and were left alone")
+        say(f"{wanted - done} changed or were busy meanwhile and were left alone")
     return 0
 
 
@@ -114,16 +134,96 @@ def cmd_dead_purge(args: argparse.Namespace, cfg: Config, conn: Connection) -> i
     selection = _selected(args, cfg, "purge")
     total = dead_count(conn, selection)[0]
     what = f"{total} dead letter(s) and their attempts"
-    if total == 0 or args.dry_run:
+    done, code = 0, 0
+    if total and not args.dry_run:
+        if confirm(f"delete {what}?", yes=args.yes, what=f"delete {what}"):
+            progress = Progress("deleted", total)
+            done = dead_purge(
+                conn, selection, actor=Actor.from_cli(args.note), batch=args.batch,
+                progress=progress,
+            )  # fmt: skip
+            progress.close()
+        else:
+            code = 1  # declined at the prompt
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "matched": total, "deleted": done,
+                          "declined": code == 1}, indent=2))  # fmt: skip
+    elif total == 0 or args.dry_run:
         print(f"would delete {what}" if total else "no dead letters match")
-        return 0
-    if not confirm(f"delete {what}?", yes=args.yes, what=f"delete {what}"):
-        print("nothing deleted")
-        return 1
-    progress = Progress("deleted", total)
-    done = dead_purge(
-        conn, selection, actor=Actor.from_cli(args.note), batch=args.batch, progress=progress
+    else:
+        print("nothing deleted" if code else f"deleted {done} dead letter(s)")
+    return code
+
+
+DEAD_BATCH = 500  # rows per statement of `dead retry` and `dead purge`
+
+
+def add_commands(sub: Any) -> None:
+    """``dead list | retry | purge``: the dead letters, by id or by filter."""
+    dead = command(
+        sub, "dead", "list, retry or purge dead letters",
+        description="Dead letters: messages that failed for good. `dead list` finds them, "
+        "`dead retry` sends them again, `dead purge` deletes them. Filters cover one queue: "
+        "--queue, by default MAILROOM_QUEUE_NAME; message ids name messages of any queue.",
+        examples="  mailroom dead list --since 1h\n"
+        "  mailroom dead retry --reason TooManyRequests\n"
+        "  mailroom dead purge --before 30d --dry-run\n",
+    )  # fmt: skip
+    dead_sub = dead.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
+    selecting = argparse.ArgumentParser(add_help=False, parents=[queue_acted_on()])
+    selecting.add_argument("ids", nargs="*", type=message_id, metavar="ID", help="message ids")
+    selecting.add_argument("--template", help="template name (or simple / raw)")
+    selecting.add_argument("--reason", help="text in the last error, e.g. MESSAGE_REJECTED")
+    selecting.add_argument("--since", type=when, help="died at or after: 30m, 12h, 7d, ISO time")
+    selecting.add_argument("--before", type=when, help="died before: 30m, 12h, 7d, ISO time")
+    bulk = argparse.ArgumentParser(add_help=False, parents=[selecting, as_json()])
+    bulk.add_argument("--all", action="store_true", help="every dead letter of the queue")
+    bulk.add_argument(
+        "--batch",
+        type=positive,
+        default=DEAD_BATCH,
+        help=f"rows per statement ({DEAD_BATCH})",
     )
-    progress.close()
-    print(f"deleted {done} dead letter(s)")
-    return 0
+    bulk.add_argument("--note", metavar="TEXT", help="why, for the audit trail")
+
+    listing = command(
+        dead_sub, "list", "dead letters, newest first, with their reasons",
+        description="Dead letters of the queue (or the given ids), newest first, with the "
+        "total matching. Filters combine; --reason matches any part of the last error, "
+        "case-insensitively.",
+        examples="  mailroom dead list\n  mailroom dead list --template activationv1 --since 2h\n"
+        "  mailroom dead list --reason MESSAGE_REJECTED --limit 200 --json\n",
+        parents=[selecting, revealing(), as_json()],
+    )  # fmt: skip
+    listing.add_argument("--limit", type=positive, default=50, help="rows shown (50)")
+    listing.set_defaults(handler=handler("dead.cmd_dead_list"))
+
+    retry = command(
+        dead_sub, "retry", "send dead letters again: pending, attempts reset, daemons woken",
+        description="Re-arms dead letters (by id, by filter, or --all): status pending, "
+        "attempts 0, due now; last_error keeps why it died until a new try replaces it, and "
+        "the attempts log keeps the earlier tries. Works in batches (progress on a terminal) "
+        "and wakes the daemons. Ids that are not dead letters (e.g. sent) are refused and "
+        "nothing is done (exit 1); token emails are never retried: their secret is gone.",
+        examples="  mailroom dead retry 42 43\n"
+        "  mailroom dead retry --reason TooManyRequests --since 6h\n"
+        "  mailroom dead retry --template activationv1 --all\n"
+        "  mailroom dead retry --all --dry-run\n",
+        parents=[bulk],
+    )  # fmt: skip
+    retry.add_argument("--dry-run", action="store_true", help="count only, retry nothing")
+    retry.add_argument("--yes", action="store_true", help="--all without confirmation")
+    retry.set_defaults(handler=handler("dead.cmd_dead_retry"))
+
+    purge = command(
+        dead_sub, "purge", "delete dead letters (and their attempts)",
+        description="Deletes dead letters by id, filter or --all, in batches. Asks for "
+        "confirmation on a terminal; without a terminal it needs --yes (exit 2 otherwise). "
+        "--dry-run only counts. Declining exits 1.",
+        examples="  mailroom dead purge --before 30d --dry-run\n"
+        "  mailroom dead purge --template oldnewsletter --all --yes\n",
+        parents=[bulk],
+    )  # fmt: skip
+    purge.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    purge.set_defaults(handler=handler("dead.cmd_dead_purge"))

@@ -1,21 +1,36 @@
-"""The commands ``status``, ``show``, ``send-test``, ``find``, ``cancel`` and ``send-now``:
-each ``cmd_*`` takes the parsed arguments, the configuration and an autocommit connection
-to a database that ``migrate.check_ready`` accepted, calls operator/ for the data, prints
-its answer and returns the exit code (0 ok, 1 "no"), or raises CommandError. Addresses are
-masked as in the logs unless ``--reveal`` (or MAILROOM_LOG_REVEAL_ADDRESSES).
+"""The commands ``show``, ``send-test`` and ``find`` with their parsers, and the text of
+``status`` (its command is in stats.py): each ``cmd_*`` takes the parsed arguments, the
+configuration and an autocommit connection to a database that ``migrate.check_ready``
+accepted, calls operator/ for the data, prints its answer and returns the exit code (0
+ok, 1 "no"), or raises CommandError. Addresses are masked as in the logs unless
+``--reveal`` (or MAILROOM_LOG_REVEAL_ADDRESSES).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import socket
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
+from mailroom.cli.args import (
+    OPERATOR_EXIT_CODES,
+    as_json,
+    command,
+    message_id,
+    queue_acted_on,
+    queue_filter,
+    refuse_queue,
+    revealing,
+    seconds,
+)
+from mailroom.cli.common import handler
 from mailroom.cli.output import revealed
 from mailroom.cli.queue import describe as describe_pause
 from mailroom.client import enqueue
@@ -23,12 +38,24 @@ from mailroom.config.settings import Config
 from mailroom.daemon import presence
 from mailroom.operator import audit as admin_audit
 from mailroom.operator.admin import REASONS_SHOWN, outcome, show
-from mailroom.operator.audit import Actor
-from mailroom.operator.find import Filter, cancel, find, refusals, send_now
-from mailroom.text import CommandError, age, jsonable, masker, recipients, stamp, table
+from mailroom.operator.find import Filter, find
+from mailroom.text import (
+    CommandError,
+    age,
+    jsonable,
+    masker,
+    positive,
+    recipients,
+    stamp,
+    table,
+    when,
+)
 
 Connection = psycopg.Connection[Any]
-REASON_MAX = 500
+MESSAGE_ID_NAMES_ITS_QUEUE = "a message id names one message, whatever its queue"
+# A message recorded sent without an SES message id: the debug transport's (it sends
+# nothing, so SES gave no id); docs/operations.md, "MailroomDebugMode".
+NO_PROVIDER_ID = "none (debug)"
 
 
 def filter_from_args(args: argparse.Namespace) -> Filter:
@@ -99,13 +126,16 @@ def format_show(m: dict[str, Any]) -> str:
         rows.append(("lease", f"{m['locked_by']} until {rel(m['locked_until'])}"))
     if m["sent_at"]:
         rows.append(("sent", rel(m["sent_at"])))
-    rows += [("SES message id", m["provider_message_id"]), ("last error", m["last_error"])]
+    provider_id = m["provider_message_id"] or (NO_PROVIDER_ID if m["status"] == "sent" else None)
+    rows += [("SES message id", provider_id), ("last error", m["last_error"])]
     lines = [f"message {m['id']}  (queue {m['queue']})"]
     lines += [f"  {k:<16} {v}" for k, v in rows if v not in (None, "")]
     log = m["attempts_log"]
     lines.append(f"attempts ({len(log)}):" if log else "attempts: none yet")
     for a in log:
-        detail = " ".join(x for x in (a["provider_message_id"], a["error"]) if x)
+        sent_without_id = a["outcome"] == "sent" and not a["provider_message_id"]
+        provider_id = f"SES message id {NO_PROVIDER_ID}" if sent_without_id else None
+        detail = " ".join(x for x in (a["provider_message_id"] or provider_id, a["error"]) if x)
         head = f"  #{a['attempt']:<3} {stamp(a['at'])}  {a['outcome']:<13} {a['worker'] or '-'}"
         lines.append(f"{head}  {detail}".rstrip())
     delivery = m["delivery"]
@@ -167,28 +197,44 @@ def cmd_send_test(args: argparse.Namespace, cfg: Config, conn: Connection) -> in
         message_id = enqueue(conn, args.to, queue=queue, from_address=args.from_address, **content)
     except psycopg.errors.CheckViolation as exc:
         raise CommandError(f"refused: {exc.diag.constraint_name or exc}") from None
-    print(f"enqueued message {message_id} (queue {queue})", flush=True)
-    if not args.wait:
-        return 0
+    # --json: the one document is the outcome; what happens meanwhile is told on stderr
+    say = functools.partial(print, file=sys.stderr if args.json else sys.stdout, flush=True)
+    say(f"enqueued message {message_id} (queue {queue})")
+    document: dict[str, Any] = {"id": message_id, "queue": queue, "status": "pending",
+                                "attempts": 0, "provider_message_id": None, "error": None,
+                                "waited": args.wait, "timed_out": False}  # fmt: skip
+    code = _follow(args, cfg, conn, document, say) if args.wait else 0
+    if args.json:
+        print(json.dumps(document, indent=2))
+    return code
+
+
+def _follow(
+    args: argparse.Namespace, cfg: Config, conn: Connection, document: dict[str, Any], say: Any
+) -> int:
+    """Polls the message until sent (0), dead (1) or --timeout (1), saying each change."""
     shown = masker(revealed(args, cfg))
     deadline = time.monotonic() + args.timeout
     last = ("pending", 0)
     while True:
-        state, attempts, provider_id, error = outcome(conn, message_id)
+        state, attempts, provider_id, error = outcome(conn, document["id"])
+        document.update(status=state, attempts=attempts, provider_message_id=provider_id,
+                        error=shown(error))  # fmt: skip
         if state in ("sent", "dead"):
-            print(
-                f"sent: SES message id {provider_id}"
+            say(
+                f"sent: SES message id {provider_id or NO_PROVIDER_ID}"
                 if state == "sent"
                 else f"dead after {attempts} attempt(s): {shown(error)}"
             )
             return 0 if state == "sent" else 1
         if (state, attempts) != last:
             last = (state, attempts)
-            print(f"{state} (attempts {attempts})" + (f": {shown(error)}" if error else ""))
+            say(f"{state} (attempts {attempts})" + (f": {shown(error)}" if error else ""))
         if time.monotonic() >= deadline:
-            print(
-                f"still {state} after {args.timeout:g} s: is a daemon serving queue {queue}? "
-                "(`mailroom status` shows leases)"
+            document["timed_out"] = True
+            say(
+                f"still {state} after {args.timeout:g} s: is a daemon serving queue "
+                f"{document['queue']}? (`mailroom status` shows leases)"
             )
             return 1
         time.sleep(0.2)
@@ -230,48 +276,62 @@ def cmd_find(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     return 0
 
 
-def _reason(text: str | None, *, required: bool) -> str | None:
-    reason = (text or "").strip()
-    if required and not reason:
-        raise CommandError("say why with --reason (it is kept on the message and in the audit)")
-    if len(reason) > REASON_MAX:
-        raise CommandError(f"--reason is {len(reason)} characters: at most {REASON_MAX}")
-    return reason or None
+def add_commands(sub: Any) -> None:
+    """``show``, ``find`` and ``send-test``, for cli/commands.py."""
+    revealing_, json_ = revealing(), as_json()
+    show_ = command(
+        sub, "show", "one message with its attempts (times, outcomes, errors, SES ids)",
+        description="One message: state, recipients (masked unless --reveal), template and "
+        "data keys (never values: they may hold a token secret), schedule, lease, SES message "
+        "id, and every attempt. Exit 1 if there is no such message. The id names a message "
+        "of any queue: --queue is refused (exit 2).",
+        examples="  mailroom show 42\n  mailroom show 42 --reveal\n  mailroom show 42 --json\n",
+        parents=[revealing_, json_],
+    )  # fmt: skip
+    show_.add_argument("id", type=message_id, help="message id (mailroom.outbox.id)")
+    refuse_queue(show_, MESSAGE_ID_NAMES_ITS_QUEUE)
+    show_.set_defaults(handler=handler("cmd_show"))
 
+    send_test = command(
+        sub, "send-test", "enqueue one test message; --wait follows it to its outcome",
+        description="Enqueues one message (a simple text message, or a stored template with "
+        "--template and --data). With --wait, polls it until it is sent (exit 0), dead "
+        "(exit 1) or --timeout passes (exit 1), printing each change.",
+        examples="  mailroom send-test --to you@example.com --wait\n"
+        "  mailroom send-test --to you@example.com --template activationv1 \\\n"
+        "      --data '{\"login\": \"test\"}' --wait --timeout 120\n",
+        parents=[queue_acted_on(), revealing_, json_],
+    )  # fmt: skip
+    send_test.add_argument("--to", required=True, metavar="ADDRESS", help="recipient")
+    send_test.add_argument("--template", help="SES stored template name")
+    send_test.add_argument("--data", help="template data, a JSON object")
+    send_test.add_argument("--subject", default="mailroom test message", help="simple message")
+    send_test.add_argument("--from", dest="from_address", help="From (MAILROOM_SES_SOURCE)")
+    send_test.add_argument("--wait", action="store_true", help="follow it to sent or dead")
+    send_test.add_argument("--timeout", type=seconds, default=60.0, help="--wait limit, s (60)")
+    send_test.set_defaults(handler=handler("cmd_send_test"))
 
-def cmd_cancel(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    admin_audit.require(conn, "cancel", admin_audit.CANCELS)
-    reason = _reason(args.reason, required=True)
-    ids = list(dict.fromkeys(args.ids))
-    problems = refusals(conn, ids, "cancel")
-    if problems:
-        raise CommandError("\n  ".join(["nothing cancelled:", *problems]), 1)
-    if args.dry_run:
-        print(f"would cancel {len(ids)} message(s)")
-        return 0
-    done = cancel(conn, ids, Actor.from_cli(reason))
-    print(f"cancelled {len(done)} message(s): {', '.join(map(str, done))}")
-    if len(done) < len(ids):
-        left = sorted(set(ids) - set(done))
-        print(f"{len(left)} changed meanwhile (a daemon took them) and were left alone: "
-              f"{', '.join(map(str, left))}")  # fmt: skip
-        return 1
-    return 0
-
-
-def cmd_send_now(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    admin_audit.require(conn, "send-now", admin_audit.SENDS_NOW)
-    reason = _reason(args.reason, required=False)
-    ids = list(dict.fromkeys(args.ids))
-    problems = refusals(conn, ids, "send-now")
-    if problems:
-        raise CommandError("\n  ".join(["nothing changed:", *problems]), 1)
-    if args.dry_run:
-        print(f"would make {len(ids)} message(s) due now")
-        return 0
-    done = send_now(conn, ids, Actor.from_cli(reason), channel=cfg.channel_name)
-    print(f"due now, daemons woken: {', '.join(map(str, done))}")
-    if len(done) < len(ids):
-        print(f"{len(ids) - len(done)} changed meanwhile and were left alone")
-        return 1
-    return 0
+    find_ = command(
+        sub, "find", "search messages in any state: by recipient, key, SES id, status, ...",
+        description="Messages of every queue (or --queue), newest first, a page at a time. "
+        "Filters combine: --to matches a recipient (to, cc or bcc) exactly, ignoring case; "
+        "--status takes pending, scheduled (pending, not yet due), retrying, sending, sent, "
+        "dead, cancelled (repeat it or separate with commas); --since / --before bound the "
+        "time it was enqueued. Addresses are masked unless --reveal.",
+        examples="  mailroom find --to alice@example.com\n"
+        "  mailroom find --to alice@example.com --since 2h --reveal\n"
+        "  mailroom find --ses-id 0100018f-...-000000 --json\n"
+        "  mailroom find --status dead,retrying --template passwordrecoveryv1 --since 1d\n"
+        "  mailroom find --status pending --limit 20 --cursor 81234   (the next page)\n",
+        parents=[queue_filter(), revealing_, json_], exit_codes=OPERATOR_EXIT_CODES,
+    )  # fmt: skip
+    find_.add_argument("--to", metavar="ADDRESS", help="a recipient, exact, case-insensitive")
+    find_.add_argument("--key", metavar="KEY", help="idempotency key")
+    find_.add_argument("--ses-id", metavar="ID", help="SES message id (of a sent message)")
+    find_.add_argument("--status", action="append", metavar="STATUS", help="see above")
+    find_.add_argument("--template", help="template name (or simple / raw)")
+    find_.add_argument("--since", type=when, help="enqueued at or after: 30m, 12h, 7d, ISO time")
+    find_.add_argument("--before", type=when, help="enqueued before: 30m, 12h, 7d, ISO time")
+    find_.add_argument("--limit", type=positive, default=50, help="rows per page (50)")
+    find_.add_argument("--cursor", type=message_id, help="the next page: ids below this one")
+    find_.set_defaults(handler=handler("messages.cmd_find"))

@@ -23,7 +23,10 @@ def confirm(question: str, *, yes: bool, what: str) -> bool:
         return True
     if not sys.stdin.isatty():
         raise CommandError(f"refusing to {what} without --yes (stdin is no terminal)")
-    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    # the question on stderr: stdout carries the answer only (one JSON document with --json)
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    return input().strip().lower() in ("y", "yes")
 
 
 class Progress:

@@ -8,16 +8,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-from mailroom.cli.args import OPERATOR_EXIT_CODES, command
+from mailroom.cli.args import OPERATOR_EXIT_CODES, as_json, command, queue_name, refuse_queue
 from mailroom.cli.common import connect, fail, load
 from mailroom.text import stamp
-
-
-def _queue_name(text: str) -> str:
-    name = text.strip()
-    if not 1 <= len(name) <= 63:
-        raise argparse.ArgumentTypeError(f"a queue name is 1 to 63 characters, got {text[:70]!r}")
-    return name
 
 
 def describe(p: dict[str, Any]) -> str:
@@ -63,14 +56,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    database = argparse.ArgumentParser(add_help=False)
-    database.add_argument(
-        "--dsn", default=argparse.SUPPRESS, help="database URL (overrides MAILROOM_DATABASE_URL)"
-    )
-    queue = sub.add_parser(
-        "queue", help="pause or resume a queue by hand (audited)",
+    queue = command(
+        sub, "queue", "pause or resume a queue by hand (audited)",
         description="Pause a queue: no daemon claims from it (within about a second; what "
         "was claimed finishes) until it is resumed. Recorded in the audit trail.",
+        examples="  mailroom queue pause bulk --note 'bad template in campaign 7'\n"
+        "  mailroom queue resume bulk --note 'template fixed'\n",
+        exit_codes=OPERATOR_EXIT_CODES,
     )  # fmt: skip
     actions = queue.add_subparsers(dest="queue_command", required=True, metavar="ACTION")
     for name, summary, description, examples in (
@@ -88,9 +80,9 @@ def add_commands(sub: Any) -> None:
     ):  # fmt: skip
         action = command(
             actions, name, summary, description=description, examples=examples,
-            parents=[database], exit_codes=OPERATOR_EXIT_CODES,
+            parents=[as_json()], exit_codes=OPERATOR_EXIT_CODES,
         )  # fmt: skip
-        action.add_argument("name", type=_queue_name, metavar="NAME", help="the queue")
+        action.add_argument("name", type=queue_name, metavar="NAME", help="the queue")
         action.add_argument("--note", metavar="TEXT", help="why, for the audit trail")
-        action.add_argument("--json", action="store_true", help="machine-readable output")
+        refuse_queue(action, "the queue is NAME, the argument")
         action.set_defaults(handler=run)

@@ -14,11 +14,13 @@ from typing import Any
 import psycopg
 
 from mailroom.addresses import normalize_address
+from mailroom.cli.args import OPERATOR_EXIT_CODES, as_json, command, refuse_queue, revealing
+from mailroom.cli.common import handler
 from mailroom.cli.output import Progress
 from mailroom.config.settings import Config
 from mailroom.operator import suppressions
 from mailroom.operator.audit import Actor
-from mailroom.text import CommandError, jsonable, masker, positive, stamp
+from mailroom.text import CommandError, jsonable, masker, positive, stamp, when
 
 Connection = psycopg.Connection[Any]
 
@@ -116,45 +118,82 @@ def _page_size(text: str) -> int:
     return value
 
 
-def add_commands(sub: Any, parents: dict[str, Any], handler: Any) -> None:
+NOT_PER_QUEUE = "a suppression holds for every queue"
+SUPPRESSION_EXIT_CODES = OPERATOR_EXIT_CODES.replace(
+    "(these commands", "(suppressions are per address, for every queue; these commands"
+)
+
+
+def add_commands(sub: Any) -> None:
     """The ``suppression`` command group, for cli/commands.py."""
-    group = sub.add_parser(
-        "suppression", help="list, add, remove or import suppressed addresses",
+    group = command(
+        sub, "suppression", "list, add, remove or import suppressed addresses",
         description="Addresses mailroom never sends to: permanent bounces, complaints, "
         "repeated transient bounces (from SES events), manual entries and SES's own "
         "account-level list. See docs/deliverability.md.",
-        epilog="examples:\n  mailroom suppression list --reason complaint --since 7d\n"
+        examples="  mailroom suppression list --reason complaint --since 7d\n"
         "  mailroom suppression add ann@example.com --note 'asked by phone'\n"
         "  mailroom suppression remove ann@example.com --note 'mailbox fixed'\n"
         "  mailroom suppression import\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        exit_codes=SUPPRESSION_EXIT_CODES,
     )  # fmt: skip
     actions = group.add_subparsers(dest="suppression_command", required=True, metavar="ACTION")
-    common = [parents["database"], parents["revealing"], parents["as_json"]]
-    listing = actions.add_parser("list", help="suppressed addresses, newest first",
-                                 parents=common)  # fmt: skip
+    common = [revealing(), as_json()]
+    listing = command(
+        actions, "list", "suppressed addresses, newest first",
+        description="The suppression list, newest first, with the total matching: when each "
+        "address was added, why (its reason and detail). Filters combine. Addresses are "
+        "masked unless --reveal.",
+        examples="  mailroom suppression list\n"
+        "  mailroom suppression list --reason complaint --since 7d --json\n"
+        "  mailroom suppression list --address ann@example.com --reveal\n",
+        parents=common, exit_codes=SUPPRESSION_EXIT_CODES,
+    )  # fmt: skip
     listing.add_argument("--reason", choices=["bounce", "complaint", "transient_bounces",
-                                              "manual", "ses_import"])  # fmt: skip
-    listing.add_argument("--since", type=parents["when"], help="added since: 30m, 12h, 7d, ISO")
+                                              "manual", "ses_import"],
+                         help="only entries added for this reason")  # fmt: skip
+    listing.add_argument("--since", type=when, help="added since: 30m, 12h, 7d, ISO")
     listing.add_argument("--address", type=address_argument,
                          help="only this address (is it suppressed, and why?)")  # fmt: skip
     listing.add_argument("--limit", type=positive, default=50, help="rows shown (50)")
-    listing.set_defaults(handler=handler("cmd_list"))
-    add = actions.add_parser("add", help="suppress addresses by hand", parents=common)
+    listing.set_defaults(handler=handler("suppression.cmd_list"))
+    add = command(
+        actions, "add", "suppress addresses by hand",
+        description="Adds each address (reason manual, the note as its detail); an address "
+        "already suppressed keeps its entry. Every address is checked before any is added.",
+        examples="  mailroom suppression add ann@example.com --note 'asked by phone'\n"
+        "  mailroom suppression add a@example.com b@example.com --json\n",
+        parents=common, exit_codes=SUPPRESSION_EXIT_CODES,
+    )  # fmt: skip
     add.add_argument("addresses", nargs="+", metavar="ADDRESS", type=address_argument)
     add.add_argument("--note", help="why (kept as the entry's detail)")
-    add.set_defaults(handler=handler("cmd_add"))
-    remove = actions.add_parser("remove", help="unsuppress addresses (exit 1: none was)",
-                                parents=common)  # fmt: skip
+    add.set_defaults(handler=handler("suppression.cmd_add"))
+    remove = command(
+        actions, "remove", "unsuppress addresses (exit 1: none was)",
+        description="Deletes the addresses' entries, recorded in the audit trail with the "
+        "note; mail to them is sent again. Exit 1 when none of them was suppressed.",
+        examples="  mailroom suppression remove ann@example.com --note 'mailbox fixed'\n"
+        "  mailroom suppression remove ann@example.com --json\n",
+        parents=common, exit_codes=SUPPRESSION_EXIT_CODES,
+    )  # fmt: skip
     remove.add_argument("addresses", nargs="+", metavar="ADDRESS", type=address_argument)
     remove.add_argument("--note", help="why, for the audit trail")
-    remove.set_defaults(handler=handler("cmd_remove"))
-    importing = actions.add_parser(
-        "import", help="copy SES's account-level suppression list (ses:ListSuppressedDestinations)",
-        parents=common,
+    remove.set_defaults(handler=handler("suppression.cmd_remove"))
+    importing = command(
+        actions, "import",
+        "copy SES's account-level suppression list (ses:ListSuppressedDestinations)",
+        description="Reads SES's account-level suppression list page by page (AWS "
+        "credentials and region as the daemon finds them) and adds the addresses mailroom "
+        "does not have yet (reason ses_import). Exit 1 when an SES call fails or --max-pages "
+        "is reached: what was read so far is kept.",
+        examples="  mailroom suppression import\n"
+        "  mailroom suppression import --page-size 100 --max-pages 10 --json\n",
+        parents=common, exit_codes=SUPPRESSION_EXIT_CODES,
     )  # fmt: skip
     importing.add_argument("--page-size", type=_page_size, default=1000,
                            help="addresses per SES call, 1-1000 (1000)")  # fmt: skip
     importing.add_argument("--max-pages", type=positive, default=1000,
                            help="stop, exit 1, after this many SES calls (1000)")  # fmt: skip
-    importing.set_defaults(handler=handler("cmd_import"))
+    importing.set_defaults(handler=handler("suppression.cmd_import"))
+    for leaf in (listing, add, remove, importing):
+        refuse_queue(leaf, NOT_PER_QUEUE)

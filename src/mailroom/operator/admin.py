@@ -12,6 +12,7 @@ import psycopg
 from mailroom.daemon import presence
 from mailroom.operator import audit as admin_audit
 from mailroom.operator import queues
+from mailroom.operator.content import subject_shown
 from mailroom.outbox import query
 from mailroom.text import CommandError, jsonable, masker, mime_subject
 
@@ -70,7 +71,8 @@ def show(conn: Connection, message_id: int, *, reveal: bool = False) -> dict[str
     shown = masker(reveal)
     message = dict(zip(_SHOW, row, strict=True))
     raw_head = message.pop("raw_head")  # a raw message's subject is in its MIME
-    message["subject"] = message["subject"] or mime_subject(raw_head and bytes(raw_head))
+    subject = message["subject"] or mime_subject(raw_head and bytes(raw_head))
+    message["subject"] = subject_shown(subject, shown)  # as the console's message page
     message.update({key: shown(message[key]) for key in _MASKED})
     attempts = conn.execute(query("message_attempts"), {"id": message_id}).fetchall()
     message["attempts_log"] = [

@@ -23,6 +23,7 @@ SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 SECRET_VALUE = re.compile(r"https?://\S*[?&#/][A-Za-z0-9_\-]{20,}|\b[A-Za-z0-9_\-]{32,}\b")
+HIDDEN_PART = "(hidden)"
 VALUE_SHOWN = 300  # characters of a value shown at most
 
 
@@ -35,6 +36,15 @@ def hide(key: str, value: Any, shown: Any) -> str:
     return text if len(text) <= VALUE_SHOWN else text[:VALUE_SHOWN] + "…"
 
 
+def subject_shown(subject: str | None, shown: Any) -> str | None:
+    """A subject as the console and ``mailroom show`` print it: addresses masked (unless
+    revealed) and anything that looks like a secret (a link with a token, a long opaque
+    string) hidden always, as in the template data: "Your reset link: https://..."."""
+    if subject is None:
+        return None
+    return str(shown(SECRET_VALUE.sub(HIDDEN_PART, subject)))
+
+
 def content(conn: Connection, message_id: int, *, reveal: bool = False) -> dict[str, Any] | None:
     row = conn.execute(query("message_content"), {"id": message_id}).fetchone()
     if row is None:
@@ -43,7 +53,7 @@ def content(conn: Connection, message_id: int, *, reveal: bool = False) -> dict[
     shown = masker(reveal)
     items = data.items() if isinstance(data, dict) else []
     return {
-        "subject": shown(subject),
+        "subject": subject_shown(subject, shown),
         "text": shown(text),
         "html": shown(html),
         "data": [(k, hide(k, v, shown)) for k, v in sorted(items)],

@@ -1,5 +1,7 @@
 """Debug transport (MAILROOM_DEBUG=true): send nothing, write each request that would
-have gone to SES as a JSON file in MAILROOM_SES_OUTPUT_PATH, as the seed's debug mode did."""
+have gone to SES as a JSON file in MAILROOM_SES_OUTPUT_PATH, as the seed's debug mode did.
+Nothing reaches SES, so nothing has an SES message id: the messages are recorded sent with
+none (NULL), never an id that looks like SES's (`mailroom show` says "none (debug)")."""
 
 from __future__ import annotations
 
@@ -44,34 +46,28 @@ class FileTransport:
                 f"MAILROOM_SES_OUTPUT_PATH: cannot write to {str(directory)!r}: {reason}"
             ) from None
 
-    def _write(
-        self, operation: str, messages: Sequence[Message], request: dict[str, Any]
-    ) -> list[str]:
-        ids = [f"debug-{uuid.uuid4()}" for _ in messages]
+    def _write(self, operation: str, messages: Sequence[Message], request: dict[str, Any]) -> None:
         document = {
             "operation": operation,
             "outbox_ids": [m.id for m in messages],
             "request": _jsonable(request),
-            "response": {"MessageIds": ids},
+            "response": None,  # nothing was sent: SES gave no answer and no message id
         }
         name = f"{time.time_ns()}-{operation}-{messages[0].id}.json"
         tmp = self.directory / (name + ".tmp")
         tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
         tmp.replace(self.directory / name)  # readers never see half a file
-        return ids
 
     async def send_bulk(self, messages: Sequence[Message]) -> list[Result]:
-        ids = await anyio.to_thread.run_sync(
+        await anyio.to_thread.run_sync(
             self._write, "SendBulkEmail", messages, bulk_request(messages, self.defaults)
         )
-        return [Result(Verdict.SENT, provider_id=i) for i in ids]
+        return [Result(Verdict.SENT, provider_id=None) for _ in messages]
 
     async def send_one(self, message: Message) -> Result:
         request = single_request(message, self.defaults)
-        (provider_id,) = await anyio.to_thread.run_sync(
-            self._write, "SendEmail", [message], request
-        )
-        return Result(Verdict.SENT, provider_id=provider_id)
+        await anyio.to_thread.run_sync(self._write, "SendEmail", [message], request)
+        return Result(Verdict.SENT, provider_id=None)
 
     async def aclose(self) -> None:
         pass
