@@ -19,7 +19,8 @@ from mailroom.config import values
 from mailroom.config.variables import SETTINGS
 
 PREFIX = "MAILROOM_"
-SECRET_VARIABLES = frozenset({"MAILROOM_DATABASE_URL", "MAILROOM_SECRET_KEY"})
+# values never echoed in an error (an SMTP URL may carry a password it must not have)
+SECRET_VARIABLES = frozenset({"MAILROOM_DATABASE_URL", "MAILROOM_SECRET_KEY", "MAILROOM_SMTP_URL"})
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,9 @@ class Config:
     # noreply@localhost is one the outbox refuses and SES cannot verify (no DNS for it)
     ses_source: str = "noreply@example.com"
     ses_output_path: Path = Path("./output")
+    templates_dir: Path | None = None  # SES templates as files (mailroom.templates.files)
+    transport: str = "ses"  # or "smtp" (mailroom.transports.smtp)
+    smtp_url: str = ""
     lease: float = 60.0
     poll_interval: float = 30.0
     shutdown_timeout: float = 25.0
@@ -148,6 +152,8 @@ def load(environ: Mapping[str, str] | None = None, *, require_database: bool = T
         )
     if config.send_rate > 0 and not config.send_burst:
         config = dataclasses.replace(config, send_burst=max(config.send_rate, 1.0))
+    if config.transport == "smtp" and not config.smtp_url and not config.debug:
+        problems.append("MAILROOM_SMTP_URL: required with MAILROOM_TRANSPORT=smtp")
     if config.retry_cap < config.retry_base:
         problems.append("MAILROOM_RETRY_CAP: must be at least MAILROOM_RETRY_BASE")
     if 0 < config.retention_events < config.suppress_transient_window:
@@ -189,6 +195,8 @@ def describe(config: Config) -> list[tuple[str, str]]:
             shown = value.text if value else "(unset)"
         elif setting.attribute == "recipient_cap_templates":
             shown = ",".join(f"{k}:{c.text}" for k, c in value.items()) or "(unset)"
+        elif setting.attribute in ("templates_dir", "smtp_url"):
+            shown = str(value) if value else "(unset)"
         elif setting.attribute == "events_sns_topics":
             shown = ",".join(sorted(value)) or "(any)"
         elif setting.attribute == "send_quota_margin":
