@@ -35,6 +35,7 @@ examples:
   mailroom dead list --since 1h          recent dead letters, then `dead retry` / `dead purge`
   mailroom send-test --to you@example.com --wait
   mailroom token verify TOKEN --action activation
+  mailroom templates diff                SES's stored templates against the files (CI)
 
 Commands that use the database take --dsn (before or after the command name) or
 MAILROOM_DATABASE_URL. Exit codes: 0 ok; 1 the answer is "no" (token invalid, no such
@@ -277,6 +278,9 @@ def parser() -> argparse.ArgumentParser:
     from mailroom.cli import queue as queue_commands  # noqa: PLC0415 -- as ops
 
     queue_commands.add_commands(sub)
+    from mailroom.cli import templates as template_commands  # noqa: PLC0415 -- as ops
+
+    template_commands.add_commands(sub)
     return top
 
 
