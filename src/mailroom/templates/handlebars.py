@@ -102,15 +102,12 @@ class _Tag:
     line: int
 
 
-def _where(source: str, pos: int) -> int:
-    return source.count("\n", 0, pos) + 1
-
-
 def _scan(source: str) -> list[str | _Tag]:
     """Text and tags in order, whitespace control applied to the text."""
     out: list[str | _Tag] = []
     pos = 0
     strip_next = False
+    line, counted = 1, 0  # line numbers counted as the scan goes: linear, not quadratic
     while True:
         start = source.find("{{", pos)
         text = source[pos:] if start < 0 else source[pos:start]
@@ -120,7 +117,8 @@ def _scan(source: str) -> list[str | _Tag]:
             if text:
                 out.append(text)
             return out
-        line = _where(source, start)
+        line += source.count("\n", counted, start)
+        counted = start
         if source.startswith(("{{!--", "{{~!--"), start):
             after = _close_comment(source, start, line)
             tag_text, inner = source[start:after], ""
@@ -365,9 +363,7 @@ def _emit(run: _Run, out: list[str], text: str) -> None:
 
 def _render(nodes: Sequence[Node], stack: list[_Frame], run: _Run, out: list[str]) -> None:
     for node in nodes:
-        run.steps += 1
-        if run.steps > MAX_STEPS:
-            raise TemplateError(f"rendering took more than {MAX_STEPS} steps")
+        _step(run)
         if isinstance(node, str):
             _emit(run, out, node)
         elif isinstance(node, Var):
@@ -386,6 +382,12 @@ def _render(nodes: Sequence[Node], stack: list[_Frame], run: _Run, out: list[str
             run.partial_depth -= 1
         else:
             _block(node, stack, run, out)
+
+
+def _step(run: _Run) -> None:
+    run.steps += 1
+    if run.steps > MAX_STEPS:
+        raise TemplateError(f"rendering took more than {MAX_STEPS} steps")
 
 
 def _block(node: Block, stack: list[_Frame], run: _Run, out: list[str]) -> None:
@@ -414,6 +416,7 @@ def _each(node: Block, value: Any, stack: list[_Frame], run: _Run, out: list[str
         return
     last = len(pairs) - 1
     for position, (key, item) in enumerate(pairs):
+        _step(run)  # an empty body costs its iterations too
         data = {"index": position, "first": position == 0, "last": position == last}
         if isinstance(value, Mapping):
             data["key"] = key
