@@ -181,3 +181,28 @@ def test_ses_unreachable_is_exit_3(capsys: pytest.CaptureFixture[str], tdir: Pat
     code, _, err = run(capsys, "templates", "diff", "--dir", str(tdir))
     assert code == 3 and err.startswith("mailroom: SES: GetEmailTemplate failed: ")
     assert err.count("\n") == 1
+
+
+def test_check_ses_reports_templates_that_differ_from_the_files(
+    capsys: pytest.CaptureFixture[str], tdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILROOM_TEMPLATES_DIR", str(tdir))
+    monkeypatch.delenv("MAILROOM_DATABASE_URL", raising=False)
+
+    def findings() -> dict[str, tuple[str, str]]:
+        _, doc = as_json(capsys, "check", "--ses")
+        return {f["check"]: (f["status"], f["detail"]) for f in doc["findings"]
+                if f["check"].startswith("template_files")}  # fmt: skip
+
+    before = findings()
+    assert before["template_files:activationv1"] == (
+        "fail", f"template activationv1 is in {tdir} but not in SES")
+    assert before["template_files:passwordrecoveryv1"][0] == "fail"
+    assert run(capsys, "templates", "push")[0] == 0  # MAILROOM_TEMPLATES_DIR, no --dir
+    assert findings() == {"template_files": (
+        "pass", f"SES holds the 2 template(s) of {tdir} as they are")}
+    (tdir / "passwordrecoveryv1" / "subject.txt").write_text("Code {{code}}\n")
+    assert findings() == {"template_files:passwordrecoveryv1": (
+        "warn", "template passwordrecoveryv1 in SES differs from the files (subject)")}
+    code, out, _ = run(capsys, "check", "--ses")
+    assert "WARN  template_files:passwordrecoveryv1: template passwordrecoveryv1 in SES " in out
