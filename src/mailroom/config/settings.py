@@ -78,6 +78,11 @@ class Config:
     recipient_cap_scope: str = "application"  # or "global": one count across applications
 
     @property
+    def sends_to_ses(self) -> bool:
+        """False in debug mode and with the smtp transport: no SES account is used."""
+        return not self.debug and self.transport == "ses"
+
+    @property
     def send_rate_auto(self) -> bool:
         """MAILROOM_SEND_RATE=auto: the rate follows the SES account's quota."""
         return self.send_rate == values.AUTO_RATE

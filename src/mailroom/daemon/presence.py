@@ -65,8 +65,10 @@ class Identity:
             worker=config.worker_name,
             queue=config.queue_name,
             version=version,
-            mode="debug" if config.debug else "ses",
-            transport=str(config.ses_output_path) if config.debug else public_endpoint(endpoint),
+            # the smtp transport (a development catcher) sends nothing to SES: "debug" too
+            mode="ses" if config.sends_to_ses else "debug",
+            transport=str(config.ses_output_path) if config.debug
+            else config.smtp_url if config.transport == "smtp" else public_endpoint(endpoint),
             started_at=started_at,
             send_rate=send_rate_setting(config),
         )

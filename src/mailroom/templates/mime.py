@@ -8,7 +8,6 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import Parser
 from email.utils import formatdate, make_msgid
-from typing import Any
 
 from mailroom.templates import handlebars
 from mailroom.templates.files import Template
@@ -70,13 +69,6 @@ def message(
     else:
         mail.set_content(rendered.html or "", subtype="html", charset="utf-8")
     return mail
-
-
-def simple(
-    subject: str, text: str | None, html: str | None, **headers: Any
-) -> EmailMessage:
-    """The email of a simple (not templated) message."""
-    return message(Rendered(subject, html, text), **headers)
 
 
 def parse_rendered(mime_text: str) -> Rendered:

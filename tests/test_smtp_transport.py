@@ -1,0 +1,158 @@
+"""The smtp transport against a real SMTP server (aiosmtpd, started here on a free port):
+the rendered email arrives with both parts; 5xx replies are permanent (dead), 4xx replies
+and connection failures transient (retry); a template that is not in the files, or data
+that do not fit it, dead as SES would dead-letter them."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from aiosmtpd.controller import Controller
+
+from mailroom.outbox import Message
+from mailroom.transports import Defaults
+from mailroom.transports.classify import Verdict
+from mailroom.transports.smtp import SmtpTransport
+
+SEED = Path(__file__).resolve().parent.parent / "templates"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Catcher:
+    """Keeps every message; answers RCPT for addresses naming a reply code with it."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: Any) -> str:  # fmt: skip
+        local = address.split("@")[0]
+        if local.startswith("reply"):  # reply550@..., reply451@...
+            return f"{local[5:]} refused for the test"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 Message accepted"
+
+
+@pytest.fixture(scope="module")
+def catcher() -> Iterator[tuple[Catcher, int]]:
+    handler = Catcher()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+def message(**fields: Any) -> Message:
+    base: dict[str, Any] = dict(
+        id=7, attempts=0, max_attempts=5, from_address=None, to=["ann@example.com"], cc=[],
+        bcc=[], reply_to=[], config_set=None, template=None, template_data=None,
+        subject=None, body_text=None, body_html=None, raw_mime=None, created_at=0.0,
+    )  # fmt: skip
+    base.update(fields)
+    return Message(**base)
+
+
+def transport(port: int, templates: Path | None = SEED) -> SmtpTransport:
+    return SmtpTransport(Defaults("noreply@example.com", None), f"smtp://127.0.0.1:{port}",
+                         templates, concurrency=4, timeout=5.0)  # fmt: skip
+
+
+def test_templated_messages_arrive_rendered(catcher: tuple[Catcher, int]) -> None:
+    handler, port = catcher
+    handler.received.clear()
+    data = {"login": "zoë", "secret": "SIGNED-TOKEN", "code": "04242"}
+    messages = [
+        message(id=1, template="passwordrecoveryv1", template_data=json.dumps(data),
+                bcc=["audit@example.com"]),
+        message(id=2, template="activationv1", template_data=json.dumps(data)),
+    ]  # fmt: skip
+    results = anyio.run(transport(port).send_bulk, messages)
+    assert [r.verdict for r in results] == [Verdict.SENT, Verdict.SENT]
+    assert all(r.provider_id and r.provider_id.startswith("<") for r in results)
+    by_subject = {}
+    for mail_from, rcpts, raw in handler.received:
+        mail = BytesParser(policy=policy.default).parsebytes(raw)
+        by_subject[str(mail["Subject"])] = (mail_from, rcpts, mail)
+    mail_from, rcpts, mail = by_subject["Your password recovery code: 04242"]
+    assert mail_from == "noreply@example.com"
+    assert rcpts == ["ann@example.com", "audit@example.com"]  # Bcc in the envelope only
+    assert "Bcc" not in mail and mail["To"] == "ann@example.com"
+    assert mail.get_content_type() == "multipart/alternative"
+    text = mail.get_body(("plain",)).get_content()
+    html = mail.get_body(("html",)).get_content()
+    assert "Hello zoë," in text and "recover?token=SIGNED-TOKEN" in text
+    assert "<strong>04242</strong>" in html
+    assert "Activate your account, zoë" in by_subject
+
+
+def test_simple_and_raw_messages(catcher: tuple[Catcher, int]) -> None:
+    handler, port = catcher
+    handler.received.clear()
+    simple = message(subject="Hi", body_text="plain", body_html="<p>html</p>")
+    raw = message(raw_mime=b"From: a@example.com\r\nTo: ann@example.com\r\nSubject: raw\r\n\r\nbody\r\n")
+    t = transport(port)
+    assert anyio.run(t.send_one, simple).verdict is Verdict.SENT
+    assert anyio.run(t.send_one, raw).verdict is Verdict.SENT
+    first = BytesParser(policy=policy.default).parsebytes(handler.received[0][2])
+    assert first.get_body(("html",)).get_content().strip() == "<p>html</p>"
+    assert b"Subject: raw" in handler.received[1][2]
+
+
+@pytest.mark.parametrize(("address", "verdict", "code"), [
+    ("reply550@example.com", Verdict.DEAD, "SMTPPermanentError"),
+    ("reply553@example.com", Verdict.DEAD, "SMTPPermanentError"),
+    ("reply451@example.com", Verdict.RETRY, "SMTPTransientError"),
+    ("reply421@example.com", Verdict.RETRY, "SMTPTransientError"),
+])  # fmt: skip
+def test_refusals_are_classified(catcher: tuple[Catcher, int], address: str, verdict: Verdict,
+                                 code: str) -> None:  # fmt: skip
+    handler, port = catcher
+    handler.received.clear()
+    result = anyio.run(transport(port).send_one, message(to=[address], subject="s", body_text="t"))
+    assert (result.verdict, result.code) == (verdict, code)
+    assert result.detail.startswith(address[5:8] + " refused for the test")
+    assert handler.received == []
+
+
+def test_no_server_is_transient() -> None:
+    result = anyio.run(transport(free_port()).send_one, message(subject="s", body_text="t"))
+    assert (result.verdict, result.code) == (Verdict.RETRY, "NetworkError")
+    assert "ConnectionRefusedError" in result.detail
+
+
+def test_what_ses_would_refuse_is_dead(catcher: tuple[Catcher, int], tmp_path: Path) -> None:
+    handler, port = catcher
+    handler.received.clear()
+    t = transport(port)
+    cases = [
+        (message(template="nosuch", template_data="{}"), "TemplateDoesNotExist"),
+        (message(template="activationv1", template_data='{"login": "x"}'), "RenderingFailure"),
+        (message(template="../x", template_data="{}"), "TemplateDoesNotExist"),
+    ]
+    for m, code in cases:
+        result = anyio.run(t.send_one, m)
+        assert (result.verdict, result.code) == (Verdict.DEAD, code)
+    assert "Attribute 'secret' is not present" in anyio.run(t.send_one, cases[1][0]).detail
+    no_dir = anyio.run(transport(port, None).send_one, cases[1][0])
+    assert (no_dir.verdict, no_dir.code) == (Verdict.DEAD, "TemplateDoesNotExist")
+    assert handler.received == []
