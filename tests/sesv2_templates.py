@@ -27,9 +27,12 @@ class TemplateApi:
 
     def __init__(self, moto_url: str) -> None:
         self.ses = boto3.client(
-            "ses", endpoint_url=moto_url, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
+            "ses",
+            endpoint_url=moto_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         self.calls: list[str] = []
 
     def install(self, standin: SesStandin) -> TemplateApi:

@@ -22,8 +22,10 @@ def test_eml_beside_each_request(tmp_path: Path) -> None:
     out = tmp_path / "out"
     t = FileTransport(Defaults("noreply@example.com", "default"), out, SEED)
     data = json.dumps({"login": "ann", "secret": "TOKEN-1"})
-    bulk = [message(id=1, template="activationv1", template_data=data, cc=["c@example.com"]),
-            message(id=2, template="activationv1", template_data='{"login": "bob"}')]  # fmt: skip
+    bulk = [
+        message(id=1, template="activationv1", template_data=data, cc=["c@example.com"]),
+        message(id=2, template="activationv1", template_data='{"login": "bob"}'),
+    ]
     results = anyio.run(t.send_bulk, bulk)
     assert [r.verdict for r in results] == [Verdict.SENT, Verdict.SENT]  # debug sends all
     simple = message(id=3, subject="Héllo", body_text="plain ✓", body_html="<p>h</p>")
@@ -34,15 +36,19 @@ def test_eml_beside_each_request(tmp_path: Path) -> None:
     stem = bulk_json.name.removesuffix(".json")
     assert document["emails"] == [
         {"outbox_id": 1, "file": f"{stem}-1.eml"},
-        {"outbox_id": 2, "error": "RenderingFailure: activationv1 html: Attribute 'secret' "
-         "is not present in the rendering data."},
+        {
+            "outbox_id": 2,
+            "error": "RenderingFailure: activationv1 html: Attribute 'secret' "
+            "is not present in the rendering data.",
+        },
     ]
     assert not (out / f"{stem}-2.eml").exists()
 
     mail = BytesParser(policy=policy.default).parsebytes((out / f"{stem}-1.eml").read_bytes())
     assert mail.get_content_type() == "multipart/alternative"
     assert mail["Subject"] == "Activate your account, ann"
-    assert mail["From"] == "noreply@example.com" and mail["Cc"] == "c@example.com"
+    assert mail["From"] == "noreply@example.com"
+    assert mail["Cc"] == "c@example.com"
     assert "activate?token=TOKEN-1" in mail.get_body(("plain",)).get_content()
     assert 'activate?token=TOKEN-1"' in mail.get_body(("html",)).get_content()
 

@@ -37,9 +37,10 @@ class Catcher:
     def __init__(self) -> None:
         self.received: list[tuple[str, list[str], bytes]] = []
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: Any) -> str:  # fmt: skip
-        local = address.split("@")[0]
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        local = address.split("@", maxsplit=1)[0]
         if local.startswith("reply"):  # reply550@..., reply451@...
             return f"{local[5:]} refused for the test"
         envelope.rcpt_tos.append(address)
@@ -64,17 +65,35 @@ def catcher() -> Iterator[tuple[Catcher, int]]:
 
 def message(**fields: Any) -> Message:
     base: dict[str, Any] = dict(
-        id=7, attempts=0, max_attempts=5, from_address=None, to=["ann@example.com"], cc=[],
-        bcc=[], reply_to=[], config_set=None, template=None, template_data=None,
-        subject=None, body_text=None, body_html=None, raw_mime=None, created_at=0.0,
-    )  # fmt: skip
+        id=7,
+        attempts=0,
+        max_attempts=5,
+        from_address=None,
+        to=["ann@example.com"],
+        cc=[],
+        bcc=[],
+        reply_to=[],
+        config_set=None,
+        template=None,
+        template_data=None,
+        subject=None,
+        body_text=None,
+        body_html=None,
+        raw_mime=None,
+        created_at=0.0,
+    )
     base.update(fields)
     return Message(**base)
 
 
 def transport(port: int, templates: Path | None = SEED) -> SmtpTransport:
-    return SmtpTransport(Defaults("noreply@example.com", None), f"smtp://127.0.0.1:{port}",
-                         templates, concurrency=4, timeout=5.0)  # fmt: skip
+    return SmtpTransport(
+        Defaults("noreply@example.com", None),
+        f"smtp://127.0.0.1:{port}",
+        templates,
+        concurrency=4,
+        timeout=5.0,
+    )
 
 
 def test_templated_messages_arrive_rendered(catcher: tuple[Catcher, int]) -> None:
@@ -82,10 +101,14 @@ def test_templated_messages_arrive_rendered(catcher: tuple[Catcher, int]) -> Non
     handler.received.clear()
     data = {"login": "zoë", "secret": "SIGNED-TOKEN", "code": "04242"}
     messages = [
-        message(id=1, template="passwordrecoveryv1", template_data=json.dumps(data),
-                bcc=["audit@example.com"]),
+        message(
+            id=1,
+            template="passwordrecoveryv1",
+            template_data=json.dumps(data),
+            bcc=["audit@example.com"],
+        ),
         message(id=2, template="activationv1", template_data=json.dumps(data)),
-    ]  # fmt: skip
+    ]
     results = anyio.run(transport(port).send_bulk, messages)
     assert [r.verdict for r in results] == [Verdict.SENT, Verdict.SENT]
     assert all(r.provider_id and r.provider_id.startswith("<") for r in results)
@@ -96,11 +119,13 @@ def test_templated_messages_arrive_rendered(catcher: tuple[Catcher, int]) -> Non
     mail_from, rcpts, mail = by_subject["Your password recovery code: 04242"]
     assert mail_from == "noreply@example.com"
     assert rcpts == ["ann@example.com", "audit@example.com"]  # Bcc in the envelope only
-    assert "Bcc" not in mail and mail["To"] == "ann@example.com"
+    assert "Bcc" not in mail
+    assert mail["To"] == "ann@example.com"
     assert mail.get_content_type() == "multipart/alternative"
     text = mail.get_body(("plain",)).get_content()
     html = mail.get_body(("html",)).get_content()
-    assert "Hello zoë," in text and "recover?token=SIGNED-TOKEN" in text
+    assert "Hello zoë," in text
+    assert "recover?token=SIGNED-TOKEN" in text
     assert "<strong>04242</strong>" in html
     assert "Activate your account, zoë" in by_subject
 
@@ -109,7 +134,9 @@ def test_simple_and_raw_messages(catcher: tuple[Catcher, int]) -> None:
     handler, port = catcher
     handler.received.clear()
     simple = message(subject="Hi", body_text="plain", body_html="<p>html</p>")
-    raw = message(raw_mime=b"From: a@example.com\r\nTo: ann@example.com\r\nSubject: raw\r\n\r\nbody\r\n")
+    raw = message(
+        raw_mime=b"From: a@example.com\r\nTo: ann@example.com\r\nSubject: raw\r\n\r\nbody\r\n"
+    )
     t = transport(port)
     assert anyio.run(t.send_one, simple).verdict is Verdict.SENT
     assert anyio.run(t.send_one, raw).verdict is Verdict.SENT
@@ -118,14 +145,18 @@ def test_simple_and_raw_messages(catcher: tuple[Catcher, int]) -> None:
     assert b"Subject: raw" in handler.received[1][2]
 
 
-@pytest.mark.parametrize(("address", "verdict", "code"), [
-    ("reply550@example.com", Verdict.DEAD, "SMTPPermanentError"),
-    ("reply553@example.com", Verdict.DEAD, "SMTPPermanentError"),
-    ("reply451@example.com", Verdict.RETRY, "SMTPTransientError"),
-    ("reply421@example.com", Verdict.RETRY, "SMTPTransientError"),
-])  # fmt: skip
-def test_refusals_are_classified(catcher: tuple[Catcher, int], address: str, verdict: Verdict,
-                                 code: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("address", "verdict", "code"),
+    [
+        ("reply550@example.com", Verdict.DEAD, "SMTPPermanentError"),
+        ("reply553@example.com", Verdict.DEAD, "SMTPPermanentError"),
+        ("reply451@example.com", Verdict.RETRY, "SMTPTransientError"),
+        ("reply421@example.com", Verdict.RETRY, "SMTPTransientError"),
+    ],
+)
+def test_refusals_are_classified(
+    catcher: tuple[Catcher, int], address: str, verdict: Verdict, code: str
+) -> None:
     handler, port = catcher
     handler.received.clear()
     result = anyio.run(transport(port).send_one, message(to=[address], subject="s", body_text="t"))

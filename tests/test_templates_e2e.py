@@ -43,20 +43,26 @@ def test_lifecycle_mail_through_smtp_carries_the_signed_token(
 ) -> None:
     handler, port = catcher
     migrate.migrate(conn, channel="token_insert", modules=("lifecycle",))
-    spawn(MAILROOM_SECRET_KEY=KEY.hex(), MAILROOM_TRANSPORT="smtp",
-          MAILROOM_SMTP_URL=f"smtp://127.0.0.1:{port}", MAILROOM_TEMPLATES_DIR=str(SEED))  # fmt: skip
+    spawn(
+        MAILROOM_SECRET_KEY=KEY.hex(),
+        MAILROOM_TRANSPORT="smtp",
+        MAILROOM_SMTP_URL=f"smtp://127.0.0.1:{port}",
+        MAILROOM_TEMPLATES_DIR=str(SEED),
+    )
     conn.execute("INSERT INTO mailroom.accounts (login, email) VALUES ('ann', 'ann@example.com')")
     wait_for(lambda: all_final(conn, 1))
     assert conn.execute("SELECT status::text FROM mailroom.outbox").fetchall() == [("sent",)]
     (mail,) = _mails(handler)
-    assert mail["Subject"] == "Activate your account, ann" and mail["To"] == "ann@example.com"
+    assert mail["Subject"] == "Activate your account, ann"
+    assert mail["To"] == "ann@example.com"
     text = mail.get_body(("plain",)).get_content()
     html = mail.get_body(("html",)).get_content()
     (token,) = re.findall(r"activate\?token=([A-Za-z0-9_-]+)", text)
     assert re.findall(r'activate\?token=([A-Za-z0-9_-]+)"', html) == [token]
     seed_verify(token, KEY, b"/activate")
-    assert isinstance(lifecycle.consume_token(conn, token, Action.ACTIVATION, [KEY]),
-                      lifecycle.Consumed)  # fmt: skip
+    assert isinstance(
+        lifecycle.consume_token(conn, token, Action.ACTIVATION, [KEY]), lifecycle.Consumed
+    )
     assert conn.execute("SELECT status::text FROM mailroom.accounts").fetchone() == ("active",)
 
     assert lifecycle.request_password_recovery(conn, "ann@example.com")

@@ -36,7 +36,8 @@ def _directory(args: argparse.Namespace, *, required: bool = True) -> Path | Non
 
 def _folder(args: argparse.Namespace) -> Path:
     directory = _directory(args)
-    assert directory is not None  # required
+    if directory is None:  # pragma: no cover -- _directory raised: it was required
+        raise files.TemplateFileError("MAILROOM_TEMPLATES_DIR is not set (or give --dir)")
     return directory
 
 
@@ -89,14 +90,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not args.local:
         ses = _ses()
         in_ses = set(remote.list_names(ses))
-        states = {c.name: c.action for c in compare.plan(local, {n: remote.get(ses, n)
-                                                                for n in local})}  # fmt: skip
+        states = {
+            c.name: c.action for c in compare.plan(local, {n: remote.get(ses, n) for n in local})
+        }
         for row in rows:
             row["ses"] = {compare.SAME: "same", compare.UPDATE: "differs"}.get(
                 states[row["name"]], "missing"
             )
-        rows += [{"name": n, "files": False, "parts": [], "ses": "only in SES"}
-                 for n in sorted(in_ses - set(local))]  # fmt: skip
+        rows += [
+            {"name": n, "files": False, "parts": [], "ses": "only in SES"}
+            for n in sorted(in_ses - set(local))
+        ]
     if args.json:
         print(json.dumps({"directory": str(directory), "templates": rows}, indent=2))
         return 0
@@ -123,8 +127,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
             print(f"differs  {c.name}: {', '.join(c.parts)}")
         for line in c.diff:
             print(f"    {line}")
-    print(f"{len(differs)} of {len(changes)} template(s) differ from SES" if differs
-          else f"all {len(changes)} template(s) match SES")  # fmt: skip
+    print(
+        f"{len(differs)} of {len(changes)} template(s) differ from SES"
+        if differs
+        else f"all {len(changes)} template(s) match SES"
+    )
     return 1 if differs else 0
 
 
@@ -140,15 +147,19 @@ def cmd_push(args: argparse.Namespace) -> int:
         done.append(c)
     verb = "would " if args.dry_run else ""
     if args.json:
-        document = {"dry_run": args.dry_run,
-                    "created": [c.name for c in done if c.action == compare.CREATE],
-                    "updated": [c.name for c in done if c.action == compare.UPDATE],
-                    "unchanged": [c.name for c in changes if c.action == compare.SAME]}  # fmt: skip
+        document = {
+            "dry_run": args.dry_run,
+            "created": [c.name for c in done if c.action == compare.CREATE],
+            "updated": [c.name for c in done if c.action == compare.UPDATE],
+            "unchanged": [c.name for c in changes if c.action == compare.SAME],
+        }
         print(json.dumps(document, indent=2))
         return 0
     for c in done:
         created = c.action == compare.CREATE
-        what = ("create" if created else "update") if verb else ("created" if created else "updated")
+        what = (
+            ("create" if created else "update") if verb else ("created" if created else "updated")
+        )
         print(f"{verb}{what} {c.name}" + ("" if created else f" ({', '.join(c.parts)})"))
     unchanged = sum(1 for c in changes if c.action == compare.SAME)
     print(f"{len(done)} template(s) {verb}pushed, {unchanged} already up to date")
@@ -172,8 +183,17 @@ def cmd_pull(args: argparse.Namespace) -> int:
             files.write(directory, copy)
         written.append(name)
     if args.json:
-        print(json.dumps({"directory": str(directory), "dry_run": args.dry_run,
-                          "pulled": written, "not_in_ses": missing}, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "directory": str(directory),
+                    "dry_run": args.dry_run,
+                    "pulled": written,
+                    "not_in_ses": missing,
+                },
+                indent=2,
+            )
+        )
     else:
         verb = "would write" if args.dry_run else "wrote"
         for name in written:
@@ -209,7 +229,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             text = remote.test_render(_ses(), args.name, json.dumps(data))
             rendered = mime.parse_rendered(text)
         else:
-            assert directory is not None
+            directory = _folder(args)
             template = files.load(directory, args.name)
             if template is None:
                 raise files.TemplateFileError(f"no template folder {args.name} in {directory}")
@@ -224,8 +244,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.part:
         shown = {args.part: shown[args.part]}
     if args.json:
-        print(json.dumps({"name": args.name, "source": "ses" if args.remote else "files",
-                          **shown}, indent=2, ensure_ascii=False))  # fmt: skip
+        print(
+            json.dumps(
+                {"name": args.name, "source": "ses" if args.remote else "files", **shown},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return 0
     if args.part:
         print(shown[args.part] or "", end="" if (shown[args.part] or "").endswith("\n") else "\n")
@@ -240,17 +265,20 @@ def cmd_render(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     """The ``templates`` command group, for cli/commands.py."""
     group = command(
-        sub, "templates", "SES stored templates kept as files: list, diff, push, pull, render",
+        sub,
+        "templates",
+        "SES stored templates kept as files: list, diff, push, pull, render",
         description="SES stored templates as files in MAILROOM_TEMPLATES_DIR (or --dir): one "
         "folder per template with subject.txt, body.html, body.txt (docs/templates.md). "
         "Rendered locally as SES renders them; compared with, pushed to and pulled from "
         "SES v2 with the daemon's AWS settings.",
-        examples="  mailroom templates render activationv1 --data '{\"login\": \"ann\", "
-        "\"secret\": \"x\"}'\n  mailroom templates diff          # in CI: exit 1 when SES "
+        examples='  mailroom templates render activationv1 --data \'{"login": "ann", '
+        '"secret": "x"}\'\n  mailroom templates diff          # in CI: exit 1 when SES '
         "differs\n  mailroom templates push --dry-run\n  mailroom templates push\n"
         "  mailroom templates pull welcome\n",
-        parents=[], exit_codes=EXIT_CODES,
-    )  # fmt: skip
+        parents=[],
+        exit_codes=EXIT_CODES,
+    )
     actions = group.add_subparsers(dest="templates_command", required=True, metavar="ACTION")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", help="templates directory (default MAILROOM_TEMPLATES_DIR)")
@@ -259,49 +287,63 @@ def add_commands(sub: Any) -> None:
     names.add_argument("names", nargs="*", metavar="NAME", help="templates (default: all)")
 
     listing = command(
-        actions, "list", "the templates in the files and whether SES has the same",
+        actions,
+        "list",
+        "the templates in the files and whether SES has the same",
         description="Each template folder with its parts and, unless --local, whether SES "
         "holds the same (same, differs, missing), then templates only in SES.",
         examples="  mailroom templates list\n  mailroom templates list --local --json\n",
-        parents=[common], exit_codes=EXIT_CODES,
-    )  # fmt: skip
+        parents=[common],
+        exit_codes=EXIT_CODES,
+    )
     listing.add_argument("--local", action="store_true", help="the files only, no SES call")
     listing.set_defaults(handler=_guard(cmd_list))
 
     diff = command(
-        actions, "diff", "what push would change in SES; exit 1 when anything differs",
+        actions,
+        "diff",
+        "what push would change in SES; exit 1 when anything differs",
         description="Compares each template folder with SES's copy (GetEmailTemplate) and "
         "prints a unified diff per part (SES -, files +). Exit 1 when a push would create "
         "or update anything: run it in CI. Templates only in SES are not push's business.",
         examples="  mailroom templates diff\n  mailroom templates diff activationv1 --json\n",
-        parents=[common, names], exit_codes=EXIT_CODES,
-    )  # fmt: skip
+        parents=[common, names],
+        exit_codes=EXIT_CODES,
+    )
     diff.set_defaults(handler=_guard(cmd_diff))
 
     push = command(
-        actions, "push", "create or update SES's templates from the files (idempotent)",
+        actions,
+        "push",
+        "create or update SES's templates from the files (idempotent)",
         description="Creates (CreateEmailTemplate) the templates SES lacks and updates "
         "(UpdateEmailTemplate) those that differ; a template already equal is not written. "
         "Never deletes.",
         examples="  mailroom templates push --dry-run\n  mailroom templates push activationv1\n",
-        parents=[common, names], exit_codes=EXIT_CODES,
-    )  # fmt: skip
+        parents=[common, names],
+        exit_codes=EXIT_CODES,
+    )
     push.add_argument("--dry-run", action="store_true", help="say what would change only")
     push.set_defaults(handler=_guard(cmd_push))
 
     pull = command(
-        actions, "pull", "write SES's templates into the files",
+        actions,
+        "pull",
+        "write SES's templates into the files",
         description="Writes each named template (default: every template SES lists) as "
         "files, replacing the folder's subject.txt, body.html and body.txt. Exit 1 when a "
         "named template is not in SES.",
         examples="  mailroom templates pull\n  mailroom templates pull welcome --dir ./templates\n",
-        parents=[common, names], exit_codes=EXIT_CODES,
-    )  # fmt: skip
+        parents=[common, names],
+        exit_codes=EXIT_CODES,
+    )
     pull.add_argument("--dry-run", action="store_true", help="say what would be written only")
     pull.set_defaults(handler=_guard(cmd_pull))
 
     render = command(
-        actions, "render", "a template rendered with data: subject, text and HTML",
+        actions,
+        "render",
+        "a template rendered with data: subject, text and HTML",
         description="Renders the template from the files as SES would (docs/templates.md, "
         "'Syntax'), or with --remote asks SES (TestRenderEmailTemplate) to render its stored "
         "copy. Data: --data JSON, --data @file.json, else the folder's example.json, else {}. "
@@ -309,8 +351,9 @@ def add_commands(sub: Any) -> None:
         examples="  mailroom templates render activationv1\n"
         "  mailroom templates render passwordrecoveryv1 --data @ann.json --part html > p.html\n"
         "  mailroom templates render activationv1 --remote --json\n",
-        parents=[common], exit_codes=EXIT_CODES,
-    )  # fmt: skip
+        parents=[common],
+        exit_codes=EXIT_CODES,
+    )
     render.add_argument("name", metavar="NAME", help="template name")
     render.add_argument("--data", help="template data: a JSON object, or @file")
     render.add_argument("--remote", action="store_true", help="ask SES to render its copy")

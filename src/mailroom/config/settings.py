@@ -157,8 +157,7 @@ def load(environ: Mapping[str, str] | None = None, *, require_database: bool = T
         )
     if config.send_rate > 0 and not config.send_burst:
         config = dataclasses.replace(config, send_burst=max(config.send_rate, 1.0))
-    if config.transport == "smtp" and not config.smtp_url and not config.debug:
-        problems.append("MAILROOM_SMTP_URL: required with MAILROOM_TRANSPORT=smtp")
+    problems += _transport_problems(config)
     if config.retry_cap < config.retry_base:
         problems.append("MAILROOM_RETRY_CAP: must be at least MAILROOM_RETRY_BASE")
     if 0 < config.retention_events < config.suppress_transient_window:
@@ -171,6 +170,12 @@ def load(environ: Mapping[str, str] | None = None, *, require_database: bool = T
     if not config.worker_name:
         config = dataclasses.replace(config, worker_name=f"{os.uname().nodename}:{os.getpid()}")
     return config
+
+
+def _transport_problems(config: Config) -> list[str]:
+    if config.transport == "smtp" and not config.smtp_url and not config.debug:
+        return ["MAILROOM_SMTP_URL: required with MAILROOM_TRANSPORT=smtp"]
+    return []
 
 
 def record_margin(lease: float) -> float:

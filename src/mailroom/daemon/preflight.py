@@ -325,20 +325,42 @@ def _template_files(ses: Any, directory: Path | None) -> list[Finding]:
     except files.TemplateFileError as exc:
         return [Finding("template_files", FAIL, f"MAILROOM_TEMPLATES_DIR: {exc}", "fix the file")]
     except remote.RemoteError as exc:
-        return [Finding("template_files", WARN, f"could not compare: {exc}"[:200],
-                        "allow ses:GetEmailTemplate")]  # fmt: skip
+        return [
+            Finding(
+                "template_files",
+                WARN,
+                f"could not compare: {exc}"[:200],
+                "allow ses:GetEmailTemplate",
+            )
+        ]
     findings = []
     for c in changes:
         if c.action == compare.CREATE:
-            findings.append(Finding(f"template_files:{c.name}", FAIL,
-                                    f"template {c.name} is in {directory} but not in SES", push))  # fmt: skip
+            findings.append(
+                Finding(
+                    f"template_files:{c.name}",
+                    FAIL,
+                    f"template {c.name} is in {directory} but not in SES",
+                    push,
+                )
+            )
         elif c.action == compare.UPDATE:
-            findings.append(Finding(f"template_files:{c.name}", WARN,
-                                    f"template {c.name} in SES differs from the files "
-                                    f"({', '.join(c.parts)})", push))  # fmt: skip
+            findings.append(
+                Finding(
+                    f"template_files:{c.name}",
+                    WARN,
+                    f"template {c.name} in SES differs from the files ({', '.join(c.parts)})",
+                    push,
+                )
+            )
     if not findings:
-        findings.append(Finding("template_files", PASS,
-                                f"SES holds the {len(changes)} template(s) of {directory} as they are"))  # fmt: skip
+        findings.append(
+            Finding(
+                "template_files",
+                PASS,
+                f"SES holds the {len(changes)} template(s) of {directory} as they are",
+            )
+        )
     return findings
 
 

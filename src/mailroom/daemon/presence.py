@@ -67,8 +67,11 @@ class Identity:
             version=version,
             # the smtp transport (a development catcher) sends nothing to SES: "debug" too
             mode="ses" if config.sends_to_ses else "debug",
-            transport=str(config.ses_output_path) if config.debug
-            else config.smtp_url if config.transport == "smtp" else public_endpoint(endpoint),
+            transport=str(config.ses_output_path)
+            if config.debug
+            else config.smtp_url
+            if config.transport == "smtp"
+            else public_endpoint(endpoint),
             started_at=started_at,
             send_rate=send_rate_setting(config),
         )

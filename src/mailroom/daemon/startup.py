@@ -42,9 +42,13 @@ def make_transport(config: Config) -> Transport:
     if config.transport == "smtp":
         from mailroom.transports.smtp import SmtpTransport  # noqa: PLC0415
 
-        return SmtpTransport(defaults, config.smtp_url, config.templates_dir,
-                             concurrency=config.ses_concurrency,
-                             timeout=config.ses_connect_timeout + config.ses_read_timeout)  # fmt: skip
+        return SmtpTransport(
+            defaults,
+            config.smtp_url,
+            config.templates_dir,
+            concurrency=config.ses_concurrency,
+            timeout=config.ses_connect_timeout + config.ses_read_timeout,
+        )
     from mailroom.transports.ses import SesTransport  # noqa: PLC0415 -- boto3 is heavy
 
     return SesTransport(

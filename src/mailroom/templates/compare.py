@@ -25,13 +25,19 @@ class Change:
         return self.action in (CREATE, UPDATE)
 
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "action": self.action, "parts": list(self.parts),
-                "diff": self.diff}  # fmt: skip
+        return {
+            "name": self.name,
+            "action": self.action,
+            "parts": list(self.parts),
+            "diff": self.diff,
+        }
 
 
 def _lines(text: str | None) -> list[str]:
-    return [] if text is None else (text + "\n" if not text.endswith("\n") else text).splitlines(
-        keepends=True
+    return (
+        []
+        if text is None
+        else (text + "\n" if not text.endswith("\n") else text).splitlines(keepends=True)
     )
 
 
@@ -54,8 +60,10 @@ def change(name: str, local: Template | None, remote: Template | None) -> Change
                 lineterm="\n",
             )
         ]
-        if before is not None and local.parts()[part] is not None and _lines(before) == _lines(
-            local.parts()[part]
+        if (
+            before is not None
+            and local.parts()[part] is not None
+            and _lines(before) == _lines(local.parts()[part])
         ):
             diff.append(f"  ({part}: only the final newline differs)")
     return Change(name, CREATE if remote is None else UPDATE, differ, diff)

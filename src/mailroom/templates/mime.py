@@ -8,6 +8,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import Parser
 from email.utils import formatdate, make_msgid
+from typing import Any
 
 from mailroom.templates import handlebars
 from mailroom.templates.files import Template

@@ -56,8 +56,9 @@ def get(ses: Any, name: str) -> Template | None:
             return None
         raise failure from None
     content = answer.get("TemplateContent") or {}
-    return Template(name, str(content.get("Subject") or ""), content.get("Html"),
-                    content.get("Text"))  # fmt: skip
+    return Template(
+        name, str(content.get("Subject") or ""), content.get("Html"), content.get("Text")
+    )
 
 
 def put(ses: Any, template: Template, *, exists: bool) -> None:

@@ -29,15 +29,19 @@ def compose(message: Message, defaults: Defaults, templates: Path | None) -> byt
         rendered = mime.Rendered(message.subject or "", message.body_html, message.body_text)
         return _email(message, defaults, rendered)
     if templates is None:
-        raise ComposeError("TemplateDoesNotExist", "MAILROOM_TEMPLATES_DIR is not set: "
-                           f"template {message.template} cannot be rendered here")  # fmt: skip
+        raise ComposeError(
+            "TemplateDoesNotExist",
+            "MAILROOM_TEMPLATES_DIR is not set: "
+            f"template {message.template} cannot be rendered here",
+        )
     try:
         template = files.load(templates, message.template)
     except files.TemplateFileError as exc:
         raise ComposeError("TemplateDoesNotExist", str(exc)) from None
     if template is None:
-        raise ComposeError("TemplateDoesNotExist",
-                           f"template {message.template} is not in {templates}")  # fmt: skip
+        raise ComposeError(
+            "TemplateDoesNotExist", f"template {message.template} is not in {templates}"
+        )
     try:
         data = handlebars.load_data(message.template_data or "{}")
         rendered = mime.render(template, data)
@@ -48,6 +52,7 @@ def compose(message: Message, defaults: Defaults, templates: Path | None) -> byt
 
 def _email(message: Message, defaults: Defaults, rendered: mime.Rendered) -> bytes:
     sender = message.from_address or defaults.source
-    email = mime.message(rendered, sender=sender, to=message.to, cc=message.cc,
-                         reply_to=message.reply_to)  # fmt: skip
+    email = mime.message(
+        rendered, sender=sender, to=message.to, cc=message.cc, reply_to=message.reply_to
+    )
     return email.as_bytes()

@@ -66,8 +66,9 @@ class SmtpTransport:
             return _refused(int(exc.smtp_code), exc.smtp_error)
         except (smtplib.SMTPException, OSError) as exc:  # no connection, a timeout, a hang-up
             detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            return Result(Verdict.RETRY, code="NetworkError", detail=f"SMTP {self.host}:"
-                          f"{self.port}: {detail}")  # fmt: skip
+            return Result(
+                Verdict.RETRY, code="NetworkError", detail=f"SMTP {self.host}:{self.port}: {detail}"
+            )
         headers = BytesHeaderParser().parsebytes(raw)
         return Result(Verdict.SENT, provider_id=str(headers.get("Message-ID") or "") or None)
 
@@ -85,8 +86,9 @@ class SmtpTransport:
         async with anyio.create_task_group() as tg:
             for position in range(len(messages)):
                 tg.start_soon(one, position)
-        return [r if r is not None else Result(Verdict.RETRY, code="InternalError")
-                for r in results]  # fmt: skip
+        return [
+            r if r is not None else Result(Verdict.RETRY, code="InternalError") for r in results
+        ]
 
     async def send_one(self, message: Message) -> Result:
         return await self._send(message)
