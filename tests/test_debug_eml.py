@@ -67,3 +67,26 @@ def test_without_templates_dir_the_request_is_still_written(tmp_path: Path) -> N
     (entry,) = json.loads(written.read_text())["emails"]
     assert entry["error"].startswith("TemplateDoesNotExist: MAILROOM_TEMPLATES_DIR is not set")
     assert not list(tmp_path.glob("*.eml"))
+
+
+def test_a_header_the_email_package_refuses_is_that_messages_problem(tmp_path: Path) -> None:
+    t = FileTransport(Defaults("noreply@example.com", None), tmp_path, SEED)
+    data = json.dumps({"login": "ann", "secret": "s"})
+    bad = message(
+        id=8,
+        template="activationv1",
+        template_data=data,
+        to=["ann@example.com\r\nBcc: spy@example.com"],
+    )
+    good = message(id=9, template="activationv1", template_data=data)
+    results = anyio.run(t.send_bulk, [bad, good])
+    assert [r.verdict for r in results] == [Verdict.SENT, Verdict.SENT]
+    (written,) = tmp_path.glob("*.json")
+    bad_entry, good_entry = json.loads(written.read_text())["emails"]
+    assert bad_entry == {
+        "outbox_id": 8,
+        "error": "MessageRejected: cannot build the email: ValueError",
+    }
+    assert "file" in good_entry
+    (eml,) = tmp_path.glob("*.eml")
+    assert b"spy@" not in eml.read_bytes()

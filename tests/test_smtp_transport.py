@@ -187,3 +187,49 @@ def test_what_ses_would_refuse_is_dead(catcher: tuple[Catcher, int], tmp_path: P
     no_dir = anyio.run(transport(port, None).send_one, cases[1][0])
     assert (no_dir.verdict, no_dir.code) == (Verdict.DEAD, "TemplateDoesNotExist")
     assert handler.received == []
+
+
+@pytest.mark.parametrize(
+    ("env", "problems"),
+    [
+        (
+            {"MAILROOM_TRANSPORT": "smtp"},
+            [
+                "MAILROOM_SMTP_URL: required with MAILROOM_TRANSPORT=smtp",
+                "MAILROOM_TEMPLATES_DIR: required with MAILROOM_TRANSPORT=smtp "
+                "(templated messages are rendered from it)",
+            ],
+        ),
+        (
+            {"MAILROOM_SMTP_URL": "smtp://me:hunter2@host:25"},
+            ["MAILROOM_SMTP_URL: must be smtp://host:port (no credentials, path or query)"],
+        ),
+        ({"MAILROOM_SMTP_URL": "smtps://host"}, ["MAILROOM_SMTP_URL: must be smtp://host:port"]),
+        (
+            {"MAILROOM_SMTP_URL": "smtp://host:70000"},
+            ["MAILROOM_SMTP_URL: must be smtp://host:port with a port 1-65535"],
+        ),
+        (
+            {"MAILROOM_TRANSPORT": "sendmail"},
+            ["MAILROOM_TRANSPORT: must be one of ses, smtp (got 'sendmail')"],
+        ),
+        (
+            {"MAILROOM_TEMPLATES_DIR": "/no/such/dir"},
+            ["MAILROOM_TEMPLATES_DIR: must be an existing directory (got '/no/such/dir')"],
+        ),
+    ],
+)
+def test_bad_settings_one_line_each_exit_2(
+    env: dict[str, str],
+    problems: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mailroom.cli.commands import main  # noqa: PLC0415
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"mailroom: {p}" for p in problems]
+    assert "hunter2" not in err

@@ -173,9 +173,17 @@ def load(environ: Mapping[str, str] | None = None, *, require_database: bool = T
 
 
 def _transport_problems(config: Config) -> list[str]:
-    if config.transport == "smtp" and not config.smtp_url and not config.debug:
-        return ["MAILROOM_SMTP_URL: required with MAILROOM_TRANSPORT=smtp"]
-    return []
+    if config.transport != "smtp" or config.debug:
+        return []
+    problems = []
+    if not config.smtp_url:
+        problems.append("MAILROOM_SMTP_URL: required with MAILROOM_TRANSPORT=smtp")
+    if config.templates_dir is None:
+        problems.append(
+            "MAILROOM_TEMPLATES_DIR: required with MAILROOM_TRANSPORT=smtp "
+            "(templated messages are rendered from it)"
+        )
+    return problems
 
 
 def record_margin(lease: float) -> float:

@@ -52,7 +52,11 @@ def compose(message: Message, defaults: Defaults, templates: Path | None) -> byt
 
 def _email(message: Message, defaults: Defaults, rendered: mime.Rendered) -> bytes:
     sender = message.from_address or defaults.source
-    email = mime.message(
-        rendered, sender=sender, to=message.to, cc=message.cc, reply_to=message.reply_to
-    )
-    return email.as_bytes()
+    try:
+        email = mime.message(
+            rendered, sender=sender, to=message.to, cc=message.cc, reply_to=message.reply_to
+        )
+        return email.as_bytes()
+    except Exception as exc:  # a header the email package refuses: this message's problem
+        detail = f"cannot build the email: {type(exc).__name__}"
+        raise ComposeError("MessageRejected", detail) from None

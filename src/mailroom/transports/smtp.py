@@ -48,7 +48,7 @@ class SmtpTransport:
         self.concurrency = concurrency
         self._limiter: anyio.CapacityLimiter | None = None
 
-    def _deliver(self, message: Message) -> Result:
+    def _deliver(self, message: Message) -> Result:  # noqa: PLR0911 -- one per kind of failure
         """One message, in a worker thread."""
         try:
             raw = compose(message, self.defaults, self.templates)
@@ -59,6 +59,8 @@ class SmtpTransport:
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as server:
                 server.sendmail(sender, recipients, raw)
+        except smtplib.SMTPNotSupportedError as exc:  # e.g. a non-ASCII address, no SMTPUTF8
+            return Result(Verdict.DEAD, code="SMTPPermanentError", detail=str(exc)[:500])
         except smtplib.SMTPRecipientsRefused as exc:  # every recipient refused
             code, reply = next(iter(exc.recipients.values()), (550, b"refused"))
             return _refused(int(code), reply)
@@ -69,6 +71,8 @@ class SmtpTransport:
             return Result(
                 Verdict.RETRY, code="NetworkError", detail=f"SMTP {self.host}:{self.port}: {detail}"
             )
+        except Exception as exc:  # a bug here must cost this message a try, not the batch
+            return Result(Verdict.RETRY, code="InternalError", detail=type(exc).__name__)
         headers = BytesHeaderParser().parsebytes(raw)
         return Result(Verdict.SENT, provider_id=str(headers.get("Message-ID") or "") or None)
 
