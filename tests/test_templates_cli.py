@@ -274,3 +274,29 @@ def test_check_ses_reports_templates_that_differ_from_the_files(
     }
     _, out, _ = run(capsys, "check", "--ses")
     assert "WARN  template_files:passwordrecoveryv1: template passwordrecoveryv1 in SES " in out
+
+
+def test_hostile_files_and_names_are_refused(
+    capsys: pytest.CaptureFixture[str], tdir: Path, ses: TemplateApi, tmp_path: Path
+) -> None:
+    d = ["--dir", str(tdir)]
+    (tdir / "activationv1" / "subject.txt").write_text("two\nlines\n")
+    code, _, err = run(capsys, "templates", "render", "activationv1", *d)
+    assert (code, err) == (2, f"mailroom: {tdir}/activationv1/subject.txt: a subject is one line\n")
+    (tdir / "activationv1" / "subject.txt").write_text("ok\n")
+    (tdir / "activationv1" / "body.txt").write_bytes(b"\xff\xfe not utf-8")
+    code, _, err = run(capsys, "templates", "render", "activationv1", *d)
+    assert code == 2
+    assert "body.txt: not UTF-8" in err
+    deep = '{"a": ' + "[" * 100 + "]" * 100 + "}"
+    code, _, err = run(capsys, "templates", "render", "passwordrecoveryv1", *d, "--data", deep)
+    assert (code, err) == (2, "mailroom: --data: template data nested deeper than 64\n")
+    # a name SES (here moto) hands back must not write outside the directory
+    ses.ses.create_template(
+        Template={"TemplateName": "../escape", "SubjectPart": "s", "TextPart": "t"}
+    )
+    target = tmp_path / "pulled"
+    code, _, err = run(capsys, "templates", "pull", "--dir", str(target))
+    assert code == 2
+    assert "'../escape' is not a template name" in err
+    assert not (tmp_path / "escape").exists()
