@@ -87,6 +87,13 @@ CASES: list[Case] = [
         "if-nested-path", "{{#if user.vip}}VIP{{/if}}", {"user": {"vip": True}}, "VIP", "ses-docs"
     ),
     Case("else-if", "{{#if a}}A{{else if b}}B{{else}}C{{/if}}", {"b": 1}, "B", "handlebars"),
+    Case(
+        "unless-else-if",
+        "{{#unless a}}A{{else if b}}B{{/unless}}",
+        {"a": 1, "b": 1},
+        "B",
+        "handlebars",
+    ),
     Case("unless", "{{#unless a}}none{{/unless}}", {"a": False}, "none", "handlebars"),
     Case("skipped-branch-not-checked", "{{#if a}}{{missing}}{{/if}}ok", {}, "ok", "moto"),
     # -- lists ------------------------------------------------------------------------

@@ -235,8 +235,16 @@ def _parse_until(
 
 
 def _parse_block(
-    items: Sequence[str | _Tag], pos: int, tag: _Tag, partials: dict[str, list[Node]], depth: int
+    items: Sequence[str | _Tag],
+    pos: int,
+    tag: _Tag,
+    partials: dict[str, list[Node]],
+    depth: int,
+    opener: _Tag | None = None,
 ) -> tuple[Block, int]:
+    """A block from after its open tag; ``opener``: the block an ``{{else if}}`` chain
+    started with, whose close tag ends the chain."""
+    opener = opener or tag
     block = Block(tag.name, tag.arg)
     body, pos, end = _parse_until(items, pos, tag, partials, depth)
     block.body = body
@@ -246,7 +254,7 @@ def _parse_block(
         if tag.name not in ("if", "unless"):
             raise TemplateError(f"line {end.line}: '{{{{else {end.name}}}}}' inside #{tag.name}")
         chained = _Tag("open", end.name, end.arg, end.line)
-        inner, pos = _parse_block(items, pos, chained, partials, depth + 1)
+        inner, pos = _parse_block(items, pos, chained, partials, depth + 1, opener)
         block.inverse = [inner]
         return block, pos  # the chained block consumed the close tag
     if end.kind == "else":
@@ -255,9 +263,9 @@ def _parse_block(
             raise TemplateError(f"line {tag.line}: '{{{{#{tag.name}}}}}' is never closed")
         if end.kind == "else":
             raise TemplateError(f"line {end.line}: a second '{{{{else}}}}' in one block")
-    if end.kind != "close" or end.name != tag.name:
+    if end.kind != "close" or end.name != opener.name:
         raise TemplateError(
-            f"line {end.line}: '{{{{/{end.name}}}}}' closes '{{{{#{tag.name}}}}}' "
-            f"(opened on line {tag.line})"
+            f"line {end.line}: '{{{{/{end.name}}}}}' closes '{{{{#{opener.name}}}}}' "
+            f"(opened on line {opener.line})"
         )
     return block, pos
