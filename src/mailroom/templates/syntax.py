@@ -240,6 +240,7 @@ def _parse_block(
     tag: _Tag,
     partials: dict[str, list[Node]],
     depth: int,
+    *,
     opener: _Tag | None = None,
 ) -> tuple[Block, int]:
     """A block from after its open tag; ``opener``: the block an ``{{else if}}`` chain
@@ -254,7 +255,7 @@ def _parse_block(
         if tag.name not in ("if", "unless"):
             raise TemplateError(f"line {end.line}: '{{{{else {end.name}}}}}' inside #{tag.name}")
         chained = _Tag("open", end.name, end.arg, end.line)
-        inner, pos = _parse_block(items, pos, chained, partials, depth + 1, opener)
+        inner, pos = _parse_block(items, pos, chained, partials, depth + 1, opener=opener)
         block.inverse = [inner]
         return block, pos  # the chained block consumed the close tag
     if end.kind == "else":
