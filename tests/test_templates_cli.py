@@ -142,6 +142,12 @@ def test_diff_push_pull_round_trip(
         ("passwordrecoveryv1", "create"),
     ]
 
+    code, out, _ = run(capsys, "templates", "push", "--dry-run", *d)
+    assert code == 0
+    assert out == (
+        "would create activationv1\nwould create passwordrecoveryv1\n"
+        "2 template(s) would be pushed, 0 already up to date\n"
+    )
     code, doc = as_json(capsys, "templates", "push", "--dry-run", *d)
     assert code == 0
     assert doc["created"] == ["activationv1", "passwordrecoveryv1"]

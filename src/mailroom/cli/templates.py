@@ -162,7 +162,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         )
         print(f"{verb}{what} {c.name}" + ("" if created else f" ({', '.join(c.parts)})"))
     unchanged = sum(1 for c in changes if c.action == compare.SAME)
-    print(f"{len(done)} template(s) {verb}pushed, {unchanged} already up to date")
+    pushed = "would be pushed" if args.dry_run else "pushed"
+    print(f"{len(done)} template(s) {pushed}, {unchanged} already up to date")
     return 0
 
 
