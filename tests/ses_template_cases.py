@@ -144,6 +144,13 @@ CASES: list[Case] = [
         "handlebars",
     ),
     Case(
+        "each-object-key-order",
+        "{{#each o}}{{@key}} {{/each}}",
+        {"o": {"b": 1, "10": 2, "2": 3, "01": 4}},
+        "2 10 b 01 ",
+        "handlebars",
+    ),
+    Case(
         "each-parent",
         "{{#each l}}{{../greeting}} {{this}};{{/each}}",
         {"greeting": "hi", "l": ["a"]},

@@ -188,7 +188,7 @@ def _each(node: Block, value: Any, stack: list[_Frame], run: _Run, out: list[str
     if isinstance(value, list):
         pairs: list[tuple[Any, Any]] = list(enumerate(value))
     elif isinstance(value, Mapping):
-        pairs = list(value.items())
+        pairs = _js_order(value)
     else:
         pairs = []
     if not pairs:
@@ -201,6 +201,16 @@ def _each(node: Block, value: Any, stack: list[_Frame], run: _Run, out: list[str
         if isinstance(value, Mapping):
             data["key"] = key
         _render(node.body, [*stack, _Frame(item, data)], run, out)
+
+
+def _js_order(value: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    """An object's keys in JavaScript's order, which #each follows: keys that are array
+    indices (canonical non-negative integers) ascending first, then the others as written."""
+    index = [
+        k for k in value if k.isascii() and k.isdigit() and (k == "0" or not k.startswith("0"))
+    ]
+    others = [k for k in value if k not in set(index)]
+    return [(k, value[k]) for k in sorted(index, key=int) + others]
 
 
 def _lookup(path: str, stack: list[_Frame], run: _Run) -> Any:  # noqa: PLR0912 -- path forms
