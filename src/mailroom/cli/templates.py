@@ -2,9 +2,9 @@
 stored templates kept as files (mailroom.templates), compared with, pushed to and pulled
 from SES v2 through the daemon's boto3 configuration (mailroom.daemon.preflight.client).
 
-Exit codes: 0 ok (``diff``: nothing differs); 1 ``diff`` found a difference, or a render
-failed as SES would fail it; 2 bad usage, configuration or template files; 3 SES
-unreachable or refused the call.
+Exit codes: 0 ok (``diff``: nothing differs); 1 ``diff`` found a difference, a render
+failed as SES would fail it, or ``pull`` named a template SES lacks; 2 bad usage,
+configuration or template files; 3 SES unreachable or refused the call.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from mailroom.cli.common import fail, load
 from mailroom.templates import compare, files, handlebars, mime, remote
 
 EXIT_CODES = """
-exit codes: 0 ok (diff: nothing differs); 1 diff found a difference, or the render failed
-as SES would fail it; 2 bad usage, configuration or template files; 3 SES unreachable or
-refused the call
+exit codes: 0 ok (diff: nothing differs); 1 diff found a difference, the render failed as
+SES would fail it, or pull named a template SES lacks; 2 bad usage, configuration or
+template files; 3 SES unreachable or refused the call
 """
 
 
@@ -346,8 +346,8 @@ def add_commands(sub: Any) -> None:
         "render",
         "a template rendered with data: subject, text and HTML",
         description="Renders the template from the files as SES would (docs/templates.md, "
-        "'Syntax'), or with --remote asks SES (TestRenderEmailTemplate) to render its stored "
-        "copy. Data: --data JSON, --data @file.json, else the folder's example.json, else {}. "
+        "'The syntax SES supports'), or with --remote asks SES (TestRenderEmailTemplate) "
+        "to render its stored copy. Data: --data JSON, --data @file.json, else the folder's example.json, else {}. "
         "Exit 1 when the render fails as SES would fail it (a missing attribute).",
         examples="  mailroom templates render activationv1\n"
         "  mailroom templates render passwordrecoveryv1 --data @ann.json --part html > p.html\n"
