@@ -348,7 +348,8 @@ def add_commands(sub: Any) -> None:
         description="Renders the template from the files as SES would (docs/templates.md, "
         "'The syntax SES supports'), or with --remote asks SES (TestRenderEmailTemplate) "
         "to render its stored copy. Data: --data JSON, --data @file.json, else the "
-        "folder's example.json, else {}. Exit 1 when the render fails as SES would fail it (a missing attribute).",
+        "folder's example.json, else {}. Exit 1 when the render fails as SES would fail "
+        "it (a missing attribute).",
         examples="  mailroom templates render activationv1\n"
         "  mailroom templates render passwordrecoveryv1 --data @ann.json --part html > p.html\n"
         "  mailroom templates render activationv1 --remote --json\n",
