@@ -306,3 +306,15 @@ def test_hostile_files_and_names_are_refused(
     assert code == 2
     assert "'../escape' is not a template name" in err
     assert not (tmp_path / "escape").exists()
+
+
+def test_no_region_is_a_configuration_problem(
+    capsys: pytest.CaptureFixture[str], tdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    code, _, err = run(capsys, "templates", "push", "--dir", str(tdir))
+    assert (code, err) == (
+        2,
+        "mailroom: no AWS region: set AWS_REGION or AWS_DEFAULT_REGION (or a profile's region)\n",
+    )

@@ -41,10 +41,22 @@ def _folder(args: argparse.Namespace) -> Path:
     return directory
 
 
+class NoRegion(Exception):
+    """No AWS region configured: a configuration problem (exit 2)."""
+
+
 def _ses() -> Any:
     from mailroom.daemon.preflight import client  # noqa: PLC0415 -- boto3 only when asked
 
-    return client(load(require_database=False))
+    cfg = load(require_database=False)
+    try:
+        return client(cfg)
+    except Exception as exc:  # botocore refuses to build a client: say why, in one line
+        if type(exc).__name__ == "NoRegionError":
+            raise NoRegion(
+                "no AWS region: set AWS_REGION or AWS_DEFAULT_REGION (or a profile's region)"
+            ) from None
+        raise remote.RemoteError("creating the SES client", type(exc).__name__, str(exc)) from None
 
 
 def _names(args: argparse.Namespace, local: dict[str, files.Template]) -> list[str]:
@@ -72,7 +84,7 @@ def _guard(run: Any) -> Any:
     def guarded(args: argparse.Namespace) -> int:
         try:
             return int(run(args))
-        except files.TemplateFileError as exc:
+        except (files.TemplateFileError, NoRegion) as exc:
             return fail(str(exc), 2)
         except remote.RemoteError as exc:
             return fail(f"SES: {exc}", 3)
