@@ -318,3 +318,33 @@ def test_no_region_is_a_configuration_problem(
         2,
         "mailroom: no AWS region: set AWS_REGION or AWS_DEFAULT_REGION (or a profile's region)\n",
     )
+
+
+def test_list_follows_every_page_and_stops_on_a_looping_server(
+    ses: TemplateApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailroom.config.settings import load  # noqa: PLC0415
+    from mailroom.daemon.preflight import client  # noqa: PLC0415
+    from mailroom.templates import remote  # noqa: PLC0415
+
+    ses.reset()
+    for n in range(5):
+        ses.ses.create_template(
+            Template={"TemplateName": f"t{n}", "SubjectPart": "s", "TextPart": "x"}
+        )
+    monkeypatch.setattr(remote, "PAGE_SIZE", 2)
+    assert remote.list_names(client(load(require_database=False))) == [f"t{n}" for n in range(5)]
+    assert ses.calls.count("ListEmailTemplates") == 3  # pages of 2, 2 and 1
+
+    class Looping:  # a peer that hands back the same token for ever
+        calls = 0
+
+        def list_email_templates(self, **_: Any) -> dict[str, Any]:
+            self.calls += 1
+            return {"TemplatesMetadata": [{"TemplateName": "a"}], "NextToken": "again"}
+
+    looping = Looping()
+    monkeypatch.setattr(remote, "MAX_PAGES", 50)
+    with pytest.raises(remote.RemoteError, match="TooManyPages: still paging after 50 pages"):
+        remote.list_names(looping)
+    assert looping.calls == 50

@@ -42,8 +42,8 @@ def list_names(ses: Any) -> list[str]:
         names += [str(t["TemplateName"]) for t in page.get("TemplatesMetadata", [])]
         token = page.get("NextToken")
         if not token:
-            break
-    return sorted(set(names))
+            return sorted(set(names))
+    raise RemoteError("ListEmailTemplates", "TooManyPages", f"still paging after {MAX_PAGES} pages")
 
 
 def get(ses: Any, name: str) -> Template | None:
