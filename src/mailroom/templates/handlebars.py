@@ -5,8 +5,10 @@ unmaintained, and compile templates to Python source that is exec'd; ``handlebar
 PyPI is handlebars.js transpiled through js2py; python-handlebars is a 0.0.x release;
 chevron and pystache are Mustache, which has no ``else``, ``@index`` or ``../``.
 
-What SES documents (developer guide, "Advanced email personalization" and the
-TestRenderTemplate reference) and what this follows:
+What this follows: what SES documents (developer guide, "Advanced email personalization",
+the TestRenderTemplate reference, the knowledge-center article on rendering failures), and
+handlebars.js where SES says only "Handlebars" (tests/ses_template_cases.py names the
+authority of each case, and checks those moto can render against moto's server):
 
 - ``{{a.b.c}}`` nested paths; ``{{this}}`` / ``{{.}}``, ``../`` (parent context),
   ``@root``; ``{{#each list}}`` with ``@index``, ``@first``, ``@last`` (``@key`` over an
