@@ -233,3 +233,22 @@ def test_bad_settings_one_line_each_exit_2(
     err = capsys.readouterr().err
     assert err.splitlines() == [f"mailroom: {p}" for p in problems]
     assert "hunter2" not in err
+
+
+def test_a_daemon_on_the_smtp_transport_shows_as_sending_nothing_to_ses(tmp_path: Path) -> None:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from mailroom.config.settings import load  # noqa: PLC0415
+    from mailroom.daemon import presence  # noqa: PLC0415
+
+    cfg = load(
+        {
+            "MAILROOM_DATABASE_URL": "postgresql://x@h/db",
+            "MAILROOM_TRANSPORT": "smtp",
+            "MAILROOM_SMTP_URL": "smtp://catcher:1025",
+            "MAILROOM_TEMPLATES_DIR": str(tmp_path),
+        }
+    )
+    assert not cfg.sends_to_ses
+    me = presence.Identity.of(cfg, endpoint="", version="1", started_at=datetime.now(UTC))
+    assert (me.mode, me.transport) == ("debug", "smtp://catcher:1025")  # 0013 knows ses|debug
