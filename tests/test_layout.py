@@ -14,7 +14,17 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 # Lower layers first. A module may import its own folder, its layer and the layers below.
 # A folder (config, daemon, ...) is one unit; a top-level module is a unit of its own.
 LAYERS: list[set[str]] = [
-    {"addresses", "logs", "metrics", "embedded", "config", "text", "sqltext", "errors"},
+    {
+        "addresses",
+        "logs",
+        "metrics",
+        "embedded",
+        "config",
+        "text",
+        "sqltext",
+        "errors",
+        "templates",
+    },
     {"health", "tokens", "outbox", "migrate"},
     {"client", "lifecycle", "django", "__init__"},
     {"transports", "events"},

@@ -34,6 +34,7 @@ examples:
   mailroom dead list --since 1h          recent dead letters, then `dead retry` / `dead purge`
   mailroom send-test --to you@example.com --wait
   mailroom token verify TOKEN --action activation
+  mailroom templates diff                SES's stored templates against the files (CI)
 
 Commands that use the database take --dsn (before or after the command name) or
 MAILROOM_DATABASE_URL. Exit codes: 0 ok; 1 the answer is "no" (token invalid, no such
@@ -200,11 +201,12 @@ def parser() -> argparse.ArgumentParser:
         queue,
         stats,
         suppression,
+        templates,
         token,
     )
     from mailroom.cli import web as console  # noqa: PLC0415
 
-    modules = (check, token, stats, messages, dead, actions, suppression, queue, console)
+    modules = (check, token, stats, messages, dead, actions, suppression, queue, console, templates)
     for module in modules:
         module.add_commands(sub)
     return top

@@ -19,7 +19,8 @@ from mailroom.config import values
 from mailroom.config.variables import SETTINGS
 
 PREFIX = "MAILROOM_"
-SECRET_VARIABLES = frozenset({"MAILROOM_DATABASE_URL", "MAILROOM_SECRET_KEY"})
+# values never echoed in an error (an SMTP URL may carry a password it must not have)
+SECRET_VARIABLES = frozenset({"MAILROOM_DATABASE_URL", "MAILROOM_SECRET_KEY", "MAILROOM_SMTP_URL"})
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,9 @@ class Config:
     # noreply@localhost is one the outbox refuses and SES cannot verify (no DNS for it)
     ses_source: str = "noreply@example.com"
     ses_output_path: Path = Path("./output")
+    templates_dir: Path | None = None  # SES templates as files (mailroom.templates.files)
+    transport: str = "ses"  # or "smtp" (mailroom.transports.smtp)
+    smtp_url: str = ""
     lease: float = 60.0
     poll_interval: float = 30.0
     shutdown_timeout: float = 25.0
@@ -72,6 +76,11 @@ class Config:
     recipient_cap: values.Cap | None = None
     recipient_cap_templates: dict[str, values.Cap] = field(default_factory=dict)
     recipient_cap_scope: str = "application"  # or "global": one count across applications
+
+    @property
+    def sends_to_ses(self) -> bool:
+        """False in debug mode and with the smtp transport: no SES account is used."""
+        return not self.debug and self.transport == "ses"
 
     @property
     def send_rate_auto(self) -> bool:
@@ -148,6 +157,7 @@ def load(environ: Mapping[str, str] | None = None, *, require_database: bool = T
         )
     if config.send_rate > 0 and not config.send_burst:
         config = dataclasses.replace(config, send_burst=max(config.send_rate, 1.0))
+    problems += _transport_problems(config)
     if config.retry_cap < config.retry_base:
         problems.append("MAILROOM_RETRY_CAP: must be at least MAILROOM_RETRY_BASE")
     if 0 < config.retention_events < config.suppress_transient_window:
@@ -160,6 +170,20 @@ def load(environ: Mapping[str, str] | None = None, *, require_database: bool = T
     if not config.worker_name:
         config = dataclasses.replace(config, worker_name=f"{os.uname().nodename}:{os.getpid()}")
     return config
+
+
+def _transport_problems(config: Config) -> list[str]:
+    if config.transport != "smtp" or config.debug:
+        return []
+    problems = []
+    if not config.smtp_url:
+        problems.append("MAILROOM_SMTP_URL: required with MAILROOM_TRANSPORT=smtp")
+    if config.templates_dir is None:
+        problems.append(
+            "MAILROOM_TEMPLATES_DIR: required with MAILROOM_TRANSPORT=smtp "
+            "(templated messages are rendered from it)"
+        )
+    return problems
 
 
 def record_margin(lease: float) -> float:
@@ -189,6 +213,8 @@ def describe(config: Config) -> list[tuple[str, str]]:
             shown = value.text if value else "(unset)"
         elif setting.attribute == "recipient_cap_templates":
             shown = ",".join(f"{k}:{c.text}" for k, c in value.items()) or "(unset)"
+        elif setting.attribute in ("templates_dir", "smtp_url"):
+            shown = str(value) if value else "(unset)"
         elif setting.attribute == "events_sns_topics":
             shown = ",".join(sorted(value)) or "(any)"
         elif setting.attribute == "send_quota_margin":

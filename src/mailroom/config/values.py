@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def _number(text: str, kind: type[int] | type[float], problem: str) -> float:
@@ -345,3 +347,29 @@ def parse_template_caps(text: str) -> dict[str, Cap]:
             raise ValueError(f"template {name} is given twice")
         caps[name] = parse_cap(spec)
     return caps
+
+
+# -- templates and the smtp transport (docs/templates.md) ---------------------------------
+
+
+def templates_dir(text: str) -> Path | None:
+    if not text.strip():
+        return None
+    path = Path(text)
+    if not path.is_dir():
+        raise ValueError("must be an existing directory")
+    return path
+
+
+def smtp_url(text: str) -> str:
+    """smtp://host[:port] (port 25 by default), returned as written."""
+    parts = urlsplit(text)
+    if parts.scheme != "smtp" or not parts.hostname:
+        raise ValueError("must be smtp://host:port")
+    try:
+        parts.port  # noqa: B018 -- raises for a port out of range or not a number
+    except ValueError:
+        raise ValueError("must be smtp://host:port with a port 1-65535") from None
+    if parts.username or parts.password or parts.path.strip("/") or parts.query:
+        raise ValueError("must be smtp://host:port (no credentials, path or query)")
+    return text

@@ -91,6 +91,24 @@ SETTINGS: tuple[Setting, ...] = (
         "Directory the debug transport writes requests to.",
     ),
     Setting(
+        "MAILROOM_TEMPLATES_DIR",
+        "templates_dir",
+        values.templates_dir,
+        "Directory of SES templates as files (docs/templates.md); empty: none.",
+    ),
+    Setting(
+        "MAILROOM_TRANSPORT",
+        "transport",
+        values.choice("ses", "smtp"),
+        "ses, or smtp: deliver rendered mail to MAILROOM_SMTP_URL (development catchers).",
+    ),
+    Setting(
+        "MAILROOM_SMTP_URL",
+        "smtp_url",
+        values.smtp_url,
+        "smtp://host:port of the SMTP server the smtp transport delivers to.",
+    ),
+    Setting(
         "MAILROOM_LEASE_DURATION",
         "lease",
         values.milliseconds,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailroom.config.settings import Config
@@ -310,6 +311,59 @@ def _templates(ses: Any, templates: Sequence[tuple[str, int]] | None) -> list[Fi
     return findings
 
 
+def _template_files(ses: Any, directory: Path | None) -> list[Finding]:
+    """MAILROOM_TEMPLATES_DIR against SES: each template folder that SES lacks (a message
+    using it would be dead-lettered) or holds differently (the files were not pushed)."""
+    if directory is None:
+        return []
+    from mailroom.templates import compare, files, remote  # noqa: PLC0415 -- only when set
+
+    push = "run `mailroom templates diff`, then `mailroom templates push`"
+    try:
+        local = files.load_all(directory)
+        changes = compare.plan(local, {name: remote.get(ses, name) for name in local})
+    except files.TemplateFileError as exc:
+        return [Finding("template_files", FAIL, f"MAILROOM_TEMPLATES_DIR: {exc}", "fix the file")]
+    except remote.RemoteError as exc:
+        return [
+            Finding(
+                "template_files",
+                WARN,
+                f"could not compare: {exc}"[:200],
+                "allow ses:GetEmailTemplate",
+            )
+        ]
+    findings = []
+    for c in changes:
+        if c.action == compare.CREATE:
+            findings.append(
+                Finding(
+                    f"template_files:{c.name}",
+                    FAIL,
+                    f"template {c.name} is in {directory} but not in SES",
+                    push,
+                )
+            )
+        elif c.action == compare.UPDATE:
+            findings.append(
+                Finding(
+                    f"template_files:{c.name}",
+                    WARN,
+                    f"template {c.name} in SES differs from the files ({', '.join(c.parts)})",
+                    push,
+                )
+            )
+    if not findings:
+        findings.append(
+            Finding(
+                "template_files",
+                PASS,
+                f"SES holds the {len(changes)} template(s) of {directory} as they are",
+            )
+        )
+    return findings
+
+
 def run(
     config: Config,
     templates: Sequence[tuple[str, int]] | None,
@@ -334,6 +388,7 @@ def run(
     findings.append(_identity(ses, config.ses_source))
     findings.extend(_config_set(ses, config.ses_config_set))
     findings.extend(_templates(ses, templates))
+    findings.extend(_template_files(ses, config.templates_dir))
     return findings
 
 

@@ -65,11 +65,22 @@ class Identity:
             worker=config.worker_name,
             queue=config.queue_name,
             version=version,
-            mode="debug" if config.debug else "ses",
-            transport=str(config.ses_output_path) if config.debug else public_endpoint(endpoint),
+            # the smtp transport (a development catcher) sends nothing to SES: "debug" too
+            mode="ses" if config.sends_to_ses else "debug",
+            transport=_transport_shown(config, endpoint),
             started_at=started_at,
             send_rate=send_rate_setting(config),
         )
+
+
+def _transport_shown(config: Config, endpoint: str) -> str:
+    """Where this daemon's mail goes: the debug output path, the smtp transport's URL (it
+    cannot hold credentials: config refuses them), or the SES endpoint without secrets."""
+    if config.debug:
+        return str(config.ses_output_path)
+    if config.transport == "smtp":
+        return config.smtp_url
+    return public_endpoint(endpoint)
 
 
 def heartbeat_params(

@@ -161,7 +161,7 @@ class Daemon:
                     tg.start_soon(rate_control.run, self.sender.paused)
                 if self.sender.caps is not None:
                     tg.start_soon(self.sender.caps.prune)
-                if not self.config.debug:
+                if self.config.sends_to_ses:
                     tg.start_soon(self._preflight, outbox)
                 tg.start_soon(self.listener.run)
                 tg.start_soon(self._tick)

@@ -38,7 +38,17 @@ def make_transport(config: Config) -> Transport:
     if config.debug:
         from mailroom.transports.file import FileTransport  # noqa: PLC0415
 
-        return FileTransport(defaults, config.ses_output_path)
+        return FileTransport(defaults, config.ses_output_path, config.templates_dir)
+    if config.transport == "smtp":
+        from mailroom.transports.smtp import SmtpTransport  # noqa: PLC0415
+
+        return SmtpTransport(
+            defaults,
+            config.smtp_url,
+            config.templates_dir,
+            concurrency=config.ses_concurrency,
+            timeout=config.ses_connect_timeout + config.ses_read_timeout,
+        )
     from mailroom.transports.ses import SesTransport  # noqa: PLC0415 -- boto3 is heavy
 
     return SesTransport(
@@ -65,7 +75,7 @@ def resolve_in_child() -> awsconfig.Resolved:
 def rate_control(config: Config, outbox: Outbox, sender: Sender) -> RateControl | None:
     """The shared send rate (fixed or auto) with its throttling back-off, wired into the
     sender; None without a rate (or with the debug transport: there is no SES account)."""
-    if not config.send_rate or (config.debug and config.send_rate_auto):
+    if not config.send_rate or (not config.sends_to_ses and config.send_rate_auto):
         return None
     from mailroom.daemon.ratecontrol import RateControl  # noqa: PLC0415 -- only with a rate
 
@@ -79,12 +89,13 @@ def announce(c: Config, transport: Transport) -> None:
     """One line saying what this daemon is and does; in debug mode a warning too (the
     gauges' loop repeats it every DEBUG_REMINDER seconds), and the mode in the
     mailroom_info metric."""
-    mode = "debug" if c.debug else "ses"
-    sends = (
-        f"debug: writes to {c.ses_output_path}, SENDS NOTHING"
-        if c.debug
-        else f"ses: {getattr(transport, 'url', 'SES v2')}"
-    )
+    mode = "ses" if c.sends_to_ses else "debug"
+    if c.debug:
+        sends = f"debug: writes to {c.ses_output_path}, SENDS NOTHING"
+    elif c.transport == "smtp":
+        sends = f"smtp: {c.smtp_url}, templates from {c.templates_dir}, NOTHING TO SES"
+    else:
+        sends = f"ses: {getattr(transport, 'url', 'SES v2')}"
     metrics.INFO.labels(mode, metrics.version()).set(1)
     log.info(
         "started", version=metrics.version(), queue=c.queue_name, worker=c.worker_name,

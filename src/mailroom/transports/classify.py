@@ -108,6 +108,11 @@ ERROR_CODE: dict[str, Verdict] = {
     "InvalidParameterValue": Verdict.DEAD,
     "TemplateDoesNotExist": Verdict.DEAD,
     "ConfigurationSetDoesNotExist": Verdict.DEAD,
+    "RenderingFailure": Verdict.DEAD,  # the data does not fit the template (SES's event)
+    # the smtp transport (development): a 5xx reply is final for the message, a 4xx one
+    # (greylisting, a full queue) and a connection that failed are worth another try
+    "SMTPPermanentError": Verdict.DEAD,
+    "SMTPTransientError": Verdict.RETRY,
     # every recipient is on mailroom's suppression list (sender.py; never sent to SES)
     "suppressed": Verdict.DEAD,
     "ConfigurationSetSendingPausedException": Verdict.DEFER,
@@ -131,6 +136,14 @@ def classify_error(code: str, message: str = "") -> Verdict:
         return Verdict.PAUSE
     # Unknown codes, 5xx and 429 included, retry: bounded by max_attempts.
     return ERROR_CODE.get(code, Verdict.RETRY)
+
+
+def smtp_reply(code: int) -> tuple[Verdict, str]:
+    """Verdict and label for an SMTP server's refusal (RFC 5321: 5yz permanent, 4yz
+    transient); anything else is not a refusal SMTP defines: retried."""
+    if 500 <= code <= 599:
+        return Verdict.DEAD, "SMTPPermanentError"
+    return Verdict.RETRY, "SMTPTransientError"
 
 
 def reason_class(code: str) -> str:

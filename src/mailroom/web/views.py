@@ -122,7 +122,20 @@ async def message(request: web.Request) -> web.Response:
     shown = await _db(
         request, lambda conn: admin_content.content(conn, wanted, reveal=_reveal(request))
     )
-    return _render(request, "message.html.j2", m=found, reveal=_reveal(request), content=shown)
+    rendered = await _rendered(request, wanted, found)
+    return _render(request, "message.html.j2", m=found, reveal=_reveal(request), content=shown,
+                   rendered=rendered)  # fmt: skip
+
+
+async def _rendered(request: web.Request, wanted: int, found: dict[str, Any]) -> Any:
+    """A templated message rendered from MAILROOM_TEMPLATES_DIR, secrets hidden (None
+    without a template or a templates directory)."""
+    directory = request.app[CONFIG].templates_dir
+    if found.get("template") is None or directory is None:
+        return None
+    return await _db(request, lambda conn: admin_content.template_preview(
+        conn, wanted, template=found["template"], token=found.get("token"),
+        directory=directory, reveal=_reveal(request)))  # fmt: skip
 
 
 # The HTML part, alone, for the message page's sandboxed iframe: no script runs (a sandbox
@@ -141,9 +154,14 @@ async def preview(request: web.Request) -> web.Response:
         shown = await _db(
             request, lambda conn: admin_content.content(conn, wanted, reveal=_reveal(request))
         )
-    if shown is None or not shown["html"]:
+    html = shown["html"] if shown is not None else None
+    if shown is not None and not html and wanted is not None:  # a templated message?
+        found = await _db(request, lambda conn: admin.show(conn, wanted, reveal=False))
+        rendered = await _rendered(request, wanted, found) if found else None
+        html = rendered.get("html") if rendered else None
+    if not html:
         return web.Response(status=404, text="no HTML part\n")
-    return web.Response(text=shown["html"], content_type="text/html",
+    return web.Response(text=html, content_type="text/html",
                         headers={"Content-Security-Policy": PREVIEW_POLICY})  # fmt: skip
 
 
