@@ -231,6 +231,30 @@ SELECT pg_catalog.pg_advisory_lock(7283946150021)
 -- name: migrations_unlock
 SELECT pg_catalog.pg_advisory_unlock(7283946150021)
 
+-- name: outbox_live_index
+-- The overview's index of live rows (0029), built after the migration's transaction:
+-- NULL when it is missing, false when a killed CREATE INDEX CONCURRENTLY left it invalid.
+SELECT (SELECT i.indisvalid FROM pg_catalog.pg_index AS i
+        WHERE i.indexrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('mailroom.outbox_live'))
+
+-- name: outbox_live_index_drop
+DROP INDEX CONCURRENTLY IF EXISTS mailroom.outbox_live
+
+-- name: outbox_live_index_create
+-- Every live row (due, scheduled, retrying, leased) and what the overview counts of it, so
+-- that its queue table is an index-only scan however many sent rows are kept.
+CREATE INDEX CONCURRENTLY IF NOT EXISTS outbox_live
+    ON mailroom.outbox (queue, status, next_attempt_at)
+    WHERE status IN ('pending', 'retrying', 'sending')
+
+-- name: backfill_recipients
+-- One batch of 0029's backfill; the new mark (0: done).
+SELECT mailroom.backfill_recipients(%(batch)s::integer)
+
+-- name: recipients_backfill_state
+-- NULL before 0029; the mark (messages at or below it are not searchable yet; 0: all are).
+SELECT (SELECT b.below FROM mailroom.recipients_backfill AS b)
+
 -- name: migrations_bootstrap
 CREATE SCHEMA IF NOT EXISTS mailroom;
 CREATE TABLE IF NOT EXISTS mailroom.schema_migrations (
