@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 
 from mailroom.operator import audit as admin_audit
+from mailroom.operator import search
 from mailroom.operator.audit import Actor
 from mailroom.outbox import query
 from mailroom.text import CommandError, masker
@@ -28,9 +29,12 @@ CANCELLABLE = ("pending", "retrying")  # scheduled messages are pending ones not
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Filter:
-    """What ``find`` (and the console's search) looks for; None means "any"."""
+    """What ``find`` (and the console's search) looks for; None means "any".
 
-    recipient: str | None = None
+    ``recipient`` is a search as typed (operator/search.py: an address in any form,
+    ``@domain`` or ``prefix*``), or a :class:`search.Wanted` already parsed."""
+
+    recipient: str | search.Wanted | None = None
     idempotency_key: str | None = None
     ses_id: str | None = None
     statuses: list[str] | None = None
@@ -44,13 +48,22 @@ class Filter:
         if unknown:
             raise CommandError(f"unknown status {', '.join(unknown)}: use {', '.join(STATUSES)}")
 
+        if isinstance(self.recipient, str):
+            object.__setattr__(self, "recipient", search.parse(self.recipient))
+
+    def wanted(self) -> search.Wanted | None:
+        return self.recipient if isinstance(self.recipient, search.Wanted) else None
+
     def params(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del found["recipient"]
+        wanted = self.wanted()
+        return found | (wanted.params() if wanted else {})
 
 
 _FOUND = [
     "id", "queue", "status", "template", "to", "attempts", "created_at", "next_attempt_at",
-    "sent_at", "ses_id", "reason", "token",
+    "sent_at", "ses_id", "reason", "token", "matched",
 ]  # fmt: skip
 
 
@@ -59,9 +72,20 @@ def find(
     reveal: bool = False,
 ) -> tuple[list[dict[str, Any]], int | None]:  # fmt: skip
     """A page of matching messages, newest first, and the cursor of the next page (None:
-    this was the last)."""
-    params = {**wanted.params(), "limit": limit + 1, "cursor": cursor}
-    rows = conn.execute(query("find_messages"), params).fetchall()
+    this was the last). A recipient search says which fields matched (``matched``: to, cc,
+    bcc) and is newest first by enqueue time; otherwise ``matched`` is None."""
+    params = {**wanted.params(), "limit": limit + 1, "cursor": cursor, "cursor_at": None}
+    if wanted.wanted() is None:
+        rows = conn.execute(query("find_messages"), params).fetchall()
+    else:
+        if cursor is not None:
+            row = conn.execute(query("message_created_at"), {"id": cursor}).fetchone()
+            if row is None:
+                raise CommandError(f"message {cursor} of the cursor is gone (purged): search "
+                                   "again from the first page")  # fmt: skip
+            params["cursor_at"] = row[0]
+        # unprepared: planned with the values, so that the search's NULL branches fold away
+        rows = conn.execute(query("find_by_recipient"), params, prepare=False).fetchall()
     shown = masker(reveal)
     now = datetime.now(UTC)
     found = [dict(zip(_FOUND, row, strict=True)) for row in rows[:limit]]
