@@ -22,6 +22,7 @@ from mailroom.client import enqueue
 from mailroom.config.settings import Config
 from mailroom.daemon import presence
 from mailroom.operator import audit as admin_audit
+from mailroom.operator import search
 from mailroom.operator.admin import REASONS_SHOWN, outcome, show
 from mailroom.operator.audit import Actor
 from mailroom.operator.find import Filter, cancel, find, refusals, send_now
@@ -35,8 +36,18 @@ def filter_from_args(args: argparse.Namespace) -> Filter:
     """The ``find`` options as the operator's Filter."""
     given = ",".join(args.status or [])
     statuses = [part.strip().lower() for part in given.split(",")]
+    searches = [(flag, text) for flag, text in (("--to", args.to), ("--domain", args.domain),
+                ("--prefix", args.prefix)) if text is not None]  # fmt: skip
+    if len(searches) > 1:
+        raise CommandError(f"{' and '.join(f for f, _ in searches)}: give one recipient search")
+    wanted = None
+    if searches:
+        flag, text = searches[0]
+        wanted = search.parse(
+            text, {"--to": None, "--domain": "domain", "--prefix": "prefix"}[flag]
+        )
     return Filter(
-        recipient=args.to, idempotency_key=args.key, ses_id=args.ses_id,
+        recipient=wanted, idempotency_key=args.key, ses_id=args.ses_id,
         statuses=[s for s in statuses if s] or None, template=args.template,
         queue=args.queue, since=args.since, before=args.before,
     )  # fmt: skip
@@ -206,9 +217,12 @@ def cmd_find(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     if not rows:
         print("no messages match")
         return 0
+    # a recipient search says where the recipient was: a cc or bcc match is not the To shown
+    matched = ["matched"] if rows[0]["matched"] is not None else []
     print(
         table(
-            ["id", "created", "status", "tries", "queue", "template", "to", "SES id / reason"],
+            ["id", "created", "status", "tries", "queue", "template", *matched, "to",
+             "SES id / reason"],
             [
                 (
                     r["id"],
@@ -217,6 +231,7 @@ def cmd_find(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
                     r["attempts"],
                     r["queue"],
                     r["template"],
+                    *([",".join(r["matched"])] if matched else []),
                     recipients(r["to"]),
                     r["ses_id"] or r["reason"],
                 )
@@ -224,7 +239,7 @@ def cmd_find(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
             ],
             right="id tries",
         )
-    )
+    )  # fmt: skip
     if more is not None:
         print(f"more match: add --cursor {more} for the next page (newest first)")
     return 0

@@ -26,18 +26,26 @@ def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_js
     find = _command(
         sub, "find", "search messages in any state: by recipient, key, SES id, status, ...",
         description="Messages of every queue (or --queue), newest first, a page at a time. "
-        "Filters combine: --to matches a recipient (to, cc or bcc) exactly, ignoring case; "
+        "Filters combine. --to finds a recipient (to, cc or bcc) however it was written "
+        "(\"Ann\" <Ann@Example.com>, spaces, an international domain); --domain every "
+        "recipient at a domain; --prefix every recipient whose address starts so (one of the "
+        "three; --to also takes @domain and prefix*, as the console's box does); the results "
+        "say which field matched. "
         "--status takes pending, scheduled (pending, not yet due), retrying, sending, sent, "
         "dead, cancelled (repeat it or separate with commas); --since / --before bound the "
         "time it was enqueued. Addresses are masked unless --reveal.",
         examples="  mailroom find --to alice@example.com\n"
-        "  mailroom find --to alice@example.com --since 2h --reveal\n"
+        "  mailroom find --to '\"Alice Smith\" <Alice@Example.com>' --since 2h --reveal\n"
+        "  mailroom find --domain example.com --status dead\n"
+        "  mailroom find --prefix alice@ex --json\n"
         "  mailroom find --ses-id 0100018f-...-000000 --json\n"
         "  mailroom find --status dead,retrying --template passwordrecoveryv1 --since 1d\n"
         "  mailroom find --status pending --limit 20 --cursor 81234   (the next page)\n",
         parents=[database, revealing, as_json],
     )  # fmt: skip
-    find.add_argument("--to", metavar="ADDRESS", help="a recipient, exact, case-insensitive")
+    find.add_argument("--to", metavar="ADDRESS", help="a recipient, in any form (see above)")
+    find.add_argument("--domain", metavar="DOMAIN", help="every recipient at DOMAIN (@ optional)")
+    find.add_argument("--prefix", metavar="TEXT", help="recipients whose address starts with TEXT")
     find.add_argument("--key", metavar="KEY", help="idempotency key")
     find.add_argument("--ses-id", metavar="ID", help="SES message id (of a sent message)")
     find.add_argument("--status", action="append", metavar="STATUS", help="see above")

@@ -65,7 +65,9 @@ def parse(text: str, kind: Kind | None = None) -> Wanted:
     if kind is None:
         kind = "domain" if typed.startswith("@") else "prefix" if typed.endswith("*") else "address"
     if not typed.strip("@*" + _SPACE):
-        raise CommandError(f"nothing to search for in {text!r}: give an address, @domain or a prefix")
+        raise CommandError(
+            f"nothing to search for in {text!r}: give an address, @domain or a prefix"
+        )
     if len(typed) > _MAX:
         raise CommandError(f"{typed[:40]!r}...: longer than any address ({_MAX} characters)")
     if kind == "domain":
@@ -89,7 +91,7 @@ def _address(typed: str) -> str:
 
 def _domain(typed: str) -> str:
     domain = typed.lstrip("@").strip(_SPACE)
-    if "@" in domain or not domain or any(c in domain for c in _SPACE + "<>\"*,;"):
+    if "@" in domain or not domain or any(c in domain for c in _SPACE + '<>"*,;'):
         raise CommandError(f"{typed!r} is not a domain: give it as @example.com")
     converted = ascii_domain(domain)
     if converted is None:
@@ -103,7 +105,7 @@ def _prefix(typed: str) -> str:
         raise CommandError(
             f"{typed!r}: a prefix must be ASCII (a partial international domain has no "
             "punycode prefix): type the whole address, or the domain as @domain")  # fmt: skip
-    if any(c in prefix for c in _SPACE + "<>\",;"):
+    if any(c in prefix for c in _SPACE + '<>",;'):
         raise CommandError(f"{typed!r}: a prefix is the start of a bare address (ali, alice@ex)")
     return prefix
 
