@@ -899,7 +899,8 @@ SELECT o.id, o.queue, o.status,
        h.fields
 FROM (
     SELECT r.created_at, r.message_id,
-           array_agg(DISTINCT r.field ORDER BY r.field DESC) AS fields
+           -- unordered: an ORDER BY here would sort the index's rows again (find.py orders)
+           array_agg(r.field) AS fields
     FROM mailroom.outbox_recipients AS r
     WHERE (%(address)s::text IS NULL OR r.address = %(address)s::text)
       AND (%(domain)s::text IS NULL OR r.domain = %(domain)s::text)
@@ -909,6 +910,9 @@ FROM (
       AND (%(cursor)s::bigint IS NULL
            OR (r.created_at, r.message_id) < (%(cursor_at)s::timestamptz, %(cursor)s::bigint))
     GROUP BY r.created_at, r.message_id
+    -- the grouping follows this order, so a backward range of the index feeds it and the
+    -- outer ORDER BY needs no sort: the LIMIT stops the scan
+    ORDER BY r.created_at DESC, r.message_id DESC
 ) AS h
 JOIN mailroom.outbox AS o ON o.id = h.message_id
 WHERE (%(idempotency_key)s::text IS NULL OR o.idempotency_key = %(idempotency_key)s::text)

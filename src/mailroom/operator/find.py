@@ -24,6 +24,7 @@ from mailroom.text import CommandError, masker
 Connection = psycopg.Connection[Any]
 
 STATUSES = ("pending", "scheduled", "retrying", "sending", "sent", "dead", "cancelled")
+_FIELDS = ("to", "cc", "bcc")  # the order a recipient search's matched fields are shown in
 CANCELLABLE = ("pending", "retrying")  # scheduled messages are pending ones not yet due
 
 
@@ -93,6 +94,8 @@ def find(
         item["to"] = shown(item["to"])
         item["reason"] = shown(item["reason"])
         item["scheduled"] = item["status"] == "pending" and item["next_attempt_at"] > now
+        if item["matched"] is not None:
+            item["matched"] = [f for f in _FIELDS if f in item["matched"]]
     more = found[-1]["id"] if len(rows) > limit else None
     return found, more
 
