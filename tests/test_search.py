@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -376,3 +378,37 @@ def _overview(conn: psycopg.Connection[Any]) -> None:
         by_queue["bulk"]["sent_last_hour"] + by_queue["user_action_queue"]["sent_last_hour"]
         == 19600
     )
+
+
+# ---------------------------------------------------------------- the console's search box
+
+
+def test_the_consoles_search_box_finds_every_form_and_shows_the_field(
+    mail: dict[str, int], login_as: Callable[..., str], tmp_path: Path
+) -> None:
+    """The console (a real `mailroom web`, as mailroom_viewer) calls the same search."""
+    from test_console import Console, _request  # noqa: PLC0415
+
+    server = Console(login_as("mailroom_viewer"), tmp_path)
+    try:
+
+        def page(typed: str) -> tuple[int, str, set[int], list[str]]:
+            status, body = _request(f"{server.url}/messages?to={urllib.parse.quote(typed)}")
+            ids = {int(i) for i in re.findall(r'<a href="/messages/(\d+)', body)}
+            return status, body, ids, re.findall(r'<td class="matched">([^<]*)</td>', body)
+
+        alice = {mail[k] for k in ("display", "bare", "upper", "cc", "bcc")}
+        status, body, ids, matched = page(' "Alice" <ALICE@Example.com> ')
+        assert status == 200, body
+        assert ids == alice
+        assert sorted(matched) == ["bcc", "cc", "to", "to", "to"]
+        assert "<th>matched</th>" in body
+        assert page("ann@bücher.de")[2] == {mail["idn"]}
+        assert page("@example.com")[2] == alice
+        assert page("ali*")[2] == alice | {mail["prefix"]}
+        status, body, ids, _ = page("alice")
+        assert status == 400
+        assert "is not an address" in body
+        assert ids == set()
+    finally:
+        server.stop()
