@@ -15,7 +15,7 @@ from psycopg import sql
 
 import mailroom
 from mailroom import migrate
-from mailroom.operator.find import Filter, find
+from mailroom.operator.find import Filter, find, incomplete_notice, unsearched_below
 
 
 @pytest.fixture
@@ -93,6 +93,8 @@ def test_every_old_message_is_found_after_the_upgrade(at_0028: str) -> None:
 
         # one batch done, then a batch killed half-way (its transaction rolled back)
         conn.execute("SELECT mailroom.backfill_recipients(100)")
+        assert unsearched_below(conn) == old[-1] + 250 - 100  # the ids still to fill
+        assert "not searchable by recipient yet" in str(incomplete_notice(unsearched_below(conn)))
         with pytest.raises(psycopg.errors.QueryCanceled):
             _killed_batch(conn)
         # and a CREATE INDEX CONCURRENTLY killed: its index is left invalid
@@ -119,5 +121,7 @@ def test_every_old_message_is_found_after_the_upgrade(at_0028: str) -> None:
         assert rows == (len(old) + 2 + 250 + 1,)  # the cc and bcc messages have two each
         valid = conn.execute(migrate.query("outbox_live_index")).fetchone()
         assert valid == (True,)
+        assert unsearched_below(conn) == 0
+        assert incomplete_notice(0) is None
         # migrate again: nothing left to do
         assert migrate.finish(conn) == migrate.Finished(built_index=False, batches=0)

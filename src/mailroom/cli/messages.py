@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,15 @@ from mailroom.operator import audit as admin_audit
 from mailroom.operator import search
 from mailroom.operator.admin import REASONS_SHOWN, outcome, show
 from mailroom.operator.audit import Actor
-from mailroom.operator.find import Filter, cancel, find, refusals, send_now
+from mailroom.operator.find import (
+    Filter,
+    cancel,
+    find,
+    incomplete_notice,
+    refusals,
+    send_now,
+    unsearched_below,
+)
 from mailroom.text import CommandError, age, jsonable, masker, recipients, stamp, table
 
 Connection = psycopg.Connection[Any]
@@ -207,10 +216,13 @@ def cmd_send_test(args: argparse.Namespace, cfg: Config, conn: Connection) -> in
 
 def cmd_find(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     admin_audit.require(conn, "find")
+    wanted = filter_from_args(args)
     rows, more = find(
-        conn, filter_from_args(args), limit=args.limit, cursor=args.cursor,
-        reveal=revealed(args, cfg),
+        conn, wanted, limit=args.limit, cursor=args.cursor, reveal=revealed(args, cfg),
     )  # fmt: skip
+    notice = incomplete_notice(unsearched_below(conn)) if wanted.wanted() else None
+    if notice:
+        print(f"mailroom: note: {notice}", file=sys.stderr)
     if args.json:
         print(json.dumps({"messages": jsonable(rows), "next_cursor": more}, indent=2))
         return 0

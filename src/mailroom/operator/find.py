@@ -100,6 +100,22 @@ def find(
     return found, more
 
 
+def unsearched_below(conn: Connection) -> int:
+    """While an upgrade to 0029 is filling in older messages' recipients: the id at or
+    below which messages are not found by recipient yet (0: every message is)."""
+    row = conn.execute(query("recipients_backfill_state")).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def incomplete_notice(below: int) -> str | None:
+    """What a recipient search says while older messages are not searchable yet."""
+    if not below:
+        return None
+    return (f"messages up to id {below} are not searchable by recipient yet: `mailroom "
+            "migrate` is still filling them in (docs/operations.md, 'Upgrading to recipient "
+            "search')")  # fmt: skip
+
+
 # -- acting on messages ---------------------------------------------------------------------
 
 
