@@ -209,6 +209,12 @@ def test_pages_are_keyset_and_cover_every_message_once(
         cursor = ["--cursor", str(page["next_cursor"])]
     assert len(seen) == 23
     assert len(set(seen)) == 23
+    # a cursor whose message was purged meanwhile: said so, not a wrong page
+    conn.execute("DELETE FROM mailroom.outbox WHERE id = %s", [seen[4]])
+    capsys.readouterr()
+    assert cli.main(["--dsn", db, "find", "--to", "shop@example.com", "--cursor",
+                     str(seen[4])]) == 2  # fmt: skip
+    assert "of the cursor is gone" in capsys.readouterr().err
 
 
 def test_two_searches_at_once_are_refused(db: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -104,7 +104,11 @@ async def search(request: web.Request) -> web.Response:
         below = admin_find.unsearched_below(conn) if wanted.wanted() else 0
         return rows, more, admin_find.incomplete_notice(below)
 
-    rows, more, notice = await _db(request, found)
+    try:
+        rows, more, notice = await _db(request, found)
+    except CommandError as exc:  # the cursor's message was purged between two pages
+        return _render(request, "messages.html.j2", http_status=400, error=str(exc), rows=[],
+                       more=None, form=request.query, statuses=admin_find.STATUSES)  # fmt: skip
     return _render(request, "messages.html.j2", error=None, rows=rows, more=more,
                    form=request.query, statuses=admin_find.STATUSES, notice=notice)  # fmt: skip
 
