@@ -1,6 +1,10 @@
 """Find, cancel and send-now (``mailroom find | cancel | send-now``, the console's search and
 actions): any message, whatever its state, as functions over a connection returning data.
 
+A search by recipient (what the operator typed, parsed by operator/search.py) reads
+mailroom.outbox_recipients (sql/0029) through its indexes; any other search reads the
+outbox newest first by id.
+
 Cancel and send-now write their audit row in the same statement as the change (queries
 ``cancel`` and ``send_now``). Both are all-or-nothing for the ids given: when one of them
 cannot be acted on, nothing is changed and every refusal is listed (exit 1).
@@ -48,7 +52,6 @@ class Filter:
         unknown = sorted(set(self.statuses or ()) - set(STATUSES))
         if unknown:
             raise CommandError(f"unknown status {', '.join(unknown)}: use {', '.join(STATUSES)}")
-
         if isinstance(self.recipient, str):
             object.__setattr__(self, "recipient", search.parse(self.recipient))
 
