@@ -23,9 +23,10 @@
 -- message with an id above the outbox's highest id now). `mailroom migrate` then fills the
 -- older messages in batches of 10,000, newest first, each batch its own short transaction
 -- (mailroom.backfill_recipients), so that the outbox is never locked for long and a killed
--- migrate carries on where it stopped; it also builds the overview's index of live rows
--- (outbox_live) with CREATE INDEX CONCURRENTLY, outside any transaction (mailroom/migrate.py,
--- finish()). docs/operations.md, "Upgrading to 0029", says how long both take.
+-- migrate carries on where it stopped; it also builds the overview's index of waiting rows
+-- (outbox_live: outbox_due_by_time's keys with the status, which it then replaces) with
+-- CREATE INDEX CONCURRENTLY, outside any transaction (mailroom/migrate.py, finish()).
+-- docs/operations.md, "Upgrading to recipient search", says how long both take.
 
 -- ---------------------------------------------------------------- the table
 CREATE TABLE mailroom.outbox_recipients (

@@ -374,7 +374,8 @@ def test_searches_are_index_scans_and_the_overview_reads_indexes_only(
 def _overview(conn: psycopg.Connection[Any]) -> None:
     plan = _plan(conn, "queues_overview", {})
     assert "Seq Scan" not in plan, plan
-    assert "outbox_live" in plan, plan
+    assert "Index Only Scan using outbox_live" in plan, plan
+    assert "Index Only Scan using outbox_leases" in plan, plan
     from mailroom.operator.stats import queues  # noqa: PLC0415
 
     by_queue = {q["queue"]: q for q in queues(conn)}

@@ -165,9 +165,10 @@ def finish(
     """The steps of 0029 that must not run in one transaction, run by every migrate and
     idempotent: a run killed half-way is carried on by the next.
 
-    - ``outbox_live``, the overview's index of live rows, by CREATE INDEX CONCURRENTLY
-      (enqueues and sends go on while it is built); an invalid one a kill left is dropped
-      and built again.
+    - ``outbox_live``, the overview's index of waiting rows, by CREATE INDEX CONCURRENTLY
+      (enqueues and sends go on while it is built; an invalid one a kill left is dropped
+      and built again); then ``outbox_due_by_time``, which it replaces, is dropped
+      (DROP INDEX CONCURRENTLY).
     - The recipients of messages older than 0029, ``batch`` messages per transaction,
       newest first (``progress`` gets the mark after each: the ids still to do are below).
     """
@@ -178,6 +179,7 @@ def finish(
             conn.execute(query("outbox_live_index_drop"))
         conn.execute(query("outbox_live_index_create"))
         built = True
+    conn.execute(query("outbox_due_by_time_drop"))  # replaced by outbox_live; once absent, a no-op
     batches = 0
     row = conn.execute(query("recipients_backfill_state")).fetchone()
     mark = int(row[0]) if row and row[0] is not None else 0

@@ -241,11 +241,17 @@ SELECT (SELECT i.indisvalid FROM pg_catalog.pg_index AS i
 DROP INDEX CONCURRENTLY IF EXISTS mailroom.outbox_live
 
 -- name: outbox_live_index_create
--- Every live row (due, scheduled, retrying, leased) and what the overview counts of it, so
--- that its queue table is an index-only scan however many sent rows are kept.
+-- Every due, scheduled or retrying row with its status, so that the overview's queue table
+-- is an index-only scan however many sent rows are kept. Same keys and predicate as
+-- outbox_due_by_time (0001), which it replaces (outbox_due_by_time_drop): the outbox keeps
+-- as many indexes as before, and enqueues and sends write no more index entries.
 CREATE INDEX CONCURRENTLY IF NOT EXISTS outbox_live
-    ON mailroom.outbox (queue, status, next_attempt_at)
-    WHERE status IN ('pending', 'retrying', 'sending')
+    ON mailroom.outbox (queue, next_attempt_at) INCLUDE (status)
+    WHERE status IN ('pending', 'retrying')
+
+-- name: outbox_due_by_time_drop
+-- Once outbox_live serves its queries (the next due time, the oldest due).
+DROP INDEX CONCURRENTLY IF EXISTS mailroom.outbox_due_by_time
 
 -- name: backfill_recipients
 -- One batch of 0029's backfill; the new mark (0: done).
@@ -996,17 +1002,23 @@ SELECT count(*) FROM deleted
 -- name: queues_overview
 -- Every queue with messages: live depth by status, due now, the oldest due; dead and
 -- cancelled messages; sent and dead in the last hour. Never a scan of the outbox: the
--- queue names by a skip over each partial index (live 0029, sent 0003, dead 0002,
--- cancelled 0010), then per queue an index-only count of its live rows (outbox_live), of
--- its dead and cancelled rows, and of the last hour's range of outbox_sent_at. The total of
--- sent messages is not counted: it is the size of the history (docs/cli.md).
-WITH RECURSIVE live (queue) AS (
-    SELECT min(o.queue) FROM mailroom.outbox AS o
-    WHERE o.status IN ('pending', 'retrying', 'sending')
+-- queue names by a skip over each partial index (outbox_live 0029, outbox_leases 0001,
+-- outbox_sent_at 0003, outbox_dead 0002, outbox_cancelled 0010), then per queue
+-- index-only counts: its waiting rows (outbox_live holds their status), its leases, its
+-- dead and cancelled rows, and the last hour's range of outbox_sent_at. The total of sent
+-- messages is not counted: it is the size of the history (docs/cli.md).
+WITH RECURSIVE waiting (queue) AS (
+    SELECT min(o.queue) FROM mailroom.outbox AS o WHERE o.status IN ('pending', 'retrying')
     UNION ALL
     SELECT (SELECT min(o.queue) FROM mailroom.outbox AS o
-            WHERE o.status IN ('pending', 'retrying', 'sending') AND o.queue > l.queue)
-    FROM live AS l WHERE l.queue IS NOT NULL
+            WHERE o.status IN ('pending', 'retrying') AND o.queue > l.queue)
+    FROM waiting AS l WHERE l.queue IS NOT NULL
+), leased (queue) AS (
+    SELECT min(o.queue) FROM mailroom.outbox AS o WHERE o.status = 'sending'
+    UNION ALL
+    SELECT (SELECT min(o.queue) FROM mailroom.outbox AS o
+            WHERE o.status = 'sending' AND o.queue > l.queue)
+    FROM leased AS l WHERE l.queue IS NOT NULL
 ), sent (queue) AS (
     SELECT min(o.queue) FROM mailroom.outbox AS o WHERE o.status = 'sent'
     UNION ALL
@@ -1026,10 +1038,10 @@ WITH RECURSIVE live (queue) AS (
             WHERE o.status = 'cancelled' AND o.queue > l.queue)
     FROM cancelled AS l WHERE l.queue IS NOT NULL
 ), names (queue) AS (
-    SELECT queue FROM live UNION SELECT queue FROM sent
+    SELECT queue FROM waiting UNION SELECT queue FROM leased UNION SELECT queue FROM sent
     UNION SELECT queue FROM dead UNION SELECT queue FROM cancelled
 )
-SELECT n.queue, w.due, w.scheduled, w.retrying, w.sending, d.dead, c.cancelled,
+SELECT n.queue, w.due, w.scheduled, w.retrying, l.sending, d.dead, c.cancelled,
        coalesce(extract(epoch FROM now() - w.oldest_due), 0)::float8, s.sent_last_hour,
        d.dead_last_hour
 FROM names AS n
@@ -1038,13 +1050,14 @@ CROSS JOIN LATERAL (
            count(*) FILTER (WHERE o.status = 'pending' AND o.next_attempt_at > now())
                AS scheduled,
            count(*) FILTER (WHERE o.status = 'retrying') AS retrying,
-           count(*) FILTER (WHERE o.status = 'sending') AS sending,
-           min(o.next_attempt_at) FILTER (
-               WHERE o.status IN ('pending', 'retrying') AND o.next_attempt_at <= now())
-               AS oldest_due
+           min(o.next_attempt_at) FILTER (WHERE o.next_attempt_at <= now()) AS oldest_due
     FROM mailroom.outbox AS o
-    WHERE o.queue = n.queue AND o.status IN ('pending', 'retrying', 'sending')
+    WHERE o.queue = n.queue AND o.status IN ('pending', 'retrying')
 ) AS w
+CROSS JOIN LATERAL (
+    SELECT count(*) AS sending
+    FROM mailroom.outbox AS o WHERE o.queue = n.queue AND o.status = 'sending'
+) AS l
 CROSS JOIN LATERAL (
     SELECT count(*) AS dead,
            count(*) FILTER (WHERE o.updated_at > now() - interval '1 hour') AS dead_last_hour
