@@ -53,7 +53,7 @@ def add_commands(sub: Any, handler: Any, *, database: Any, revealing: Any, as_js
     find.add_argument("--since", type=when, help="enqueued at or after: 30m, 12h, 7d, ISO time")
     find.add_argument("--before", type=when, help="enqueued before: 30m, 12h, 7d, ISO time")
     find.add_argument("--limit", type=positive, default=50, help="rows per page (50)")
-    find.add_argument("--cursor", type=message_id, help="the next page: ids below this one")
+    find.add_argument("--cursor", type=message_id, help="the next page: the id the last one gave")
     find.set_defaults(handler=handler("messages.cmd_find"), queue=None)
 
     acting = argparse.ArgumentParser(add_help=False, parents=[database])
