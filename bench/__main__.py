@@ -22,6 +22,7 @@ from typing import Any
 
 from bench import compare, peer, profile, regress, report
 from bench import events as bench_events
+from bench import search as bench_search
 from bench import suppression as bench_suppression
 from bench.harness import BASE, THROUGHPUT, Code, Postgres, Standin, snapshot
 from bench.noise import others_busy
@@ -32,7 +33,7 @@ from mailroom.config.settings import Config
 
 SCENARIOS = (
     "bulk", "defaults", "simple", "oldcode", "transport", "peer", "raw", "whatif", "latency",
-    "sweep", "profile", "suppression", "events",
+    "sweep", "profile", "suppression", "events", "search",
 )  # fmt: skip
 FULL = {
     "bulk": 50_000,
@@ -184,13 +185,14 @@ def round_plan(
         )
         if full
         else None,
-        # suppression and events are measured by their own commands (python -m
-        # bench.suppression, python -m bench.events); --smoke runs a tiny version of each
-        # here, so that CI keeps them working
+        # suppression, events and search are measured by their own commands (python -m
+        # bench.suppression, python -m bench.events, python -m bench.search); --smoke runs
+        # a tiny version of each here, so that CI keeps them working
         ("suppression", "suppression", lambda: bench_suppression.smoke(bench))
         if not full
         else None,
         ("events", "events", lambda: bench_events.smoke(bench)) if not full else None,
+        ("search", "search", lambda: bench_search.smoke(bench)) if not full else None,
     ]
     return [step for step in plan if step is not None and step[0] in args.only]
 

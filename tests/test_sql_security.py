@@ -195,6 +195,22 @@ DEFINER_CALLS: dict[str, tuple[str, ...]] = {
         "SELECT * FROM mailroom.operator_unsuppress(ARRAY['Ann <ann@bücher.de>'], 'mallory',"
         " 'web', gen_random_uuid(), 'why')",
     ),
+    # 0029: the recipient search's triggers, fired by every insert and delete of messages;
+    # an enqueue with a display name, an IDN and cc/bcc runs every branch of the insert
+    "outbox_recipients_add": (
+        "SELECT mailroom.enqueue(ARRAY['\"Ann\" <Ann@bücher.de>'], subject => 's',"
+        " body_text => 'b', cc_addresses => ARRAY['c@example.com'],"
+        " bcc_addresses => ARRAY['B <b@example.com>'])",
+    ),
+    # fired by operator_dead_purge's call above, which deletes two messages as the
+    # operator (the application cannot delete a message)
+    "outbox_recipients_remove": (),
+    # no role but the owner may change a message's recipients or truncate the outbox: the
+    # attempts are refused before the trigger could run (tests/test_search.py checks both)
+    "outbox_recipients_change": (
+        "UPDATE mailroom.outbox SET to_addresses = ARRAY['x@example.com']",
+    ),
+    "outbox_recipients_truncate": ("TRUNCATE mailroom.outbox",),
     # 0027: pausing and resuming a queue (twice each: the insert, then the conflict path)
     "operator_pause_queue": (
         "SELECT mailroom.operator_pause_queue('bulk', 'why', 'mallory', 'cli', gen_random_uuid())",

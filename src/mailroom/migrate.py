@@ -2,6 +2,9 @@
 repository's sql/). Safe to run from several replicas at once: an advisory lock
 serialises them and each version is applied once, in its own transaction.
 
+Some steps cannot run in a migration's transaction: :func:`finish` runs them after the
+migrations, at every migrate (CREATE INDEX CONCURRENTLY, and backfills in batches).
+
 Optional modules live in sub-folders (sql/lifecycle/) with their own version range
 (1001-1999 for lifecycle) and are applied only when asked for; once applied, their later
 versions count as pending like the core's.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -39,6 +43,8 @@ class MigrationError(RuntimeError):
 
 
 MODULES = ("lifecycle",)
+SEARCH_VERSION = 29  # 0029_recipient_search: finish() completes it outside its transaction
+BACKFILL_BATCH = 10_000
 SAFE_PATH = "pg_catalog, pg_temp"
 ROLES_VERSION = 4  # 0004_roles defines mailroom.grant_roles()
 
@@ -84,8 +90,9 @@ def _module_of(version: int) -> str:
 
 
 def migrate(
-    conn: psycopg.Connection[Any], *, channel: str, modules: tuple[str, ...] = ()
-) -> list[Migration]:
+    conn: psycopg.Connection[Any], *, channel: str, modules: tuple[str, ...] = (),
+    progress: Callable[[int], None] | None = None,
+) -> list[Migration]:  # fmt: skip
     """Apply every pending migration (core, then ``modules``); returns those applied.
 
     Everything runs with ``search_path = pg_catalog, pg_temp``, whatever the connection
@@ -99,14 +106,15 @@ def migrate(
     callers_path = str(row[0]) if row else ""
     conn.execute(query("safe_search_path"))
     try:
-        return _migrate(conn, channel=channel, modules=modules)
+        return _migrate(conn, channel=channel, modules=modules, progress=progress)
     finally:
         conn.execute(query("search_path_set"), {"path": callers_path, "local": False})
 
 
 def _migrate(
-    conn: psycopg.Connection[Any], *, channel: str, modules: tuple[str, ...]
-) -> list[Migration]:
+    conn: psycopg.Connection[Any], *, channel: str, modules: tuple[str, ...],
+    progress: Callable[[int], None] | None,
+) -> list[Migration]:  # fmt: skip
     conn.execute(query("migrations_lock"))
     try:
         conn.execute(query("migrations_bootstrap"))
@@ -135,9 +143,53 @@ def _migrate(
         if ROLES_VERSION in applied or any(m.version == ROLES_VERSION for m in done):
             conn.execute(query("revoke_public"))
             conn.execute(query("grant_roles"))
+        if SEARCH_VERSION in applied or any(m.version == SEARCH_VERSION for m in done):
+            finish(conn, progress=progress)
         return done
     finally:
         conn.execute(query("migrations_unlock"))
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What :func:`finish` did: whether it built the index, how many batches it filled."""
+
+    built_index: bool
+    batches: int
+
+
+def finish(
+    conn: psycopg.Connection[Any], *, batch: int = BACKFILL_BATCH,
+    progress: Callable[[int], None] | None = None,
+) -> Finished:  # fmt: skip
+    """The steps of 0029 that must not run in one transaction, run by every migrate and
+    idempotent: a run killed half-way is carried on by the next.
+
+    - ``outbox_live``, the overview's index of waiting rows, by CREATE INDEX CONCURRENTLY
+      (enqueues and sends go on while it is built; an invalid one a kill left is dropped
+      and built again); then ``outbox_due_by_time``, which it replaces, is dropped
+      (DROP INDEX CONCURRENTLY).
+    - The recipients of messages older than 0029, ``batch`` messages per transaction,
+      newest first (``progress`` gets the mark after each: the ids still to do are below).
+    """
+    built = False
+    state = conn.execute(query("outbox_live_index")).fetchone()
+    if state is None or state[0] is not True:
+        if state is not None and state[0] is False:
+            conn.execute(query("outbox_live_index_drop"))
+        conn.execute(query("outbox_live_index_create"))
+        built = True
+    conn.execute(query("outbox_due_by_time_drop"))  # replaced by outbox_live; once absent, a no-op
+    batches = 0
+    row = conn.execute(query("recipients_backfill_state")).fetchone()
+    mark = int(row[0]) if row and row[0] is not None else 0
+    while mark:
+        row = conn.execute(query("backfill_recipients"), {"batch": batch}).fetchone()
+        mark = int(row[0]) if row else 0
+        batches += 1
+        if progress is not None:
+            progress(mark)
+    return Finished(built_index=built, batches=batches)
 
 
 def check_ready(conn: psycopg.Connection[Any], *, channel: str) -> None:

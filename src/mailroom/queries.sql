@@ -231,6 +231,36 @@ SELECT pg_catalog.pg_advisory_lock(7283946150021)
 -- name: migrations_unlock
 SELECT pg_catalog.pg_advisory_unlock(7283946150021)
 
+-- name: outbox_live_index
+-- The overview's index of live rows (0029), built after the migration's transaction:
+-- NULL when it is missing, false when a killed CREATE INDEX CONCURRENTLY left it invalid.
+SELECT (SELECT i.indisvalid FROM pg_catalog.pg_index AS i
+        WHERE i.indexrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('mailroom.outbox_live'))
+
+-- name: outbox_live_index_drop
+DROP INDEX CONCURRENTLY IF EXISTS mailroom.outbox_live
+
+-- name: outbox_live_index_create
+-- Every due, scheduled or retrying row with its status, so that the overview's queue table
+-- is an index-only scan however many sent rows are kept. Same keys and predicate as
+-- outbox_due_by_time (0001), which it replaces (outbox_due_by_time_drop): the outbox keeps
+-- as many indexes as before, and enqueues and sends write no more index entries.
+CREATE INDEX CONCURRENTLY IF NOT EXISTS outbox_live
+    ON mailroom.outbox (queue, next_attempt_at) INCLUDE (status)
+    WHERE status IN ('pending', 'retrying')
+
+-- name: outbox_due_by_time_drop
+-- Once outbox_live serves its queries (the next due time, the oldest due).
+DROP INDEX CONCURRENTLY IF EXISTS mailroom.outbox_due_by_time
+
+-- name: backfill_recipients
+-- One batch of 0029's backfill; the new mark (0: done).
+SELECT mailroom.backfill_recipients(%(batch)s::integer)
+
+-- name: recipients_backfill_state
+-- NULL before 0029; the mark (messages at or below it are not searchable yet; 0: all are).
+SELECT (SELECT b.below FROM mailroom.recipients_backfill AS b)
+
 -- name: migrations_bootstrap
 CREATE SCHEMA IF NOT EXISTS mailroom;
 CREATE TABLE IF NOT EXISTS mailroom.schema_migrations (
@@ -833,20 +863,18 @@ SELECT current_user::text,
 
 -- name: find_messages
 -- Newest first (by id), a page after the cursor (ids below it). Every filter is optional
--- (NULL: any). The recipient matches any of to / cc / bcc exactly, case-insensitively.
--- "scheduled" is a pending message not yet due.
+-- (NULL: any). A search by recipient is find_by_recipient. "scheduled" is a pending message
+-- not yet due.
 SELECT o.id, o.queue, o.status,
        coalesce(o.template, CASE WHEN o.raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
        o.to_addresses, o.attempts, o.created_at, o.next_attempt_at, o.sent_at,
        o.provider_message_id,
        left(substring(o.last_error FROM '^(gave up after [0-9]+ attempts: [^:]*|[^:]*)'), 200),
        -- the kind of token the message carries (0019), never the token
-       (SELECT t.action FROM mailroom.message_token_actions AS t WHERE t.message_id = o.id)
+       (SELECT t.action FROM mailroom.message_token_actions AS t WHERE t.message_id = o.id),
+       NULL::text[]
 FROM mailroom.outbox AS o
-WHERE (%(recipient)s::text IS NULL
-       OR lower(%(recipient)s::text) IN (
-           SELECT lower(a) FROM unnest(o.to_addresses || o.cc_addresses || o.bcc_addresses) AS a))
-  AND (%(idempotency_key)s::text IS NULL OR o.idempotency_key = %(idempotency_key)s::text)
+WHERE (%(idempotency_key)s::text IS NULL OR o.idempotency_key = %(idempotency_key)s::text)
   AND (%(ses_id)s::text IS NULL OR o.provider_message_id = %(ses_id)s::text)
   AND (%(statuses)s::text[] IS NULL OR o.status = ANY (%(statuses)s::text[])
        OR ('scheduled' = ANY (%(statuses)s::text[])
@@ -859,6 +887,54 @@ WHERE (%(recipient)s::text IS NULL
   AND (%(cursor)s::bigint IS NULL OR o.id < %(cursor)s::bigint)
 ORDER BY o.id DESC
 LIMIT %(limit)s
+
+-- name: find_by_recipient
+-- find_messages for one recipient search (0029, operator/search.py): exactly one of
+-- %(address)s (exact), %(domain)s, %(prefix)s (a LIKE pattern, escaped) is given. Run
+-- unprepared, so that each is planned with its values and the NULL branches fold away:
+-- an index range of outbox_recipients_by_address / _by_domain, bounded by since / before,
+-- newest first by (created_at, id) - the cursor's created_at comes with it - then each
+-- message's row by its primary key for the other filters. The fields that matched (to, cc,
+-- bcc) come last.
+SELECT o.id, o.queue, o.status,
+       coalesce(o.template, CASE WHEN o.raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
+       o.to_addresses, o.attempts, o.created_at, o.next_attempt_at, o.sent_at,
+       o.provider_message_id,
+       left(substring(o.last_error FROM '^(gave up after [0-9]+ attempts: [^:]*|[^:]*)'), 200),
+       (SELECT t.action FROM mailroom.message_token_actions AS t WHERE t.message_id = o.id),
+       h.fields
+FROM (
+    SELECT r.created_at, r.message_id,
+           -- unordered: an ORDER BY here would sort the index's rows again (find.py orders)
+           array_agg(r.field) AS fields
+    FROM mailroom.outbox_recipients AS r
+    WHERE (%(address)s::text IS NULL OR r.address = %(address)s::text)
+      AND (%(domain)s::text IS NULL OR r.domain = %(domain)s::text)
+      AND (%(prefix)s::text IS NULL OR r.address LIKE %(prefix)s::text)
+      AND (%(since)s::timestamptz IS NULL OR r.created_at >= %(since)s::timestamptz)
+      AND (%(before)s::timestamptz IS NULL OR r.created_at < %(before)s::timestamptz)
+      AND (%(cursor)s::bigint IS NULL
+           OR (r.created_at, r.message_id) < (%(cursor_at)s::timestamptz, %(cursor)s::bigint))
+    GROUP BY r.created_at, r.message_id
+    -- the grouping follows this order, so a backward range of the index feeds it and the
+    -- outer ORDER BY needs no sort: the LIMIT stops the scan
+    ORDER BY r.created_at DESC, r.message_id DESC
+) AS h
+JOIN mailroom.outbox AS o ON o.id = h.message_id
+WHERE (%(idempotency_key)s::text IS NULL OR o.idempotency_key = %(idempotency_key)s::text)
+  AND (%(ses_id)s::text IS NULL OR o.provider_message_id = %(ses_id)s::text)
+  AND (%(statuses)s::text[] IS NULL OR o.status = ANY (%(statuses)s::text[])
+       OR ('scheduled' = ANY (%(statuses)s::text[])
+           AND o.status = 'pending' AND o.next_attempt_at > now()))
+  AND (%(template)s::text IS NULL OR coalesce(o.template,
+       CASE WHEN o.raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END) = %(template)s::text)
+  AND (%(queue)s::text IS NULL OR o.queue = %(queue)s::text)
+ORDER BY h.created_at DESC, h.message_id DESC
+LIMIT %(limit)s
+
+-- name: message_created_at
+-- The created_at of a recipient search's cursor (find_by_recipient pages by it).
+SELECT o.created_at FROM mailroom.outbox AS o WHERE o.id = %(id)s::bigint
 
 -- name: act_states
 -- For `cancel` and `send-now ID...`: what each id is; whether it is a token email, and
@@ -924,23 +1000,80 @@ deleted AS (
 SELECT count(*) FROM deleted
 
 -- name: queues_overview
--- Every queue with live work or history: depth by status, due now, the oldest due, and
--- sends in the last hour. A scan of the outbox: for operators, not for the hot path.
-SELECT queue,
-       count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= now()),
-       count(*) FILTER (WHERE status = 'pending' AND next_attempt_at > now()),
-       count(*) FILTER (WHERE status = 'retrying'),
-       count(*) FILTER (WHERE status = 'sending'),
-       count(*) FILTER (WHERE status = 'sent'),
-       count(*) FILTER (WHERE status = 'dead'),
-       count(*) FILTER (WHERE status = 'cancelled'),
-       coalesce(extract(epoch FROM now() - min(next_attempt_at) FILTER (
-           WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now())), 0)::float8,
-       count(*) FILTER (WHERE status = 'sent' AND sent_at > now() - interval '1 hour'),
-       count(*) FILTER (WHERE status = 'dead' AND updated_at > now() - interval '1 hour')
-FROM mailroom.outbox
-GROUP BY queue
-ORDER BY queue
+-- Every queue with messages: live depth by status, due now, the oldest due; dead and
+-- cancelled messages; sent and dead in the last hour. Never a scan of the outbox: the
+-- queue names by a skip over each partial index (outbox_live 0029, outbox_leases 0001,
+-- outbox_sent_at 0003, outbox_dead 0002, outbox_cancelled 0010), then per queue
+-- index-only counts: its waiting rows (outbox_live holds their status), its leases, its
+-- dead and cancelled rows, and the last hour's range of outbox_sent_at. The total of sent
+-- messages is not counted: it is the size of the history (docs/cli.md).
+WITH RECURSIVE waiting (queue) AS (
+    SELECT min(o.queue) FROM mailroom.outbox AS o WHERE o.status IN ('pending', 'retrying')
+    UNION ALL
+    SELECT (SELECT min(o.queue) FROM mailroom.outbox AS o
+            WHERE o.status IN ('pending', 'retrying') AND o.queue > l.queue)
+    FROM waiting AS l WHERE l.queue IS NOT NULL
+), leased (queue) AS (
+    SELECT min(o.queue) FROM mailroom.outbox AS o WHERE o.status = 'sending'
+    UNION ALL
+    SELECT (SELECT min(o.queue) FROM mailroom.outbox AS o
+            WHERE o.status = 'sending' AND o.queue > l.queue)
+    FROM leased AS l WHERE l.queue IS NOT NULL
+), sent (queue) AS (
+    SELECT min(o.queue) FROM mailroom.outbox AS o WHERE o.status = 'sent'
+    UNION ALL
+    SELECT (SELECT min(o.queue) FROM mailroom.outbox AS o
+            WHERE o.status = 'sent' AND o.queue > l.queue)
+    FROM sent AS l WHERE l.queue IS NOT NULL
+), dead (queue) AS (
+    SELECT min(o.queue) FROM mailroom.outbox AS o WHERE o.status = 'dead'
+    UNION ALL
+    SELECT (SELECT min(o.queue) FROM mailroom.outbox AS o
+            WHERE o.status = 'dead' AND o.queue > l.queue)
+    FROM dead AS l WHERE l.queue IS NOT NULL
+), cancelled (queue) AS (
+    SELECT min(o.queue) FROM mailroom.outbox AS o WHERE o.status = 'cancelled'
+    UNION ALL
+    SELECT (SELECT min(o.queue) FROM mailroom.outbox AS o
+            WHERE o.status = 'cancelled' AND o.queue > l.queue)
+    FROM cancelled AS l WHERE l.queue IS NOT NULL
+), names (queue) AS (
+    SELECT queue FROM waiting UNION SELECT queue FROM leased UNION SELECT queue FROM sent
+    UNION SELECT queue FROM dead UNION SELECT queue FROM cancelled
+)
+SELECT n.queue, w.due, w.scheduled, w.retrying, l.sending, d.dead, c.cancelled,
+       coalesce(extract(epoch FROM now() - w.oldest_due), 0)::float8, s.sent_last_hour,
+       d.dead_last_hour
+FROM names AS n
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE o.status = 'pending' AND o.next_attempt_at <= now()) AS due,
+           count(*) FILTER (WHERE o.status = 'pending' AND o.next_attempt_at > now())
+               AS scheduled,
+           count(*) FILTER (WHERE o.status = 'retrying') AS retrying,
+           min(o.next_attempt_at) FILTER (WHERE o.next_attempt_at <= now()) AS oldest_due
+    FROM mailroom.outbox AS o
+    WHERE o.queue = n.queue AND o.status IN ('pending', 'retrying')
+) AS w
+CROSS JOIN LATERAL (
+    SELECT count(*) AS sending
+    FROM mailroom.outbox AS o WHERE o.queue = n.queue AND o.status = 'sending'
+) AS l
+CROSS JOIN LATERAL (
+    SELECT count(*) AS dead,
+           count(*) FILTER (WHERE o.updated_at > now() - interval '1 hour') AS dead_last_hour
+    FROM mailroom.outbox AS o WHERE o.queue = n.queue AND o.status = 'dead'
+) AS d
+CROSS JOIN LATERAL (
+    SELECT count(*) AS cancelled
+    FROM mailroom.outbox AS o WHERE o.queue = n.queue AND o.status = 'cancelled'
+) AS c
+CROSS JOIN LATERAL (
+    SELECT count(*) AS sent_last_hour
+    FROM mailroom.outbox AS o
+    WHERE o.queue = n.queue AND o.status = 'sent' AND o.sent_at > now() - interval '1 hour'
+) AS s
+WHERE n.queue IS NOT NULL
+ORDER BY n.queue
 
 -- name: throughput
 -- Tries per minute over the last %(minutes)s minutes, by outcome (sent, retry, dead), from

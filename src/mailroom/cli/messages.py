@@ -37,8 +37,9 @@ from mailroom.client import enqueue
 from mailroom.config.settings import Config
 from mailroom.daemon import presence
 from mailroom.operator import audit as admin_audit
+from mailroom.operator import search
 from mailroom.operator.admin import REASONS_SHOWN, outcome, show
-from mailroom.operator.find import Filter, find
+from mailroom.operator.find import Filter, find, incomplete_notice, unsearched_below
 from mailroom.text import (
     CommandError,
     age,
@@ -62,8 +63,18 @@ def filter_from_args(args: argparse.Namespace) -> Filter:
     """The ``find`` options as the operator's Filter."""
     given = ",".join(args.status or [])
     statuses = [part.strip().lower() for part in given.split(",")]
+    searches = [(flag, text) for flag, text in (("--to", args.to), ("--domain", args.domain),
+                ("--prefix", args.prefix)) if text is not None]  # fmt: skip
+    if len(searches) > 1:
+        raise CommandError(f"{' and '.join(f for f, _ in searches)}: give one recipient search")
+    wanted = None
+    if searches:
+        flag, text = searches[0]
+        wanted = search.parse(
+            text, {"--to": None, "--domain": "domain", "--prefix": "prefix"}[flag]
+        )
     return Filter(
-        recipient=args.to, idempotency_key=args.key, ses_id=args.ses_id,
+        recipient=wanted, idempotency_key=args.key, ses_id=args.ses_id,
         statuses=[s for s in statuses if s] or None, template=args.template,
         queue=args.queue, since=args.since, before=args.before,
     )  # fmt: skip
@@ -242,19 +253,25 @@ def _follow(
 
 def cmd_find(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     admin_audit.require(conn, "find")
+    wanted = filter_from_args(args)
     rows, more = find(
-        conn, filter_from_args(args), limit=args.limit, cursor=args.cursor,
-        reveal=revealed(args, cfg),
+        conn, wanted, limit=args.limit, cursor=args.cursor, reveal=revealed(args, cfg),
     )  # fmt: skip
+    notice = incomplete_notice(unsearched_below(conn)) if wanted.wanted() else None
+    if notice:
+        print(f"mailroom: note: {notice}", file=sys.stderr)
     if args.json:
         print(json.dumps({"messages": jsonable(rows), "next_cursor": more}, indent=2))
         return 0
     if not rows:
         print("no messages match")
         return 0
+    # a recipient search says where the recipient was: a cc or bcc match is not the To shown
+    matched = ["matched"] if rows[0]["matched"] is not None else []
     print(
         table(
-            ["id", "created", "status", "tries", "queue", "template", "to", "SES id / reason"],
+            ["id", "created", "status", "tries", "queue", "template", *matched, "to",
+             "SES id / reason"],
             [
                 (
                     r["id"],
@@ -263,6 +280,7 @@ def cmd_find(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
                     r["attempts"],
                     r["queue"],
                     r["template"],
+                    *([",".join(r["matched"])] if matched else []),
                     recipients(r["to"]),
                     r["ses_id"] or r["reason"],
                 )
@@ -270,7 +288,7 @@ def cmd_find(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
             ],
             right="id tries",
         )
-    )
+    )  # fmt: skip
     if more is not None:
         print(f"more match: add --cursor {more} for the next page (newest first)")
     return 0
@@ -314,18 +332,26 @@ def add_commands(sub: Any) -> None:
     find_ = command(
         sub, "find", "search messages in any state: by recipient, key, SES id, status, ...",
         description="Messages of every queue (or --queue), newest first, a page at a time. "
-        "Filters combine: --to matches a recipient (to, cc or bcc) exactly, ignoring case; "
+        "Filters combine. --to finds a recipient (to, cc or bcc) however it was written "
+        "(\"Ann\" <Ann@Example.com>, spaces, an international domain); --domain every "
+        "recipient at a domain; --prefix every recipient whose address starts so (one of the "
+        "three; --to also takes @domain and prefix*, as the console's box does); the results "
+        "say which field matched. "
         "--status takes pending, scheduled (pending, not yet due), retrying, sending, sent, "
         "dead, cancelled (repeat it or separate with commas); --since / --before bound the "
         "time it was enqueued. Addresses are masked unless --reveal.",
         examples="  mailroom find --to alice@example.com\n"
-        "  mailroom find --to alice@example.com --since 2h --reveal\n"
+        "  mailroom find --to '\"Alice Smith\" <Alice@Example.com>' --since 2h --reveal\n"
+        "  mailroom find --domain example.com --status dead\n"
+        "  mailroom find --prefix alice@ex --json\n"
         "  mailroom find --ses-id 0100018f-...-000000 --json\n"
         "  mailroom find --status dead,retrying --template passwordrecoveryv1 --since 1d\n"
         "  mailroom find --status pending --limit 20 --cursor 81234   (the next page)\n",
         parents=[queue_filter(), revealing_, json_], exit_codes=OPERATOR_EXIT_CODES,
     )  # fmt: skip
-    find_.add_argument("--to", metavar="ADDRESS", help="a recipient, exact, case-insensitive")
+    find_.add_argument("--to", metavar="ADDRESS", help="a recipient, in any form (see above)")
+    find_.add_argument("--domain", metavar="DOMAIN", help="every recipient at DOMAIN (@ optional)")
+    find_.add_argument("--prefix", metavar="TEXT", help="recipients whose address starts with TEXT")
     find_.add_argument("--key", metavar="KEY", help="idempotency key")
     find_.add_argument("--ses-id", metavar="ID", help="SES message id (of a sent message)")
     find_.add_argument("--status", action="append", metavar="STATUS", help="see above")
@@ -333,5 +359,5 @@ def add_commands(sub: Any) -> None:
     find_.add_argument("--since", type=when, help="enqueued at or after: 30m, 12h, 7d, ISO time")
     find_.add_argument("--before", type=when, help="enqueued before: 30m, 12h, 7d, ISO time")
     find_.add_argument("--limit", type=positive, default=50, help="rows per page (50)")
-    find_.add_argument("--cursor", type=message_id, help="the next page: ids below this one")
+    find_.add_argument("--cursor", type=message_id, help="the next page: the id the last one gave")
     find_.set_defaults(handler=handler("messages.cmd_find"))

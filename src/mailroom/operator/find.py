@@ -1,6 +1,10 @@
 """Find, cancel and send-now (``mailroom find | cancel | send-now``, the console's search and
 actions): any message, whatever its state, as functions over a connection returning data.
 
+A search by recipient (what the operator typed, parsed by operator/search.py) reads
+mailroom.outbox_recipients (sql/0029) through its indexes; any other search reads the
+outbox newest first by id.
+
 Cancel and send-now write their audit row in the same statement as the change (queries
 ``cancel`` and ``send_now``). Both are all-or-nothing for the ids given: when one of them
 cannot be acted on, nothing is changed and every refusal is listed (exit 1).
@@ -16,6 +20,7 @@ from typing import Any
 import psycopg
 
 from mailroom.operator import audit as admin_audit
+from mailroom.operator import search
 from mailroom.operator.audit import Actor
 from mailroom.outbox import query
 from mailroom.text import CommandError, masker
@@ -23,14 +28,18 @@ from mailroom.text import CommandError, masker
 Connection = psycopg.Connection[Any]
 
 STATUSES = ("pending", "scheduled", "retrying", "sending", "sent", "dead", "cancelled")
+_FIELDS = ("to", "cc", "bcc")  # the order a recipient search's matched fields are shown in
 CANCELLABLE = ("pending", "retrying")  # scheduled messages are pending ones not yet due
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Filter:
-    """What ``find`` (and the console's search) looks for; None means "any"."""
+    """What ``find`` (and the console's search) looks for; None means "any".
 
-    recipient: str | None = None
+    ``recipient`` is a search as typed (operator/search.py: an address in any form,
+    ``@domain`` or ``prefix*``), or a :class:`search.Wanted` already parsed."""
+
+    recipient: str | search.Wanted | None = None
     idempotency_key: str | None = None
     ses_id: str | None = None
     statuses: list[str] | None = None
@@ -43,14 +52,22 @@ class Filter:
         unknown = sorted(set(self.statuses or ()) - set(STATUSES))
         if unknown:
             raise CommandError(f"unknown status {', '.join(unknown)}: use {', '.join(STATUSES)}")
+        if isinstance(self.recipient, str):
+            object.__setattr__(self, "recipient", search.parse(self.recipient))
+
+    def wanted(self) -> search.Wanted | None:
+        return self.recipient if isinstance(self.recipient, search.Wanted) else None
 
     def params(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del found["recipient"]
+        wanted = self.wanted()
+        return found | (wanted.params() if wanted else {})
 
 
 _FOUND = [
     "id", "queue", "status", "template", "to", "attempts", "created_at", "next_attempt_at",
-    "sent_at", "ses_id", "reason", "token",
+    "sent_at", "ses_id", "reason", "token", "matched",
 ]  # fmt: skip
 
 
@@ -59,9 +76,20 @@ def find(
     reveal: bool = False,
 ) -> tuple[list[dict[str, Any]], int | None]:  # fmt: skip
     """A page of matching messages, newest first, and the cursor of the next page (None:
-    this was the last)."""
-    params = {**wanted.params(), "limit": limit + 1, "cursor": cursor}
-    rows = conn.execute(query("find_messages"), params).fetchall()
+    this was the last). A recipient search says which fields matched (``matched``: to, cc,
+    bcc) and is newest first by enqueue time; otherwise ``matched`` is None."""
+    params = {**wanted.params(), "limit": limit + 1, "cursor": cursor, "cursor_at": None}
+    if wanted.wanted() is None:
+        rows = conn.execute(query("find_messages"), params).fetchall()
+    else:
+        if cursor is not None:
+            row = conn.execute(query("message_created_at"), {"id": cursor}).fetchone()
+            if row is None:
+                raise CommandError(f"message {cursor} of the cursor is gone (purged): search "
+                                   "again from the first page")  # fmt: skip
+            params["cursor_at"] = row[0]
+        # unprepared: planned with the values, so that the search's NULL branches fold away
+        rows = conn.execute(query("find_by_recipient"), params, prepare=False).fetchall()
     shown = masker(reveal)
     now = datetime.now(UTC)
     found = [dict(zip(_FOUND, row, strict=True)) for row in rows[:limit]]
@@ -69,8 +97,26 @@ def find(
         item["to"] = shown(item["to"])
         item["reason"] = shown(item["reason"])
         item["scheduled"] = item["status"] == "pending" and item["next_attempt_at"] > now
+        if item["matched"] is not None:
+            item["matched"] = [f for f in _FIELDS if f in item["matched"]]
     more = found[-1]["id"] if len(rows) > limit else None
     return found, more
+
+
+def unsearched_below(conn: Connection) -> int:
+    """While an upgrade to 0029 is filling in older messages' recipients: the id at or
+    below which messages are not found by recipient yet (0: every message is)."""
+    row = conn.execute(query("recipients_backfill_state")).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def incomplete_notice(below: int) -> str | None:
+    """What a recipient search says while older messages are not searchable yet."""
+    if not below:
+        return None
+    return (f"messages up to id {below} are not searchable by recipient yet: `mailroom "
+            "migrate` is still filling them in (docs/operations.md, 'Upgrading to recipient "
+            "search')")  # fmt: skip
 
 
 # -- acting on messages ---------------------------------------------------------------------

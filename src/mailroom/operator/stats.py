@@ -15,13 +15,14 @@ Connection = psycopg.Connection[Any]
 REASONS_SHOWN = 20
 
 _QUEUE = [
-    "queue", "due", "scheduled", "retrying", "sending", "sent", "dead", "cancelled",
+    "queue", "due", "scheduled", "retrying", "sending", "dead", "cancelled",
     "oldest_due_age_seconds", "sent_last_hour", "dead_last_hour",
 ]  # fmt: skip
 
 
 def queues(conn: Connection) -> list[dict[str, Any]]:
-    """Every queue that has messages, with its depth by status."""
+    """Every queue that has messages, with its depth by status (sent: the last hour's
+    only; counting every sent message kept would cost a scan of the history)."""
     rows = conn.execute(query("queues_overview")).fetchall()
     out = [dict(zip(_QUEUE, row, strict=True)) for row in rows]
     for q in out:

@@ -97,14 +97,20 @@ async def search(request: web.Request) -> web.Response:
         message = str(exc) if isinstance(exc, CommandError) else "cursor: not a message id"
         return _render(request, "messages.html.j2", http_status=400, error=message, rows=[],
                        more=None, form=request.query, statuses=admin_find.STATUSES)  # fmt: skip
-    rows, more = await _db(
-        request,
-        lambda conn: admin_find.find(
-            conn, wanted, limit=PAGE, cursor=cursor, reveal=_reveal(request)
-        ),
-    )
+
+    def found(conn: Connection) -> tuple[list[dict[str, Any]], int | None, str | None]:
+        rows, more = admin_find.find(conn, wanted, limit=PAGE, cursor=cursor,
+                                     reveal=_reveal(request))  # fmt: skip
+        below = admin_find.unsearched_below(conn) if wanted.wanted() else 0
+        return rows, more, admin_find.incomplete_notice(below)
+
+    try:
+        rows, more, notice = await _db(request, found)
+    except CommandError as exc:  # the cursor's message was purged between two pages
+        return _render(request, "messages.html.j2", http_status=400, error=str(exc), rows=[],
+                       more=None, form=request.query, statuses=admin_find.STATUSES)  # fmt: skip
     return _render(request, "messages.html.j2", error=None, rows=rows, more=more,
-                   form=request.query, statuses=admin_find.STATUSES)  # fmt: skip
+                   form=request.query, statuses=admin_find.STATUSES, notice=notice)  # fmt: skip
 
 
 async def message(request: web.Request) -> web.Response:
