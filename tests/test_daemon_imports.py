@@ -1,6 +1,7 @@
 """What a daemon with the default settings keeps in memory (issue 21): it sends, yet never
-imports the events reader, the console, the Django backend or boto3 (the preflight's
-client lives in a child process). Checked through sys.modules of a real ``mailroom run``,
+imports the events reader, the console, the Django backend, boto3 or botocore (the
+preflight's client, botocore's decisions and the credential chain live in child
+processes). Checked through sys.modules of a real ``mailroom run``,
 not through a size or a time."""
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ sys.argv = ["mailroom", "run"]
 runpy.run_module("mailroom", run_name="__main__", alter_sys=True)
 """
 NOT_WITH_DEFAULTS = ("mailroom.events", "mailroom.web", "mailroom.django", "django", "jinja2",
-                     "boto3", "cryptography")  # fmt: skip
+                     "boto3", "cryptography",
+                     # the credentials come from a child too (mailroom.transports.credentials)
+                     "botocore", "urllib3", "dateutil", "jmespath")  # fmt: skip
 
 
 def _modules_of_a_daemon(env: dict[str, str], tmp_path: Path, conn: Any) -> set[str]:
