@@ -39,7 +39,7 @@ def make_transport(config: Config) -> Transport:
         from mailroom.transports.file import FileTransport  # noqa: PLC0415
 
         return FileTransport(defaults, config.ses_output_path)
-    from mailroom.transports.ses import SesTransport  # noqa: PLC0415 -- aiohttp is heavy
+    from mailroom.transports.ses import SesTransport  # noqa: PLC0415 -- not in debug mode
 
     resolved, found = resolve_in_child()
     return SesTransport(

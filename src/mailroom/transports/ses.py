@@ -3,8 +3,8 @@
 botocore makes every configuration decision a boto3 ``sesv2`` client makes (awsconfig.py:
 endpoint, proxy, CA bundle) and resolves the credentials (credentials.py: environment,
 profile, web identity, instance or container role, refreshed before they expire; for the
-daemon in child processes, so that botocore is not in its memory); aiohttp carries the
-requests (exchange.py). The JSON and the SigV4 signature (sigv4.py) are built here:
+daemon in child processes, so that botocore is not in its memory); exchange.py carries
+the requests over asyncio. The JSON and the SigV4 signature (sigv4.py) are built here:
 botocore's generic per-call pipeline cost more CPU than the rest of the daemon's send path.
 
 One attempt per call: every retry is the daemon's, with backoff and jitter, an attempt row
@@ -27,6 +27,7 @@ from mailroom.outbox import Message
 from mailroom.transports import Defaults, Result, SetupError, awsconfig
 from mailroom.transports.classify import ENTRY_STATUS, Verdict, classify_entry, classify_error
 from mailroom.transports.credentials import CredentialError, InProcess, Source
+from mailroom.transports.exchange import Exchange, ExchangeError
 from mailroom.transports.sigv4 import Signer
 
 SEND_EMAIL = awsconfig.SEND_EMAIL
@@ -145,13 +146,9 @@ class SesTransport:
         """``resolved`` and ``credentials``: botocore's decisions and credentials found
         elsewhere (the daemon asks child processes: botocore stays out of its memory);
         None: a botocore session in this process finds them."""
-        # aiohttp costs ~250 ms to import, botocore's session ~60 ms: only a process that
-        # sends pays them (the debug transport and the CLI do not)
-        from yarl import URL  # noqa: PLC0415
-
-        from mailroom.transports.exchange import Exchange  # noqa: PLC0415
-
         if resolved is None or credentials is None:
+            # botocore's session costs ~60 ms and ~8 MiB: not in a daemon (its start-up
+            # children answer), nor in the debug transport or the CLI
             import botocore.session  # noqa: PLC0415
 
             session = botocore.session.get_session()
@@ -170,7 +167,7 @@ class SesTransport:
         # Each operation's URL as botocore built it (an endpoint's path prefix kept), and
         # the path as botocore's SigV4 signer canonicalises it.
         self._targets = {
-            path: (URL(self.url + path, encoded=True), resolved.signed_paths[path])
+            path: (self.url + path, resolved.signed_paths[path])
             for path in (SEND_EMAIL, SEND_BULK_EMAIL)
         }
         context = None
@@ -190,8 +187,6 @@ class SesTransport:
 
     async def _post(self, path: str, request: dict[str, Any]) -> Result | dict[str, Any]:
         """One signed POST: the parsed answer, or the failure as a Result."""
-        from mailroom.transports.exchange import ExchangeError  # noqa: PLC0415 -- loaded
-
         body = encode(request)
         try:
             credentials = await self._credentials.get()
