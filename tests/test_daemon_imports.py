@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 import mailroom
 from conftest import all_final, wait_for
@@ -31,7 +32,9 @@ NOT_WITH_DEFAULTS = ("mailroom.events", "mailroom.web", "mailroom.django", "djan
                      # the credentials come from a child too (mailroom.transports.credentials)
                      "botocore", "urllib3", "dateutil", "jmespath",
                      # the SES calls ride the standard library's asyncio (transports/exchange)
-                     "aiohttp", "yarl", "multidict")  # fmt: skip
+                     "aiohttp", "yarl", "multidict",
+                     # structlog loads without rich (mailroom/cli/__init__.py) when installed
+                     "rich", "pygments")  # fmt: skip
 
 
 def _modules_of_a_daemon(env: dict[str, str], tmp_path: Path, conn: Any) -> set[str]:
@@ -69,3 +72,17 @@ def test_a_daemon_with_defaults_loads_no_events_console_django_boto3_or_aiohttp(
         m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_WITH_DEFAULTS)
     )
     assert loaded == []
+
+
+def test_rich_stays_importable_after_the_cli_hid_it_from_structlog() -> None:
+    # in a fresh interpreter: this one may have loaded structlog already
+    probe = (
+        "import sys, mailroom.cli.commands; assert 'rich' not in sys.modules; "
+        "import rich.console; print(rich.console.Console.__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    if "No module named 'rich'" in done.stderr:
+        pytest.skip("rich is not installed (as in a production install)")
+    assert (done.returncode, done.stdout.strip()) == (0, "Console"), done.stderr
