@@ -18,6 +18,7 @@ import pytest
 import mailroom
 from conftest import all_final, wait_for
 from sesv2_standin import SesStandin
+from test_deliverability_e2e import sqs_client
 
 # The daemon's own entry point, plus a note of every module loaded when it exits.
 WRAPPER = """
@@ -86,3 +87,27 @@ def test_rich_stays_importable_after_the_cli_hid_it_from_structlog() -> None:
     if "No module named 'rich'" in done.stderr:
         pytest.skip("rich is not installed (as in a production install)")
     assert (done.returncode, done.stdout.strip()) == (0, "Console"), done.stderr
+
+
+# With the events reader on, botocore comes back (the SQS client), boto3 does not.
+NOT_WITH_EVENTS = ("boto3", "mailroom.web", "mailroom.django", "django", "jinja2", "aiohttp",
+                   "yarl", "multidict", "rich", "pygments")  # fmt: skip
+
+
+def test_a_daemon_reading_events_loads_botocore_but_not_boto3_or_aiohttp(
+    conn: psycopg.Connection[Any],
+    standin: SesStandin,
+    daemon_env: dict[str, str],
+    tmp_path: Path,
+    moto_url: str,
+) -> None:
+    sqs = sqs_client(moto_url)
+    queue = sqs.create_queue(QueueName=f"events-{tmp_path.name[-8:]}")["QueueUrl"]
+    env = {**daemon_env, "MAILROOM_EVENTS_QUEUE_URL": queue, "AWS_ENDPOINT_URL_SQS": moto_url}
+    modules = _modules_of_a_daemon(env, tmp_path, conn)
+    assert b"events_reader_started" in (tmp_path / "daemon.log").read_bytes()
+    assert {"mailroom.events.reader", "botocore.client"} <= modules
+    loaded = sorted(
+        m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_WITH_EVENTS)
+    )
+    assert loaded == []
