@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -118,7 +120,8 @@ def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[Endpoint]:
 def _transport(url: str, source: FromChild, monkeypatch: pytest.MonkeyPatch) -> SesTransport:
     monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", url)
     resolved = awsconfig.resolve(botocore.session.get_session())
-    return SesTransport(DEFAULTS, concurrency=2, connect_timeout=2, read_timeout=2,
+    # a long budget: a child (an interpreter, botocore, the chain) is slow on a busy machine
+    return SesTransport(DEFAULTS, concurrency=2, connect_timeout=10, read_timeout=10,
                         resolved=resolved, credentials=source)  # fmt: skip
 
 
@@ -192,4 +195,26 @@ async def test_an_advisory_failure_keeps_the_credentials_that_still_work(
         assert source.children == 1
         assert (await ours.send_one(message())).verdict is Verdict.SENT
         assert source.children == 1
+        await ours.aclose()
+
+
+@pytest.mark.anyio
+async def test_waiting_for_credentials_counts_in_the_calls_budget(
+    endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a chain that never answers (a role endpoint that hangs): the call ends within its
+    # budget (connect + read, what the lease is sized for), nothing is sent, sending pauses
+    hanging = [sys.executable, "-c", "import time; time.sleep(60)"]
+    source = FromChild(Found(None), command=hanging)
+    with SesStandin(credentials=endpoint.secrets()) as standin:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", standin.url)
+        resolved = awsconfig.resolve(botocore.session.get_session())
+        ours = SesTransport(DEFAULTS, concurrency=1, connect_timeout=0.5, read_timeout=0.5,
+                            resolved=resolved, credentials=source)  # fmt: skip
+        started = time.monotonic()
+        result = await ours.send_one(message())
+        assert time.monotonic() - started < 1.0 + 3.0  # the budget, and a busy machine's slack
+        assert (result.code, result.verdict) == ("NoCredentials", Verdict.PAUSE)
+        assert "credentials child failed: no answer within 0.9 s" in result.detail
+        assert standin.calls() == {}
         await ours.aclose()

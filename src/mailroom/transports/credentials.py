@@ -28,8 +28,10 @@ from mailroom.transports.sigv4 import Credentials
 ADVISORY = 15 * 60.0
 MANDATORY = 10 * 60.0
 RETRY_AFTER = 30.0  # seconds between two children after one failed
-CHILD_TIMEOUT = 20.0  # seconds: a metadata or STS endpoint that never answers
-ADVISORY_WAIT = 5.0  # seconds one call waits for early new ones (the old ones still work)
+# A call waits for new credentials within its own budget (the caller's ``within``): all of
+# it when it has none that work, a quarter of it at most when the old ones still do.
+ADVISORY_SHARE = 0.25
+MANDATORY_SHARE = 0.9
 # a refreshable set whose expiry botocore did not say: asked again after a minute
 UNKNOWN_EXPIRY = ADVISORY + 60.0
 
@@ -39,9 +41,9 @@ class CredentialError(Exception):
 
 
 class Source(Protocol):
-    async def get(self) -> Credentials | None:
-        """Credentials to sign with now; None when the chain found none. May raise
-        CredentialError."""
+    async def get(self, within: float) -> Credentials | None:
+        """Credentials to sign with now, found within ``within`` seconds (the caller
+        stops waiting then); None when the chain found none. May raise CredentialError."""
         ...
 
 
@@ -128,7 +130,7 @@ class InProcess:
         except BotoCoreError as exc:
             raise CredentialError(reason(exc)) from exc
 
-    async def get(self) -> Credentials | None:
+    async def get(self, within: float) -> Credentials | None:
         credentials = self._credentials
         refresh_needed = getattr(credentials, "refresh_needed", None)
         if credentials is None or (refresh_needed is not None and refresh_needed()):
@@ -147,7 +149,7 @@ class FromChild:
         self._not_before = 0.0  # monotonic: no new child before (after a failure)
         self._error = ""
 
-    async def get(self) -> Credentials | None:
+    async def get(self, within: float) -> Credentials | None:
         found = self.found
         when = due(found, time.time())
         if not when or (when == "advisory" and self._lock.locked()):
@@ -155,7 +157,9 @@ class FromChild:
         async with self._lock:
             if self.found is found and time.monotonic() >= self._not_before:
                 # advisory: this call waits a little, never long (the old ones still work)
-                wait = CHILD_TIMEOUT if when == "mandatory" else ADVISORY_WAIT
+                # mandatory: nearly all of the call's budget (the failure is noted before
+                # the caller's own deadline)
+                wait = within * (MANDATORY_SHARE if when == "mandatory" else ADVISORY_SHARE)
                 with anyio.move_on_after(wait) as scope:
                     await self._ask()
                 if scope.cancelled_caught:

@@ -177,10 +177,14 @@ class Exchange:
         self._idle: list[_Connection] = []
         self._slots: asyncio.Semaphore | None = None  # made on first use, on the loop
 
-    async def post(self, url: object, headers: dict[str, str], body: bytes) -> Response:
+    async def post(
+        self, url: object, headers: dict[str, str], body: bytes, *, budget: float | None = None
+    ) -> Response:
         """POST ``body`` to ``url`` (its str() is the URL, already encoded); ``headers``
-        carry Host (the signed one) but not Content-Length."""
-        budget = self.connect_timeout + self.read_timeout
+        carry Host (the signed one) but not Content-Length. ``budget``: the whole call's
+        seconds (connect + read timeout when None; less when the caller used some)."""
+        if budget is None:
+            budget = self.connect_timeout + self.read_timeout
         try:
             async with asyncio.timeout(budget):
                 return await self._post(urlsplit(str(url)), headers, body)

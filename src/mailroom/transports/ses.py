@@ -19,16 +19,19 @@ import html
 import json
 import re
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
+
+import anyio
 
 from mailroom.outbox import Message
 from mailroom.transports import Defaults, Result, SetupError, awsconfig
 from mailroom.transports.classify import ENTRY_STATUS, Verdict, classify_entry, classify_error
 from mailroom.transports.credentials import CredentialError, InProcess, Source
 from mailroom.transports.exchange import Exchange, ExchangeError
-from mailroom.transports.sigv4 import Signer
+from mailroom.transports.sigv4 import Credentials, Signer
 
 SEND_EMAIL = awsconfig.SEND_EMAIL
 SEND_BULK_EMAIL = awsconfig.SEND_BULK_EMAIL
@@ -185,21 +188,34 @@ class SesTransport:
             proxy_headers=resolved.proxy_headers,
         )
 
+    async def _credentials_within(self, budget: float) -> Credentials | Result:
+        with anyio.move_on_after(budget):
+            try:
+                credentials = await self._credentials.get(budget)
+            except CredentialError as exc:  # a role or token endpoint that failed
+                return _failed("NoCredentials", str(exc))
+            if credentials is None:
+                return _failed("NoCredentials", "no AWS credentials found")
+            return credentials
+        return _failed("NoCredentials", f"no AWS credentials within {budget:g} s")
+
     async def _post(self, path: str, request: dict[str, Any]) -> Result | dict[str, Any]:
         """One signed POST: the parsed answer, or the failure as a Result."""
         body = encode(request)
-        try:
-            credentials = await self._credentials.get()
-        except CredentialError as exc:  # a role or token endpoint that failed
-            return _failed("NoCredentials", str(exc))
-        if credentials is None:
-            return _failed("NoCredentials", "no AWS credentials found")
+        # The call's budget (connect + read: what the lease is sized for) covers waiting
+        # for credentials too: a slow role endpoint shortens the exchange, never the lease.
+        budget = self._http.connect_timeout + self._http.read_timeout
+        started = time.monotonic()
+        credentials = await self._credentials_within(budget)
+        if isinstance(credentials, Result):
+            return credentials
+        left = budget - (time.monotonic() - started)
         url, canonical_path = self._targets[path]
         headers = self._signer.headers(credentials, self.authority, canonical_path, body)
         headers["Host"] = self.authority  # the signed value, whatever the client would send
         headers["User-Agent"] = self._user_agent
         try:
-            response = await self._http.post(url, headers, body)
+            response = await self._http.post(url, headers, body, budget=left)
         except ExchangeError as exc:
             return _failed(exc.code, exc.detail)
         if response.status >= 300:
