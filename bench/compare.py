@@ -19,9 +19,9 @@ OLD_TEMPLATE = "bench_template_old"
 DEFAULTS_TARGET = 0.80  # defaults reach >= 80 % of the tuned rate at 50 ms
 SIMPLE_REGRESSION = 0.20  # the simple path is not slower than before by more than 20 %
 TRANSPORT_LABELS = {
-    "ours": "mailroom now: aiohttp + own SigV4 signer",
+    "ours": "mailroom now: its exchange + own SigV4 signer",
     "ours_old": "mailroom before (9fb73c5): hand-written HTTP/1.1 client + own signer",
-    "aiohttp_botocore": "aiohttp + botocore's SigV4Auth",
+    "aiohttp_botocore": "its exchange + botocore's SigV4Auth",
     "boto3_threads": "boto3 client in 16 threads",
 }
 

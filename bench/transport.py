@@ -7,12 +7,13 @@ imports, set-up and connection opening are not counted. The stand-in runs in its
 process: its CPU is not in the figure.
 
 Variants:
-- ``ours``: ``mailroom.transports.ses.SesTransport`` of the code under test: aiohttp
-  carrying requests built and signed by the project's own SigV4 signer.
+- ``ours``: ``mailroom.transports.ses.SesTransport`` of the code under test: its exchange
+  (aiohttp until issue 21, the standard library's asyncio since) carrying requests built
+  and signed by the project's own SigV4 signer.
 - ``ours_old``: the same class at the commit before the move to aiohttp (its hand-written
   HTTP/1.1 client), from another checkout's venv (``--old``).
-- ``aiohttp_botocore``: the same JSON and the same aiohttp exchange, signed by botocore's
-  ``SigV4Auth`` on an ``AWSRequest`` instead.
+- ``aiohttp_botocore`` (the name is historical): the same JSON and the same exchange as
+  ``ours``, signed by botocore's ``SigV4Auth`` on an ``AWSRequest`` instead.
 - ``boto3_threads``: one boto3 ``sesv2`` client (one attempt, a pool as wide as the
   threads) called from ``CONCURRENCY`` threads.
 

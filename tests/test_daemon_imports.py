@@ -1,6 +1,7 @@
 """What a daemon with the default settings keeps in memory (issue 21): it sends, yet never
-imports the events reader, the console, the Django backend or boto3 (the preflight's
-client lives in a child process). Checked through sys.modules of a real ``mailroom run``,
+imports the events reader, the console, the Django backend, boto3 or botocore (the
+preflight's client, botocore's decisions and the credential chain live in child
+processes). Checked through sys.modules of a real ``mailroom run``,
 not through a size or a time."""
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 import mailroom
 from conftest import all_final, wait_for
 from sesv2_standin import SesStandin
+from test_deliverability_e2e import sqs_client
 
 # The daemon's own entry point, plus a note of every module loaded when it exits.
 WRAPPER = """
@@ -26,7 +29,13 @@ sys.argv = ["mailroom", "run"]
 runpy.run_module("mailroom", run_name="__main__", alter_sys=True)
 """
 NOT_WITH_DEFAULTS = ("mailroom.events", "mailroom.web", "mailroom.django", "django", "jinja2",
-                     "boto3", "cryptography")  # fmt: skip
+                     "boto3", "cryptography",
+                     # the credentials come from a child too (mailroom.transports.credentials)
+                     "botocore", "urllib3", "dateutil", "jmespath",
+                     # the SES calls ride the standard library's asyncio (transports/exchange)
+                     "aiohttp", "yarl", "multidict",
+                     # structlog loads without rich (mailroom/cli/__init__.py) when installed
+                     "rich", "pygments")  # fmt: skip
 
 
 def _modules_of_a_daemon(env: dict[str, str], tmp_path: Path, conn: Any) -> set[str]:
@@ -51,14 +60,54 @@ def _modules_of_a_daemon(env: dict[str, str], tmp_path: Path, conn: Any) -> set[
     return set(out.read_text().split())
 
 
-def test_a_daemon_with_defaults_loads_no_events_console_django_or_boto3(
+def test_a_daemon_with_defaults_loads_no_events_console_django_boto3_or_aiohttp(
     conn: psycopg.Connection[Any], standin: SesStandin, daemon_env: dict[str, str], tmp_path: Path
 ) -> None:
     modules = _modules_of_a_daemon(daemon_env, tmp_path, conn)
     # the list is the daemon's: it sent through the SES transport
-    assert {"mailroom.daemon.run", "mailroom.transports.ses", "aiohttp"} <= modules
+    assert {"mailroom.daemon.run", "mailroom.transports.ses", "mailroom.transports.exchange"} <= (
+        modules
+    )
     assert len(standin.sent()) == 2
     loaded = sorted(
         m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_WITH_DEFAULTS)
+    )
+    assert loaded == []
+
+
+def test_rich_stays_importable_after_the_cli_hid_it_from_structlog() -> None:
+    # in a fresh interpreter: this one may have loaded structlog already
+    probe = (
+        "import sys, mailroom.cli.commands; assert 'rich' not in sys.modules; "
+        "import rich.console; print(rich.console.Console.__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    if "No module named 'rich'" in done.stderr:
+        pytest.skip("rich is not installed (as in a production install)")
+    assert (done.returncode, done.stdout.strip()) == (0, "Console"), done.stderr
+
+
+# With the events reader on, botocore comes back (the SQS client), boto3 does not.
+NOT_WITH_EVENTS = ("boto3", "mailroom.web", "mailroom.django", "django", "jinja2", "aiohttp",
+                   "yarl", "multidict", "rich", "pygments")  # fmt: skip
+
+
+def test_a_daemon_reading_events_loads_botocore_but_not_boto3_or_aiohttp(
+    conn: psycopg.Connection[Any],
+    standin: SesStandin,
+    daemon_env: dict[str, str],
+    tmp_path: Path,
+    moto_url: str,
+) -> None:
+    sqs = sqs_client(moto_url)
+    queue = sqs.create_queue(QueueName=f"events-{tmp_path.name[-8:]}")["QueueUrl"]
+    env = {**daemon_env, "MAILROOM_EVENTS_QUEUE_URL": queue, "AWS_ENDPOINT_URL_SQS": moto_url}
+    modules = _modules_of_a_daemon(env, tmp_path, conn)
+    assert b"events_reader_started" in (tmp_path / "daemon.log").read_bytes()
+    assert {"mailroom.events.reader", "botocore.client"} <= modules
+    loaded = sorted(
+        m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_WITH_EVENTS)
     )
     assert loaded == []

@@ -12,3 +12,16 @@ lazily); nothing but ``mailroom.__main__`` should import cli. Within cli, comman
 imports the command modules, which import common, args and output; no circle
 (tests/test_layout.py).
 """
+
+import sys
+
+# structlog imports rich (with pygments and attrs: ~4 MiB resident, docs/BENCHMARKS.md)
+# at its own import whenever rich is installed, only to render a terminal's tracebacks in
+# colour. mailroom's processes render them plain: rich is hidden while structlog loads
+# (an entry of None makes its `import rich` fail) and is importable again right after.
+if "structlog" not in sys.modules and "rich" not in sys.modules:
+    sys.modules["rich"] = None  # type: ignore[assignment]  # the import system's "absent"
+    try:
+        import structlog  # noqa: F401 -- loaded here, without rich
+    finally:
+        del sys.modules["rich"]

@@ -21,7 +21,7 @@ import structlog
 
 from mailroom import metrics
 from mailroom.config.settings import Config, load
-from mailroom.transports import Defaults, SetupError, Transport, awsconfig
+from mailroom.transports import Defaults, SetupError, Transport, awsconfig, credentials
 
 if TYPE_CHECKING:
     from mailroom.daemon.ratecontrol import RateControl
@@ -49,27 +49,31 @@ def make_transport(config: Config) -> Transport:
             concurrency=config.ses_concurrency,
             timeout=config.ses_connect_timeout + config.ses_read_timeout,
         )
-    from mailroom.transports.ses import SesTransport  # noqa: PLC0415 -- boto3 is heavy
+    from mailroom.transports.ses import SesTransport  # noqa: PLC0415 -- not in debug mode
 
+    resolved, found = resolve_in_child()
     return SesTransport(
         defaults,
         concurrency=config.ses_concurrency,
         connect_timeout=config.ses_connect_timeout,
         read_timeout=config.ses_read_timeout,
-        resolved=resolve_in_child(),
+        resolved=resolved,
+        credentials=credentials.FromChild(found),
     )
 
 
-def resolve_in_child() -> awsconfig.Resolved:
+def resolve_in_child() -> tuple[awsconfig.Resolved, credentials.Found]:
     """botocore's endpoint, proxy and CA bundle decisions (transports.awsconfig.resolve)
-    made by a child process: resolving builds an SES client, whose service model and
-    endpoint rules (~11 MiB) the daemon would otherwise keep for good."""
+    and the credentials its chain finds, from a child process: resolving builds an SES
+    client, whose service model and endpoint rules (~11 MiB) the daemon would otherwise
+    keep for good, and botocore's session alone is ~8 MiB more (docs/BENCHMARKS.md)."""
     command = [sys.executable, "-m", "mailroom.daemon.startup", "resolve"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
     if done.returncode != 0:
         why = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
         raise SetupError(why[0])
-    return awsconfig.Resolved(**json.loads(done.stdout))
+    answer = json.loads(done.stdout)
+    return awsconfig.Resolved(**answer["resolved"]), credentials.Found.of_json(answer["found"])
 
 
 def rate_control(config: Config, outbox: Outbox, sender: Sender) -> RateControl | None:
@@ -134,18 +138,28 @@ def _failed(why: str) -> dict[str, str]:
 
 
 def main() -> None:
-    """The child. ``resolve``: botocore's decisions (JSON) on stdout, or the SetupError's
-    message on stderr (exit 2). Otherwise the preflight: templates (JSON pairs) on stdin,
-    findings (JSON) on stdout."""
+    """The child. ``resolve``: botocore's decisions and credentials (JSON) on stdout, or
+    the SetupError's message on stderr (exit 2). Otherwise the preflight: templates (JSON
+    pairs) on stdin, findings (JSON) on stdout."""
     if sys.argv[1:] == ["resolve"]:
         import botocore.session  # noqa: PLC0415 -- the child's work
+        from botocore.exceptions import BotoCoreError  # noqa: PLC0415
 
+        session = botocore.session.get_session()
         try:
-            resolved = awsconfig.resolve(botocore.session.get_session())
+            resolved = awsconfig.resolve(session)
         except SetupError as exc:
             sys.stderr.write(f"{exc}\n")
             sys.exit(2)
-        sys.stdout.write(json.dumps(dataclasses.asdict(resolved)))
+        try:
+            found = credentials.of_botocore(session.get_credentials())
+        except BotoCoreError as exc:
+            # not a start-up failure: the transport asks again at its first call, and a
+            # call without credentials pauses sending, saying why
+            found = credentials.Found(None)
+            sys.stderr.write(f"credentials: {credentials.reason(exc)}\n")
+        answer = {"resolved": dataclasses.asdict(resolved), "found": found.as_json()}
+        sys.stdout.write(json.dumps(answer))
         return
     from mailroom.daemon import preflight as checks  # noqa: PLC0415 -- the child's work
 

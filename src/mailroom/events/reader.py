@@ -15,7 +15,7 @@ A message is read only if ``mailroom.events.sns_certs`` trusts it (an SNS signat
 must verify; MAILROOM_EVENTS_REQUIRE_SIGNATURE requires one); a refused message is
 counted, logged and deleted like a malformed one.
 
-boto3 is blocking: each poller's SQS calls run in a daemon thread of the poller's own,
+botocore is blocking: each poller's SQS calls run in a daemon thread of the poller's own,
 off the event loop (a long poll that is still waiting when the daemon stops must not
 hold up its exit; what it may have received becomes visible again after the visibility
 timeout).
@@ -112,7 +112,7 @@ class EventsReader:
     ) -> None:
         self.config = config
         self.outbox = outbox
-        self.client = client  # a boto3 SQS client; made on first use when None
+        self.client = client  # a botocore (or boto3) SQS client; made on first use when None
         # which messages may be read at all: SNS signatures (tests inject the fetcher)
         from mailroom.events.sns_certs import Verifier  # noqa: PLC0415 -- see the import above
 
@@ -131,7 +131,9 @@ class EventsReader:
         return ok, f"last poll {age:.1f} s ago" + ("" if ok else f"; {self.error}")
 
     def _make_client(self) -> Any:
-        import boto3  # noqa: PLC0415 -- only daemons that read events pay for it
+        # botocore's own client, as boto3 makes it, without boto3's modules (~1.6 MiB of
+        # the daemon's memory, docs/BENCHMARKS.md): only daemons that read events pay
+        import botocore.session  # noqa: PLC0415
         from botocore.config import Config as BotoConfig  # noqa: PLC0415
 
         boto = BotoConfig(
@@ -140,7 +142,8 @@ class EventsReader:
             retries={"mode": "standard", "max_attempts": 3},
             max_pool_connections=self.config.events_pollers + 2,
         )
-        return boto3.session.Session().client("sqs", config=boto, region_name=self._region())
+        session = botocore.session.get_session()
+        return session.create_client("sqs", config=boto, region_name=self._region())
 
     def _region(self) -> str | None:
         """The region as the SES transport reads it, else the one in a standard queue

@@ -18,11 +18,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from mailroom.transports import SetupError
 
 SEND_EMAIL = "/v2/email/outbound-emails"
+SEND_BULK_EMAIL = "/v2/email/outbound-bulk-emails"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,8 @@ class Resolved:
     proxy: str | None = None  # the proxy's URL without its credentials
     proxy_headers: dict[str, str] = field(default_factory=dict)  # Proxy-Authorization
     ca_bundle: str | None = None  # the file https peers are verified against
+    # each operation's path as botocore's SigV4 signer canonicalises it (prefix included)
+    signed_paths: dict[str, str] = field(default_factory=dict)
 
 
 class _Caught(Exception):  # not an error: carries the request out of botocore
@@ -71,7 +74,7 @@ def resolve(session: Any) -> Resolved:
     from botocore.config import Config  # noqa: PLC0415
     from botocore.exceptions import BotoCoreError  # noqa: PLC0415
     from botocore.httpsession import ProxyConfiguration, get_cert_path  # noqa: PLC0415
-    from botocore.utils import get_environ_proxies  # noqa: PLC0415
+    from botocore.utils import get_environ_proxies, normalize_url_path  # noqa: PLC0415
 
     region = region_of(session)
     config = Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1})
@@ -104,12 +107,17 @@ def resolve(session: Any) -> Resolved:
         # REQUESTS_CA_BUNDLE, then its default bundle (certifi when installed).
         verify = session.get_config_variable("ca_bundle") or os.environ.get("REQUESTS_CA_BUNDLE")
         ca_bundle = verify or get_cert_path(True)
+    prefix = urlsplit(endpoint).path
     return Resolved(
         region=region,
         endpoint=endpoint,
         proxy=_without_credentials(proxy) if proxy else None,
         proxy_headers=dict(proxy_headers),
         ca_bundle=ca_bundle,
+        signed_paths={
+            path: quote(normalize_url_path(prefix + path), safe="/~")
+            for path in (SEND_EMAIL, SEND_BULK_EMAIL)
+        },
     )
 
 

@@ -1,9 +1,10 @@
 """AWS SES API v2: SendEmail and SendBulkEmail, built, signed and read here.
 
 botocore makes every configuration decision a boto3 ``sesv2`` client makes (awsconfig.py:
-endpoint, proxy, CA bundle) and resolves the credentials (environment, profile, web
-identity, instance or container role, refreshed before they expire); aiohttp carries the
-requests (exchange.py). The JSON and the SigV4 signature (sigv4.py) are built here:
+endpoint, proxy, CA bundle) and resolves the credentials (credentials.py: environment,
+profile, web identity, instance or container role, refreshed before they expire; for the
+daemon in child processes, so that botocore is not in its memory); exchange.py carries
+the requests over asyncio. The JSON and the SigV4 signature (sigv4.py) are built here:
 botocore's generic per-call pipeline cost more CPU than the rest of the daemon's send path.
 
 One attempt per call: every retry is the daemon's, with backoff and jitter, an attempt row
@@ -18,19 +19,22 @@ import html
 import json
 import re
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
 
 from mailroom.outbox import Message
 from mailroom.transports import Defaults, Result, SetupError, awsconfig
 from mailroom.transports.classify import ENTRY_STATUS, Verdict, classify_entry, classify_error
+from mailroom.transports.credentials import CredentialError, InProcess, Source
+from mailroom.transports.exchange import Exchange, ExchangeError
 from mailroom.transports.sigv4 import Credentials, Signer
 
 SEND_EMAIL = awsconfig.SEND_EMAIL
-SEND_BULK_EMAIL = "/v2/email/outbound-bulk-emails"
+SEND_BULK_EMAIL = awsconfig.SEND_BULK_EMAIL
 SIGNING_NAME = "ses"  # SES v2 signs as "ses", not "sesv2"
 
 
@@ -140,38 +144,35 @@ class SesTransport:
         connect_timeout: float,
         read_timeout: float,
         resolved: awsconfig.Resolved | None = None,
+        credentials: Source | None = None,
     ) -> None:
-        """``resolved``: botocore's decisions made elsewhere (the daemon asks a child
-        process: the SES model they load stays out of its memory); None: made here."""
-        # botocore's session costs ~60 ms to import, aiohttp ~250 ms: only a daemon that
-        # sends pays them (the debug transport and the CLI do not)
-        import botocore.session  # noqa: PLC0415
-        from botocore.utils import normalize_url_path  # noqa: PLC0415
-        from yarl import URL  # noqa: PLC0415
+        """``resolved`` and ``credentials``: botocore's decisions and credentials found
+        elsewhere (the daemon asks child processes: botocore stays out of its memory);
+        None: a botocore session in this process finds them."""
+        if resolved is None or credentials is None:
+            # botocore's session costs ~60 ms and ~8 MiB: not in a daemon (its start-up
+            # children answer), nor in the debug transport or the CLI
+            import botocore.session  # noqa: PLC0415
 
-        from mailroom.transports.exchange import Exchange  # noqa: PLC0415
-
+            session = botocore.session.get_session()
+            resolved = resolved or awsconfig.resolve(session)
+            # botocore's chain, resolved now, before the event loop runs (it may ask a
+            # metadata or STS endpoint)
+            credentials = credentials or InProcess(session)
         self.defaults = defaults
         self._user_agent = _user_agent()
-        self._session = botocore.session.get_session()
-        resolved = resolved or awsconfig.resolve(self._session)
         self.settings = resolved
         self.url = resolved.endpoint
         parts = urlsplit(self.url)
         self.authority = _authority(parts.scheme, parts.hostname or "", parts.port)
         self._signer = Signer(resolved.region, SIGNING_NAME)
+        self._credentials = credentials
         # Each operation's URL as botocore built it (an endpoint's path prefix kept), and
         # the path as botocore's SigV4 signer canonicalises it.
         self._targets = {
-            path: (
-                URL(self.url + path, encoded=True),
-                quote(normalize_url_path(parts.path + path), safe="/~"),
-            )
+            path: (self.url + path, resolved.signed_paths[path])
             for path in (SEND_EMAIL, SEND_BULK_EMAIL)
         }
-        # botocore's; resolved now, before the event loop runs, as the provider chain may
-        # ask a metadata or STS endpoint. None: none found yet, asked again at each call.
-        self._credentials: Any = self._session.get_credentials()
         context = None
         if resolved.ca_bundle is not None:
             try:
@@ -187,43 +188,34 @@ class SesTransport:
             proxy_headers=resolved.proxy_headers,
         )
 
-    def _resolve_credentials(self) -> Credentials | None:
-        """botocore's provider chain and refresh; may block on a metadata or STS endpoint."""
-        if self._credentials is None:
-            self._credentials = self._session.get_credentials()
-            if self._credentials is None:
-                return None
-        frozen = self._credentials.get_frozen_credentials()  # refreshes when near expiry
-        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
-
-    async def _credentials_now(self) -> Credentials | None:
-        credentials = self._credentials
-        # Temporary credentials are refreshed (in a thread) from 15 minutes before they
-        # expire; static ones and fresh temporary ones are read without blocking.
-        refresh_needed = getattr(credentials, "refresh_needed", None)
-        if credentials is None or (refresh_needed is not None and refresh_needed()):
-            return await anyio.to_thread.run_sync(self._resolve_credentials)
-        return self._resolve_credentials()
+    async def _credentials_within(self, budget: float) -> Credentials | Result:
+        with anyio.move_on_after(budget):
+            try:
+                credentials = await self._credentials.get(budget)
+            except CredentialError as exc:  # a role or token endpoint that failed
+                return _failed("NoCredentials", str(exc))
+            if credentials is None:
+                return _failed("NoCredentials", "no AWS credentials found")
+            return credentials
+        return _failed("NoCredentials", f"no AWS credentials within {budget:g} s")
 
     async def _post(self, path: str, request: dict[str, Any]) -> Result | dict[str, Any]:
         """One signed POST: the parsed answer, or the failure as a Result."""
-        from botocore import exceptions as bx  # noqa: PLC0415 -- loaded with the session
-
-        from mailroom.transports.exchange import ExchangeError  # noqa: PLC0415 -- loaded
-
         body = encode(request)
-        try:
-            credentials = await self._credentials_now()
-        except bx.BotoCoreError as exc:  # a role or token endpoint that failed
-            return _failed("NoCredentials", f"{type(exc).__name__}: {exc}")
-        if credentials is None:
-            return _failed("NoCredentials", "no AWS credentials found")
+        # The call's budget (connect + read: what the lease is sized for) covers waiting
+        # for credentials too: a slow role endpoint shortens the exchange, never the lease.
+        budget = self._http.connect_timeout + self._http.read_timeout
+        started = time.monotonic()
+        credentials = await self._credentials_within(budget)
+        if isinstance(credentials, Result):
+            return credentials
+        left = budget - (time.monotonic() - started)
         url, canonical_path = self._targets[path]
         headers = self._signer.headers(credentials, self.authority, canonical_path, body)
         headers["Host"] = self.authority  # the signed value, whatever the client would send
         headers["User-Agent"] = self._user_agent
         try:
-            response = await self._http.post(url, headers, body)
+            response = await self._http.post(url, headers, body, budget=left)
         except ExchangeError as exc:
             return _failed(exc.code, exc.detail)
         if response.status >= 300:
