@@ -1,0 +1,293 @@
+-- 0030: the application hears back (issue 23, item 5). A feed of what became of each
+-- application's own messages: sent, delivered, bounced, complained, dead, cancelled.
+--
+-- 1. mailroom.changes: one row per change, its id the application's cursor. Written by two
+--    statement-level triggers with transition tables, in the transaction of the change
+--    itself (a change is in the feed if and only if it happened): the outbox's status
+--    moving to sent, dead or cancelled, and the SES events stored for a message mailroom
+--    sent (Delivery, Bounce, Complaint; one row per recipient). A row belongs to the
+--    application that enqueued the message (outbox.enqueued_by, session_user at enqueue:
+--    the rule of cancel() and message_status()). Messages with no enqueuer (before 0008)
+--    and events for mail mailroom did not send have no application and no row.
+-- 2. Reading: mailroom.changes_since(cursor, max) returns the caller's rows after cursor,
+--    the caller decided here from session_user, never from an argument. Nobody but the
+--    schema owner writes the table (the triggers and prune_changes are SECURITY DEFINER);
+--    the operator and the viewer may read it.
+-- 3. Waking: each trigger sends one NOTIFY per application with changes, on the channel
+--    mailroom.changes_channel(application) ('mailroom_changes_' and 32 hex characters of
+--    the role name's SHA-256), with an empty payload: LISTEN needs no privilege in
+--    PostgreSQL, so a channel can be heard by anyone; it says only "something changed".
+--    A notification missed while an application was down is harmless: it catches up
+--    from its cursor.
+-- 4. Stored cursors: mailroom.change_cursors, per application and consumer name, read and
+--    moved forward only through changes_cursor() and changes_ack(), each for session_user.
+-- 5. Pruning: mailroom.prune_changes(keep_seconds, batch) for the daemon's retention, with
+--    a floor of seven days that holds against the daemon's own role, so an application
+--    down for a week loses nothing (MAILROOM_RETENTION_CHANGES, docs/applications.md).
+
+CREATE TABLE mailroom.changes (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    application text NOT NULL,
+    message_id bigint NOT NULL,
+    state text NOT NULL,
+    reason text,
+    bounce_type text,
+    bounce_subtype text,
+    recipient text,
+    at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT changes_state_known CHECK (state OPERATOR(pg_catalog.=) ANY (
+        ARRAY['sent', 'delivered', 'bounced', 'complained', 'dead', 'cancelled']::text[]))
+);
+-- changes_since() reads one application's rows in cursor order
+CREATE INDEX changes_by_application ON mailroom.changes (application, id);
+
+CREATE TABLE mailroom.change_cursors (
+    application text NOT NULL,
+    consumer text NOT NULL,
+    acked bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (application, consumer),
+    CONSTRAINT change_cursors_consumer_1_to_200_chars
+        CHECK (pg_catalog.length(consumer) OPERATOR(pg_catalog.>=) 1
+               AND pg_catalog.length(consumer) OPERATOR(pg_catalog.<=) 200),
+    CONSTRAINT change_cursors_acked_not_negative
+        CHECK (acked OPERATOR(pg_catalog.>=) 0)
+);
+
+-- The channel an application's wake-ups go to; a NOTIFY channel is an identifier (at most
+-- 63 bytes), a role name may be as long and hold any character: a digest fits every one.
+CREATE FUNCTION mailroom.changes_channel(application text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN 'mailroom_changes_' OPERATOR(pg_catalog.||) pg_catalog."left"(pg_catalog.encode(
+    pg_catalog.sha256(pg_catalog.convert_to(application, 'UTF8')), 'hex'), 32);
+
+-- ---------------------------------------------------------------- the writers
+-- After every UPDATE statement on the outbox (the claim, the record, cancel, the operator's
+-- actions). Statement-level: one call per statement, however many rows; the claim's rows
+-- (status sending) are filtered out by the first condition. A status that does not change
+-- (a re-recorded outcome) writes nothing.
+CREATE FUNCTION mailroom.changes_from_outbox() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    woken bigint;
+BEGIN
+    WITH written AS (
+        INSERT INTO mailroom.changes (application, message_id, state, reason)
+        SELECT n.enqueued_by, n.id, n.status,
+               CASE WHEN n.status OPERATOR(pg_catalog.<>) 'sent' THEN n.last_error END
+        FROM changes_new AS n
+        JOIN changes_old AS o ON o.id OPERATOR(pg_catalog.=) n.id
+        WHERE n.status OPERATOR(pg_catalog.=) ANY (ARRAY['sent', 'dead', 'cancelled']::text[])
+          AND o.status OPERATOR(pg_catalog.<>) n.status
+          AND n.enqueued_by IS NOT NULL
+        ORDER BY n.id
+        RETURNING application
+    )
+    SELECT pg_catalog.count(pg_catalog.pg_notify(mailroom.changes_channel(w.application), ''))
+    INTO woken
+    FROM (SELECT DISTINCT application FROM written) AS w;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER outbox_changes AFTER UPDATE ON mailroom.outbox
+    REFERENCING OLD TABLE AS changes_old NEW TABLE AS changes_new
+    FOR EACH STATEMENT EXECUTE FUNCTION mailroom.changes_from_outbox();
+
+-- After every INSERT statement on the events (the events reader stores a batch in one):
+-- deliveries, bounces and complaints of messages mailroom sent, per recipient. A bounce's
+-- subtype is stored as 'Permanent/General': its two halves; the reason is the SMTP
+-- diagnostic (a delivery's SMTP response), a complaint's the feedback type.
+CREATE FUNCTION mailroom.changes_from_events() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    woken bigint;
+BEGIN
+    WITH written AS (
+        INSERT INTO mailroom.changes
+            (application, message_id, state, reason, bounce_type, bounce_subtype, recipient)
+        SELECT o.enqueued_by, o.id,
+               CASE e.event_type WHEN 'Delivery' THEN 'delivered' WHEN 'Bounce' THEN 'bounced'
+                                 ELSE 'complained' END,
+               CASE WHEN e.event_type OPERATOR(pg_catalog.=) 'Complaint'
+                    THEN NULLIF(e.subtype, '') ELSE e.detail END,
+               CASE WHEN e.event_type OPERATOR(pg_catalog.=) 'Bounce'
+                    THEN pg_catalog.split_part(e.subtype, '/', 1) END,
+               CASE WHEN e.event_type OPERATOR(pg_catalog.=) 'Bounce'
+                    THEN NULLIF(pg_catalog.split_part(e.subtype, '/', 2), '') END,
+               e.recipient
+        FROM changes_events AS e
+        JOIN mailroom.outbox AS o
+          ON o.provider_message_id OPERATOR(pg_catalog.=) e.provider_message_id
+        WHERE e.event_type OPERATOR(pg_catalog.=) ANY (
+                  ARRAY['Delivery', 'Bounce', 'Complaint']::text[])
+          AND o.enqueued_by IS NOT NULL
+        ORDER BY e.id
+        RETURNING application
+    )
+    SELECT pg_catalog.count(pg_catalog.pg_notify(mailroom.changes_channel(w.application), ''))
+    INTO woken
+    FROM (SELECT DISTINCT application FROM written) AS w;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER events_changes AFTER INSERT ON mailroom.events
+    REFERENCING NEW TABLE AS changes_events
+    FOR EACH STATEMENT EXECUTE FUNCTION mailroom.changes_from_events();
+
+-- ---------------------------------------------------------------- the readers
+-- The caller's changes after cursor, oldest first, at most max (1 to 10000). The caller is
+-- session_user (inside this SECURITY DEFINER function current_user is the owner).
+CREATE FUNCTION mailroom.changes_since(cursor bigint, max integer)
+RETURNS TABLE (id bigint, message_id bigint, state text, reason text, bounce_type text,
+               bounce_subtype text, recipient text, at timestamptz)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF cursor IS NULL OR max IS NULL OR max OPERATOR(pg_catalog.<) 1
+       OR max OPERATOR(pg_catalog.>) 10000 THEN
+        RAISE EXCEPTION 'mailroom.changes_since: cursor must be given and max be 1 to 10000,'
+            ' got % and %', cursor, max
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+        SELECT c.id, c.message_id, c.state, c.reason, c.bounce_type, c.bounce_subtype,
+               c.recipient, c.at
+        FROM mailroom.changes AS c
+        WHERE c.application OPERATOR(pg_catalog.=) session_user::text
+          AND c.id OPERATOR(pg_catalog.>) cursor
+        ORDER BY c.application, c.id
+        LIMIT max;
+END
+$$;
+
+-- The caller's stored cursor for one consumer (0 when it has none).
+CREATE FUNCTION mailroom.changes_cursor(consumer text) RETURNS bigint
+LANGUAGE sql STABLE STRICT
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+RETURN coalesce((
+    SELECT k.acked FROM mailroom.change_cursors AS k
+    WHERE k.application OPERATOR(pg_catalog.=) session_user::text
+      AND k.consumer OPERATOR(pg_catalog.=) changes_cursor.consumer), 0);
+
+-- Move the caller's cursor for one consumer forward to upto (never back: a late or
+-- repeated acknowledgement does not replay what was handled since); returns the cursor.
+-- A position past the caller's own last change is refused: it would skip changes to come.
+CREATE FUNCTION mailroom.changes_ack(consumer text, upto bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller text := session_user;
+    newest bigint;
+    stored bigint;
+BEGIN
+    IF consumer IS NULL OR upto IS NULL OR upto OPERATOR(pg_catalog.<) 0 THEN
+        RAISE EXCEPTION 'mailroom.changes_ack: consumer and a position of 0 or more are'
+            ' needed, got % and %', consumer, upto
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO mailroom.change_cursors AS k (application, consumer, acked)
+    VALUES (caller, changes_ack.consumer, 0)
+    ON CONFLICT ON CONSTRAINT change_cursors_pkey DO NOTHING;
+    SELECT k.acked INTO stored FROM mailroom.change_cursors AS k
+    WHERE k.application OPERATOR(pg_catalog.=) caller
+      AND k.consumer OPERATOR(pg_catalog.=) changes_ack.consumer
+    FOR UPDATE;
+    IF upto OPERATOR(pg_catalog.<=) stored THEN
+        RETURN stored;
+    END IF;
+    SELECT pg_catalog.max(c.id) INTO newest FROM mailroom.changes AS c
+    WHERE c.application OPERATOR(pg_catalog.=) caller;
+    IF upto OPERATOR(pg_catalog.>) coalesce(newest, 0) THEN
+        RAISE EXCEPTION 'mailroom.changes_ack: position % is past your last change (%)',
+            upto, coalesce(newest, 0)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE mailroom.change_cursors AS k
+    SET acked = upto, updated_at = pg_catalog.now()
+    WHERE k.application OPERATOR(pg_catalog.=) caller
+      AND k.consumer OPERATOR(pg_catalog.=) changes_ack.consumer;
+    RETURN upto;
+END
+$$;
+
+-- ---------------------------------------------------------------- pruning
+-- The daemon's retention: up to batch of the oldest changes recorded longer ago than
+-- keep_seconds (at least seven days, whatever the caller asks). The candidates are the
+-- first batch rows in cursor order (at follows id: both are set at insert), so a pass
+-- reads at most batch rows and needs no index on at.
+CREATE FUNCTION mailroom.prune_changes(keep_seconds double precision, batch integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pruned bigint;
+BEGIN
+    -- NaN sorts above every number in PostgreSQL: the upper bound refuses it and infinity
+    IF keep_seconds IS NULL OR NOT (keep_seconds OPERATOR(pg_catalog.>=) 604800
+                                    AND keep_seconds OPERATOR(pg_catalog.<=) 3153600000)
+       OR batch IS NULL OR batch OPERATOR(pg_catalog.<) 1
+       OR batch OPERATOR(pg_catalog.>) 10000 THEN
+        RAISE EXCEPTION 'mailroom.prune_changes: keep_seconds must be at least 604800 (seven'
+            ' days: an application down for a week loses nothing) and at most 3153600000'
+            ' (a century), and batch 1 to 10000, got % and %', keep_seconds, batch
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH oldest AS MATERIALIZED (
+        SELECT c.id, c.at FROM mailroom.changes AS c
+        ORDER BY c.id
+        LIMIT batch
+        FOR UPDATE SKIP LOCKED
+    ),
+    deleted AS (
+        DELETE FROM mailroom.changes AS c
+        USING oldest
+        WHERE c.id OPERATOR(pg_catalog.=) oldest.id
+          AND oldest.at OPERATOR(pg_catalog.<) (pg_catalog.now()
+              OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => keep_seconds))
+        RETURNING 1
+    )
+    SELECT pg_catalog.count(*) INTO pruned FROM deleted;
+    RETURN pruned;
+END
+$$;
+
+-- ---------------------------------------------------------------- grants
+CREATE FUNCTION mailroom.grants_0030() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mailroom_app') THEN
+        GRANT EXECUTE ON FUNCTION mailroom.changes_since(bigint, integer),
+            mailroom.changes_cursor(text), mailroom.changes_ack(text, bigint),
+            mailroom.changes_channel(text)
+            TO mailroom_app;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mailroom_daemon') THEN
+        GRANT EXECUTE ON FUNCTION mailroom.prune_changes(double precision, integer)
+            TO mailroom_daemon;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mailroom_operator') THEN
+        -- what each application heard: read-only, like the events (the viewer follows)
+        GRANT SELECT ON mailroom.changes, mailroom.change_cursors TO mailroom_operator;
+    END IF;
+END
+$$;
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA mailroom FROM PUBLIC;
