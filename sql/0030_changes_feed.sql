@@ -224,6 +224,20 @@ BEGIN
 END
 $$;
 
+-- LISTEN on the caller's channel (in effect from the commit, like LISTEN itself): the
+-- channel is decided here, from session_user, and returned.
+CREATE FUNCTION mailroom.changes_listen() RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    channel text := mailroom.changes_channel(session_user::text);
+BEGIN
+    EXECUTE pg_catalog.format('LISTEN %I', channel);
+    RETURN channel;
+END
+$$;
+
 -- ---------------------------------------------------------------- pruning
 -- The daemon's retention: up to batch of the oldest changes recorded longer ago than
 -- keep_seconds (at least seven days, whatever the caller asks). The candidates are the
@@ -276,7 +290,7 @@ BEGIN
     IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mailroom_app') THEN
         GRANT EXECUTE ON FUNCTION mailroom.changes_since(bigint, integer),
             mailroom.changes_cursor(text), mailroom.changes_ack(text, bigint),
-            mailroom.changes_channel(text)
+            mailroom.changes_channel(text), mailroom.changes_listen()
             TO mailroom_app;
     END IF;
     IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mailroom_daemon') THEN

@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 LAYERS: list[set[str]] = [
     {"addresses", "logs", "metrics", "embedded", "config", "text", "sqltext", "errors"},
     {"health", "tokens", "outbox", "migrate"},
-    {"client", "lifecycle", "django", "__init__"},
+    {"client", "lifecycle", "django", "feed", "djangoapp", "__init__"},
     {"transports", "events"},
     {"daemon"},
     {"operator"},
