@@ -1,0 +1,339 @@
+"""The changes feed (migration 0030, mailroom.feed): what the triggers record, that an
+application reads, hears and moves only its own, the iterators over every driver, and the
+retention floor. Real PostgreSQL; the daemon's writes are the statements it runs (the
+end-to-end run through the daemon and SQS is tests/test_changes_django.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import psycopg2
+import pytest
+import sqlalchemy
+from psycopg import errors, sql
+
+import mailroom
+from conftest import wait_for
+from mailroom import feed
+from mailroom.config import settings
+from test_client import sqlalchemy_url
+
+EVENT = (
+    "INSERT INTO mailroom.events (event_key, provider_message_id, recipient, event_type,"
+    " subtype, detail, occurred_at) VALUES (%s, %s, %s, %s, %s, %s, now())"
+)
+
+
+def sent(owner: psycopg.Connection[Any], mid: int, provider_id: str) -> None:
+    """The daemon's claim and its record of a success, as two statements."""
+    owner.execute(
+        "UPDATE mailroom.outbox SET status = 'sending', locked_by = 'w',"
+        " locked_until = now() + interval '1 minute' WHERE id = %s",
+        [mid],
+    )
+    owner.execute(
+        "UPDATE mailroom.outbox SET status = 'sent', provider_message_id = %s, sent_at = now(),"
+        " locked_by = NULL, locked_until = NULL WHERE id = %s",
+        [provider_id, mid],
+    )
+
+
+def seen(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (c.message_id, c.state, c.reason, c.bounce_type, c.bounce_subtype, c.recipient)
+        for c in mailroom.changes(conn, follow=False)
+    ]
+
+
+@pytest.fixture
+def apps(login_as: Callable[..., str]) -> Iterator[tuple[psycopg.Connection[Any], ...]]:
+    """Two applications, A and B, each its own login role in mailroom_app."""
+    with (
+        psycopg.connect(login_as("mailroom_app"), autocommit=True) as a,
+        psycopg.connect(login_as("mailroom_app"), autocommit=True) as b,
+    ):
+        yield a, b
+
+
+def test_each_final_state_and_event_is_recorded_for_the_enqueuer_only(
+    conn: psycopg.Connection[Any], apps: tuple[psycopg.Connection[Any], ...]
+) -> None:
+    a, b = apps
+    m1 = mailroom.enqueue(a, ["ann@example.com", "Bob <bob@example.com>"], subject="s", text="t")
+    m2, m3 = (mailroom.enqueue(a, "c@example.com", subject="s", text="t") for _ in range(2))
+    m4 = mailroom.enqueue(b, "dee@example.com", subject="s", text="t")
+    assert seen(a) == []  # enqueued is not a change
+    sent(conn, m1, "p1")
+    conn.execute(
+        "UPDATE mailroom.outbox SET status = 'dead', last_error = 'MessageRejected: no'"
+        " WHERE id = %s",
+        [m2],
+    )
+    assert mailroom.cancel(a, m3)
+    sent(conn, m4, "p4")
+    for key, provider, recipient, kind, subtype, detail in (
+        ("e1", "p1", "ann@example.com", "Delivery", "", "250 ok"),
+        ("e2", "p1", "bob@example.com", "Bounce", "Permanent/General", "smtp; 550 5.1.1 unknown"),
+        ("e3", "p1", "ann@example.com", "Complaint", "abuse", None),
+        ("e4", "p1", "ann@example.com", "Send", "", None),  # not a change
+        ("e5", "p1", "ann@example.com", "Open", "", None),  # nor this
+        ("e6", "p4", "dee@example.com", "Delivery", "", "250 ok"),
+        ("e7", "p-unknown", "x@example.com", "Bounce", "Permanent/General", None),  # no owner
+    ):
+        conn.execute(EVENT, [key, provider, recipient, kind, subtype, detail])
+    # a status that does not change (an outcome recorded again) is not a change
+    conn.execute("UPDATE mailroom.outbox SET updated_at = now()")
+    assert seen(a) == [
+        (m1, "sent", None, None, None, None),
+        (m2, "dead", "MessageRejected: no", None, None, None),
+        (m3, "cancelled", "cancelled by the application", None, None, None),
+        (m1, "delivered", "250 ok", None, None, "ann@example.com"),
+        (m1, "bounced", "smtp; 550 5.1.1 unknown", "Permanent", "General", "bob@example.com"),
+        (m1, "complained", "abuse", None, None, "ann@example.com"),
+    ]
+    assert seen(b) == [(m4, "sent", None, None, None, None),
+                       (m4, "delivered", "250 ok", None, None, "dee@example.com")]  # fmt: skip
+    # the owner (the role that ran the updates and inserted the events) enqueued nothing
+    assert seen(conn) == []
+    # resuming after a cursor gives what follows it, and nothing else
+    ids = [c.id for c in mailroom.changes(a, follow=False)]
+    assert ids == sorted(ids)
+    assert [c.id for c in mailroom.changes(a, ids[2], follow=False, batch=2)] == ids[3:]
+
+
+def test_another_application_cannot_read_write_or_move_what_is_not_its_own(
+    conn: psycopg.Connection[Any], apps: tuple[psycopg.Connection[Any], ...],
+    login_as: Callable[..., str],
+) -> None:  # fmt: skip
+    a, b = apps
+    mids = [mailroom.enqueue(a, "ann@example.com", subject="s", text="t") for _ in range(3)]
+    for mid in mids:
+        assert mailroom.cancel(a, mid)
+    own = mailroom.enqueue(b, "bob@example.com", subject="s", text="t")
+    assert mailroom.cancel(b, own)
+    a_ids = [c.id for c in mailroom.changes(a, follow=False)]
+    (b_id,) = [c.id for c in mailroom.changes(b, follow=False)]
+    assert b_id > max(a_ids[:2])
+    assert feed.ack(a, "django", a_ids[0]) == a_ids[0]
+    # B sees only its own, whatever the cursor and the size asked for
+    rows = b.execute("SELECT message_id FROM mailroom.changes_since(-1, 10000)").fetchall()
+    assert rows == [(own,)]
+    for statement in (
+        "SELECT * FROM mailroom.changes",
+        "SELECT * FROM mailroom.change_cursors",
+        # (refused for any name: A's would be refused the same way)
+        "INSERT INTO mailroom.changes (application, message_id, state) VALUES ('a', 1, 'sent')",
+        "UPDATE mailroom.changes SET application = session_user",
+        "DELETE FROM mailroom.changes",
+        "TRUNCATE mailroom.changes",
+        "UPDATE mailroom.change_cursors SET acked = 0",
+        "INSERT INTO mailroom.change_cursors (application, consumer, acked)"
+        " VALUES ('a', 'django', 0)",
+        "DELETE FROM mailroom.change_cursors",
+        "SELECT mailroom.prune_changes(604800, 10)",
+    ):
+        with pytest.raises(errors.InsufficientPrivilege):
+            b.execute(statement)  # type: ignore[arg-type]  # static text
+    # B's cursor of the same name is B's: A's does not move
+    assert feed.stored_cursor(b, "django") == 0
+    assert feed.ack(b, "django", b_id) == b_id
+    with pytest.raises(errors.InvalidParameterValue):  # past B's own last change
+        feed.ack(b, "django", b_id + 1)
+    assert feed.stored_cursor(a, "django") == a_ids[0]
+    # forward only, and never past one's own last change
+    assert feed.ack(a, "django", 0) == a_ids[0]
+    with pytest.raises(errors.InvalidParameterValue):
+        feed.ack(a, "django", b_id)
+    assert feed.ack(a, "django", a_ids[2]) == a_ids[2]
+    with pytest.raises(errors.InvalidParameterValue):
+        a.execute("SELECT * FROM mailroom.changes_since(0, 10001)")
+    # a role outside mailroom_app gets nothing, the daemon only its pruning
+    with psycopg.connect(login_as(None), autocommit=True) as stranger:
+        for statement in (
+            "SELECT * FROM mailroom.changes_since(0, 10)",
+            "SELECT mailroom.changes_ack('x', 0)",
+            "SELECT mailroom.changes_listen()",
+        ):
+            with pytest.raises(errors.InsufficientPrivilege):
+                stranger.execute(statement)  # type: ignore[arg-type]  # static text
+    with psycopg.connect(login_as("mailroom_daemon"), autocommit=True) as daemon:
+        with pytest.raises(errors.InsufficientPrivilege):
+            daemon.execute("SELECT * FROM mailroom.changes")
+        with pytest.raises(errors.InvalidParameterValue):  # the floor holds for its role
+            daemon.execute("SELECT mailroom.prune_changes(86400, 10)")
+    # the operator reads every application's (what each was told)
+    with psycopg.connect(login_as("mailroom_operator"), autocommit=True) as operator:
+        row = operator.execute("SELECT count(*) FROM mailroom.changes").fetchone()
+        assert row == (4,)
+
+
+def test_a_notification_wakes_and_carries_nothing(
+    conn: psycopg.Connection[Any], apps: tuple[psycopg.Connection[Any], ...]
+) -> None:
+    a, b = apps
+    channel = a.execute("SELECT mailroom.changes_listen()").fetchone()
+    assert channel is not None
+    b_channel = b.execute("SELECT mailroom.changes_listen()").fetchone()
+    assert b_channel is not None
+    assert channel != b_channel
+    # LISTEN needs no privilege: B can listen on A's channel, and learns only "something"
+    b.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel[0])))
+    mid = mailroom.enqueue(a, "ann@example.com", subject="secret subject", text="t")
+    assert mailroom.cancel(a, mid)
+    heard_a = list(a.notifies(timeout=5, stop_after=1))
+    heard_b = list(b.notifies(timeout=5, stop_after=1))
+    assert [(n.channel, n.payload) for n in heard_a] == [(channel[0], "")]
+    assert [(n.channel, n.payload) for n in heard_b] == [(channel[0], "")]
+    assert list(b.notifies(timeout=0.3)) == []  # nothing on B's own channel
+
+
+class Follower:
+    """mailroom.changes(...) in a thread, following, as an application runs it."""
+
+    def __init__(self, conn: Any, poll: float) -> None:
+        self.got: list[feed.Change] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=lambda: self.got.extend(
+                c for c in mailroom.changes(conn, poll=poll, stop=self.stop.is_set)
+            )
+        )
+        self.thread.start()
+
+
+def _connect(kind: str, dsn: str) -> Any:
+    if kind == "psycopg":
+        return psycopg.connect(dsn, autocommit=True)
+    if kind == "psycopg-in-transaction":
+        return psycopg.connect(dsn)
+    if kind == "psycopg2":
+        raw = psycopg2.connect(dsn)
+        raw.autocommit = True
+        return raw
+    options = {"isolation_level": "AUTOCOMMIT"} if kind == "sqlalchemy" else {}
+    engine = sqlalchemy.create_engine(
+        sqlalchemy_url(dsn, "psycopg2"), poolclass=sqlalchemy.NullPool
+    )
+    return engine.connect().execution_options(**options)
+
+
+# LISTEN where the driver can hear it (poll 30 s: a change that arrives at once was heard);
+# a connection in a transaction cannot hear, and polls (0.3 s)
+@pytest.mark.parametrize(
+    ("kind", "poll"),
+    [("psycopg", 30.0), ("psycopg2", 30.0), ("sqlalchemy", 30.0),
+     ("sqlalchemy-in-transaction", 0.3), ("psycopg-in-transaction", 0.3)],
+)  # fmt: skip
+def test_the_iterator_catches_up_then_hears_what_follows(
+    kind: str, poll: float, login_as: Callable[..., str]
+) -> None:
+    dsn = login_as("mailroom_app")
+    with psycopg.connect(dsn, autocommit=True) as writer:
+        first = mailroom.enqueue(writer, "ann@example.com", subject="s", text="t")
+        assert mailroom.cancel(writer, first)
+        conn = _connect(kind, dsn)
+        follower = Follower(conn, poll)
+        try:
+            wait_for(lambda: len(follower.got) == 1, timeout=10)
+            time.sleep(0.3)  # past the catch-up, waiting
+            second = mailroom.enqueue(writer, "bob@example.com", subject="s", text="t")
+            start = time.monotonic()
+            assert mailroom.cancel(writer, second)
+            wait_for(lambda: len(follower.got) == 2, timeout=5)
+            assert time.monotonic() - start < 3
+        finally:
+            follower.stop.set()
+            follower.thread.join(5)
+            alive = follower.thread.is_alive()
+            conn.close()
+        assert not alive  # stop() is asked while waiting
+    assert [(c.message_id, c.state) for c in follower.got] == [(first, "cancelled"),
+                                                               (second, "cancelled")]  # fmt: skip
+
+
+def test_the_async_iterator_catches_up_then_hears_what_follows(
+    login_as: Callable[..., str],
+) -> None:
+    dsn = login_as("mailroom_app")
+
+    async def run() -> list[tuple[int, str]]:
+        got: list[tuple[int, str]] = []
+        connect = psycopg.AsyncConnection.connect
+        async with (
+            await connect(dsn, autocommit=True) as aconn,
+            await connect(dsn, autocommit=True) as writer,
+        ):
+            mid = await mailroom.enqueue_async(writer, "ann@example.com", subject="s", text="t")
+            await mailroom.cancel_async(writer, mid)
+
+            async def later() -> None:
+                await asyncio.sleep(0.5)
+                mid = await mailroom.enqueue_async(writer, "b@example.com", subject="s", text="t")
+                await mailroom.cancel_async(writer, mid)
+
+            task = asyncio.create_task(later())
+            start = time.monotonic()
+            async for change in mailroom.changes_async(aconn, poll=30.0):
+                got.append((change.message_id, change.state))
+                if len(got) == 2:
+                    break
+            assert time.monotonic() - start < 5  # heard, not polled
+            await task
+            caught_up = [c async for c in mailroom.changes_async(aconn, follow=False)]
+            assert len(caught_up) == 2
+        return got
+
+    got = asyncio.run(run())
+    assert [state for _, state in got] == ["cancelled", "cancelled"]
+
+
+def test_bad_arguments_are_refused_before_any_query(conn: psycopg.Connection[Any]) -> None:
+    for kwargs in ({"cursor": -1}, {"batch": 0}, {"batch": 10001}, {"poll": 0}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            next(mailroom.changes(object(), **kwargs))
+    with pytest.raises(TypeError, match="cannot use"):
+        next(mailroom.changes(object()))
+
+
+def test_retention_prunes_old_changes_and_never_younger_than_a_week(
+    conn: psycopg.Connection[Any], apps: tuple[psycopg.Connection[Any], ...]
+) -> None:
+    from mailroom.daemon import retention  # noqa: PLC0415 -- the daemon's side
+
+    a, _ = apps
+    for _ in range(5):
+        assert mailroom.cancel(a, mailroom.enqueue(a, "ann@example.com", subject="s", text="t"))
+    ids = [c.id for c in mailroom.changes(a, follow=False)]
+    # three of them recorded 8 days ago; 6 days for the fourth
+    conn.execute("UPDATE mailroom.changes SET at = now() - interval '8 days' WHERE id <= %s",
+                 [ids[2]])  # fmt: skip
+    conn.execute("UPDATE mailroom.changes SET at = now() - interval '6 days' WHERE id = %s",
+                 [ids[3]])  # fmt: skip
+    with pytest.raises(errors.InvalidParameterValue, match="seven"):
+        conn.execute("SELECT mailroom.prune_changes(518400, 10)")  # six days: refused
+    config = dataclasses.replace(load(), retention_sent=0.0, retention_dead=0.0,
+                                 retention_events=0.0, retention_changes=7 * 86400.0,
+                                 retention_batch=2)  # fmt: skip
+
+    async def prune() -> list[dict[str, int]]:
+        async with await psycopg.AsyncConnection.connect(str(conn.info.dsn),
+                                                         autocommit=True) as aconn:  # fmt: skip
+            return [await retention.prune_once(aconn, config) for _ in range(3)]
+
+    passes = asyncio.run(prune())
+    assert [p["changes"] for p in passes] == [2, 1, 0]
+    assert [c.id for c in mailroom.changes(a, follow=False)] == ids[3:]
+    assert load().retention_changes == 30 * 86400
+    assert load(MAILROOM_RETENTION_CHANGES="0").retention_changes == 0
+    with pytest.raises(settings.ConfigError, match="MAILROOM_RETENTION_CHANGES: must be 0"):
+        load(MAILROOM_RETENTION_CHANGES="6d")
+
+
+def load(**env: str) -> settings.Config:
+    return settings.load({"MAILROOM_DATABASE_URL": "postgresql:///x", **env})
