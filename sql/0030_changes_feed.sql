@@ -63,6 +63,35 @@ RETURN 'mailroom_changes_' OPERATOR(pg_catalog.||) pg_catalog."left"(pg_catalog.
     pg_catalog.sha256(pg_catalog.convert_to(application, 'UTF8')), 'hex'), 32);
 
 -- ---------------------------------------------------------------- the writers
+-- An SES event may be stored before its message's outcome is recorded (the events reader
+-- and the daemon's record race; SES can answer the call and publish the event within
+-- milliseconds): an event finds its message through outbox.provider_message_id, which the
+-- record sets. So each side writes what the other cannot see: the events trigger, the
+-- events of messages whose provider id is set; the outbox trigger, when it sets a provider
+-- id, the events already stored for it. Two transactions doing both at once would each miss
+-- the other's uncommitted row; a transaction-scoped advisory lock (keys 1835365237, 30: a
+-- class of its own beside caps_lock's and events_lock's) orders them: the outbox trigger
+-- holds it shared (records never wait for each other), the events trigger exclusive, each
+-- before reading the other's table, so whichever comes second reads (a VOLATILE function
+-- takes a new snapshot per statement) what the first committed. Taken only by statements
+-- that set a provider id or store a delivery, bounce or complaint.
+
+-- What an SES event says as a change: deliveries, bounces and complaints (NULL for the
+-- other types). A bounce's subtype is stored as 'Permanent/General': its two halves; the
+-- reason is the SMTP diagnostic (a delivery's SMTP response), a complaint's feedback type.
+CREATE FUNCTION mailroom.event_as_change(event_type text, subtype text, detail text,
+    OUT state text, OUT reason text, OUT bounce_type text, OUT bounce_subtype text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN (CASE event_type WHEN 'Delivery' THEN 'delivered' WHEN 'Bounce' THEN 'bounced'
+                        WHEN 'Complaint' THEN 'complained' END,
+        CASE WHEN event_type OPERATOR(pg_catalog.=) 'Complaint' THEN NULLIF(subtype, '')
+             ELSE detail END,
+        CASE WHEN event_type OPERATOR(pg_catalog.=) 'Bounce'
+             THEN pg_catalog.split_part(subtype, '/', 1) END,
+        CASE WHEN event_type OPERATOR(pg_catalog.=) 'Bounce'
+             THEN NULLIF(pg_catalog.split_part(subtype, '/', 2), '') END);
+
 -- After every UPDATE statement on the outbox (the claim, the record, cancel, the operator's
 -- actions). Statement-level: one call per statement, however many rows; the claim's rows
 -- (status sending) are filtered out by the first condition. A status that does not change
@@ -73,6 +102,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    apps text[];
+    late text[];
     woken bigint;
 BEGIN
     WITH written AS (
@@ -87,9 +118,35 @@ BEGIN
         ORDER BY n.id
         RETURNING application
     )
-    SELECT pg_catalog.count(pg_catalog.pg_notify(mailroom.changes_channel(w.application), ''))
+    SELECT pg_catalog.array_agg(DISTINCT w.application) INTO apps FROM written AS w;
+    -- a provider id set by this statement: the events stored before it (see above)
+    IF EXISTS (SELECT FROM changes_new AS n
+               JOIN changes_old AS o ON o.id OPERATOR(pg_catalog.=) n.id
+               WHERE n.provider_message_id IS NOT NULL AND n.enqueued_by IS NOT NULL
+                 AND n.provider_message_id IS DISTINCT FROM o.provider_message_id) THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock_shared(1835365237, 30);
+        WITH written AS (
+            INSERT INTO mailroom.changes
+                (application, message_id, state, reason, bounce_type, bounce_subtype, recipient)
+            SELECT n.enqueued_by, n.id, c.state, c.reason, c.bounce_type, c.bounce_subtype,
+                   e.recipient
+            FROM changes_new AS n
+            JOIN changes_old AS o ON o.id OPERATOR(pg_catalog.=) n.id
+            JOIN mailroom.events AS e
+              ON e.provider_message_id OPERATOR(pg_catalog.=) n.provider_message_id
+            CROSS JOIN LATERAL mailroom.event_as_change(e.event_type, e.subtype, e.detail) AS c
+            WHERE n.enqueued_by IS NOT NULL
+              AND n.provider_message_id IS DISTINCT FROM o.provider_message_id
+              AND c.state IS NOT NULL
+            ORDER BY n.id, e.id
+            RETURNING application
+        )
+        SELECT pg_catalog.array_agg(DISTINCT w.application) INTO late FROM written AS w;
+        apps := pg_catalog.array_cat(apps, late);
+    END IF;
+    SELECT pg_catalog.count(pg_catalog.pg_notify(mailroom.changes_channel(a.name), ''))
     INTO woken
-    FROM (SELECT DISTINCT application FROM written) AS w;
+    FROM (SELECT DISTINCT u.name FROM pg_catalog.unnest(apps) AS u(name)) AS a;
     RETURN NULL;
 END
 $$;
@@ -99,9 +156,7 @@ CREATE TRIGGER outbox_changes AFTER UPDATE ON mailroom.outbox
     FOR EACH STATEMENT EXECUTE FUNCTION mailroom.changes_from_outbox();
 
 -- After every INSERT statement on the events (the events reader stores a batch in one):
--- deliveries, bounces and complaints of messages mailroom sent, per recipient. A bounce's
--- subtype is stored as 'Permanent/General': its two halves; the reason is the SMTP
--- diagnostic (a delivery's SMTP response), a complaint's the feedback type.
+-- the deliveries, bounces and complaints of messages mailroom sent, per recipient.
 CREATE FUNCTION mailroom.changes_from_events() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -110,25 +165,22 @@ AS $$
 DECLARE
     woken bigint;
 BEGIN
+    IF NOT EXISTS (SELECT FROM changes_events AS e
+                   WHERE e.event_type OPERATOR(pg_catalog.=) ANY (
+                             ARRAY['Delivery', 'Bounce', 'Complaint']::text[])) THEN
+        RETURN NULL;  -- Send, Open, Click, DeliveryDelay...: nothing to tell, no lock
+    END IF;
+    PERFORM pg_catalog.pg_advisory_xact_lock(1835365237, 30);
     WITH written AS (
         INSERT INTO mailroom.changes
             (application, message_id, state, reason, bounce_type, bounce_subtype, recipient)
-        SELECT o.enqueued_by, o.id,
-               CASE e.event_type WHEN 'Delivery' THEN 'delivered' WHEN 'Bounce' THEN 'bounced'
-                                 ELSE 'complained' END,
-               CASE WHEN e.event_type OPERATOR(pg_catalog.=) 'Complaint'
-                    THEN NULLIF(e.subtype, '') ELSE e.detail END,
-               CASE WHEN e.event_type OPERATOR(pg_catalog.=) 'Bounce'
-                    THEN pg_catalog.split_part(e.subtype, '/', 1) END,
-               CASE WHEN e.event_type OPERATOR(pg_catalog.=) 'Bounce'
-                    THEN NULLIF(pg_catalog.split_part(e.subtype, '/', 2), '') END,
+        SELECT o.enqueued_by, o.id, c.state, c.reason, c.bounce_type, c.bounce_subtype,
                e.recipient
         FROM changes_events AS e
         JOIN mailroom.outbox AS o
           ON o.provider_message_id OPERATOR(pg_catalog.=) e.provider_message_id
-        WHERE e.event_type OPERATOR(pg_catalog.=) ANY (
-                  ARRAY['Delivery', 'Bounce', 'Complaint']::text[])
-          AND o.enqueued_by IS NOT NULL
+        CROSS JOIN LATERAL mailroom.event_as_change(e.event_type, e.subtype, e.detail) AS c
+        WHERE c.state IS NOT NULL AND o.enqueued_by IS NOT NULL
         ORDER BY e.id
         RETURNING application
     )

@@ -107,6 +107,51 @@ def test_each_final_state_and_event_is_recorded_for_the_enqueuer_only(
     assert [c.id for c in mailroom.changes(a, ids[2], follow=False, batch=2)] == ids[3:]
 
 
+def bounced(conn: psycopg.Connection[Any], mid: int) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM mailroom.changes WHERE message_id = %s AND state = 'bounced'", [mid]
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize("first", ["event", "record"])
+def test_an_event_and_its_record_racing_give_one_change_whichever_commits_first(
+    first: str, conn: psycopg.Connection[Any], db: str,
+    apps: tuple[psycopg.Connection[Any], ...],
+) -> None:  # fmt: skip
+    """SES may publish an event before the daemon's record of the send commits: the event
+    cannot find its message yet. Each side, held open in its transaction while the other
+    runs, must not miss (nor double) the bounce."""
+    a, _ = apps
+    mid = mailroom.enqueue(a, "bob@example.com", subject="s", text="t")
+    conn.execute(
+        "UPDATE mailroom.outbox SET status = 'sending', locked_by = 'w',"
+        " locked_until = now() + interval '1 minute' WHERE id = %s",
+        [mid],
+    )
+    record = (
+        "UPDATE mailroom.outbox SET status = 'sent', provider_message_id = 'p-race',"
+        " sent_at = now(), locked_by = NULL, locked_until = NULL WHERE id = %s"
+    )
+    event = [f"k-{first}", "p-race", "bob@example.com", "Bounce", "Permanent/General", "550"]
+    with psycopg.connect(db) as held, psycopg.connect(db, autocommit=True) as other:
+        if first == "event":
+            held.execute(EVENT, event)
+            second = threading.Thread(target=lambda: other.execute(record, [mid]))
+        else:
+            held.execute(record, [mid])
+            second = threading.Thread(target=lambda: other.execute(EVENT, event))
+        second.start()
+        second.join(1.0)
+        assert second.is_alive()  # it waits for the first to commit
+        held.commit()
+        second.join(10)
+        assert not second.is_alive()
+    assert bounced(conn, mid) == 1
+    assert [c.state for c in mailroom.changes(a, follow=False)] == ["sent", "bounced"]
+
+
 def test_another_application_cannot_read_write_or_move_what_is_not_its_own(
     conn: psycopg.Connection[Any], apps: tuple[psycopg.Connection[Any], ...],
     login_as: Callable[..., str],
