@@ -17,6 +17,7 @@ import psycopg2
 import pytest
 import sqlalchemy
 from psycopg import errors, sql
+from psycopg.conninfo import conninfo_to_dict
 
 import mailroom
 from conftest import wait_for
@@ -26,7 +27,7 @@ from test_client import sqlalchemy_url
 
 EVENT = (
     "INSERT INTO mailroom.events (event_key, provider_message_id, recipient, event_type,"
-    " subtype, detail, occurred_at) VALUES (%s, %s, %s, %s, %s, %s, now())"
+    " subtype, detail, occurred_at) VALUES (%s, %s, %s, %s, %s, %s, pg_catalog.now())"
 )
 
 
@@ -34,11 +35,12 @@ def sent(owner: psycopg.Connection[Any], mid: int, provider_id: str) -> None:
     """The daemon's claim and its record of a success, as two statements."""
     owner.execute(
         "UPDATE mailroom.outbox SET status = 'sending', locked_by = 'w',"
-        " locked_until = now() + interval '1 minute' WHERE id = %s",
+        " locked_until = pg_catalog.now() + interval '1 minute' WHERE id = %s",
         [mid],
     )
     owner.execute(
-        "UPDATE mailroom.outbox SET status = 'sent', provider_message_id = %s, sent_at = now(),"
+        "UPDATE mailroom.outbox SET status = 'sent', provider_message_id = %s,"
+        " sent_at = pg_catalog.now(),"
         " locked_by = NULL, locked_until = NULL WHERE id = %s",
         [provider_id, mid],
     )
@@ -127,7 +129,7 @@ def test_an_event_and_its_record_racing_give_one_change_whichever_commits_first(
     mid = mailroom.enqueue(a, "bob@example.com", subject="s", text="t")
     conn.execute(
         "UPDATE mailroom.outbox SET status = 'sending', locked_by = 'w',"
-        " locked_until = now() + interval '1 minute' WHERE id = %s",
+        " locked_until = pg_catalog.now() + interval '1 minute' WHERE id = %s",
         [mid],
     )
     record = (
@@ -382,3 +384,79 @@ def test_retention_prunes_old_changes_and_never_younger_than_a_week(
 
 def load(**env: str) -> settings.Config:
     return settings.load({"MAILROOM_DATABASE_URL": "postgresql:///x", **env})
+
+
+# What the feed's SQL names, planted in public by a login that can only create there: an
+# exact-type operator or function in a schema searched first would win over pg_catalog's,
+# and a table named like mailroom's could stand in for it on an unqualified reference.
+PLANTS = """
+CREATE TABLE public.sightings (who text, via text);
+GRANT INSERT ON public.sightings TO PUBLIC;
+CREATE TABLE public.changes (id bigint, application text, message_id bigint, state text);
+CREATE TABLE public.events (id bigint, provider_message_id text, event_type text);
+CREATE TABLE public.outbox (id bigint, provider_message_id text, enqueued_by text);
+CREATE FUNCTION public.seen(via text) RETURNS boolean LANGUAGE plpgsql
+SET search_path = pg_catalog AS $$
+BEGIN INSERT INTO public.sightings VALUES (current_user, via); RETURN true; END $$;
+CREATE FUNCTION public.eq(a text, b text) RETURNS boolean LANGUAGE sql
+AS $$ SELECT public.seen('text = text') AND a OPERATOR(pg_catalog.=) b $$;
+CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.eq);
+CREATE FUNCTION public.ne(a text, b text) RETURNS boolean LANGUAGE sql
+AS $$ SELECT public.seen('text <> text') AND a OPERATOR(pg_catalog.<>) b $$;
+CREATE OPERATOR public.<> (LEFTARG = text, RIGHTARG = text, FUNCTION = public.ne);
+CREATE FUNCTION public.gt(a bigint, b bigint) RETURNS boolean LANGUAGE sql
+AS $$ SELECT public.seen('bigint > bigint') AND a OPERATOR(pg_catalog.>) b $$;
+CREATE OPERATOR public.> (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = public.gt);
+CREATE FUNCTION public.changes_channel(a text) RETURNS text LANGUAGE sql
+AS $$ SELECT 'x' WHERE public.seen('changes_channel') $$;
+CREATE FUNCTION public.pg_notify(a text, b text) RETURNS void LANGUAGE sql
+AS $$ SELECT public.seen('pg_notify') $$;
+CREATE FUNCTION public.sha256(b bytea) RETURNS bytea LANGUAGE sql
+AS $$ SELECT pg_catalog.sha256(b) WHERE public.seen('sha256') $$;
+CREATE FUNCTION public.split_part(a text, b text, c integer) RETURNS text LANGUAGE sql
+AS $$ SELECT 'x' WHERE public.seen('split_part') $$;
+CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql
+AS $$ SELECT pg_catalog.now() WHERE public.seen('now') $$;
+"""
+
+
+def test_objects_planted_in_public_never_bind_into_the_feed(
+    conn: psycopg.Connection[Any], db: str, login_as: Callable[..., str]
+) -> None:
+    attacker = login_as(None)
+    app_dsn = login_as("mailroom_app")
+    daemon_dsn = login_as("mailroom_daemon")
+    who = {name: conninfo_to_dict(dsn)["user"] for name, dsn in
+           (("attacker", attacker), ("app", app_dsn), ("daemon", daemon_dsn))}  # fmt: skip
+    conn.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(
+        sql.Identifier(who["attacker"])))  # fmt: skip
+    for name in ("app", "daemon"):  # the worst case: public first on their path
+        conn.execute(sql.SQL("ALTER ROLE {} SET search_path = public, pg_catalog").format(
+            sql.Identifier(who[name])))  # fmt: skip
+    with psycopg.connect(attacker, autocommit=True) as planting:
+        planting.execute(PLANTS)
+    try:
+        with (
+            psycopg.connect(app_dsn, autocommit=True) as app,
+            psycopg.connect(daemon_dsn, autocommit=True) as daemon,
+            psycopg.connect(db, autocommit=True) as owner,
+        ):
+            owner.execute("SET search_path = public, pg_catalog")
+            app.execute("SELECT mailroom.changes_listen()")
+            mids = [mailroom.enqueue(app, "bob@example.com", subject="s", text="t")
+                    for _ in range(2)]  # fmt: skip
+            assert mailroom.cancel(app, mids[0])
+            sent(owner, mids[1], "p-planted")
+            # the daemon's own statements: an event before and one after (both triggers)
+            daemon.execute(EVENT, ["k1", "p-planted", "bob@example.com", "Bounce",
+                                   "Permanent/General", "550"])  # fmt: skip
+            daemon.execute(EVENT, ["k2", "p-planted", "bob@example.com", "Delivery", "", "250"])
+            daemon.execute("SELECT mailroom.prune_changes(604800, 10)")
+            got = list(mailroom.changes(app, follow=False))
+            assert [c.state for c in got] == ["cancelled", "sent", "bounced", "delivered"]
+            assert feed.ack(app, "django", got[-1].id) == got[-1].id
+            assert feed.stored_cursor(app, "django") == got[-1].id
+            assert len(list(app.notifies(timeout=0.5))) >= 1  # pg_catalog's pg_notify ran
+        assert conn.execute("SELECT * FROM public.sightings").fetchall() == []
+    finally:  # the login_as fixture drops the role: its objects go first
+        conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(who["attacker"])))
