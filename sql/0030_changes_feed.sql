@@ -132,8 +132,14 @@ BEGIN
                    e.recipient
             FROM changes_new AS n
             JOIN changes_old AS o ON o.id OPERATOR(pg_catalog.=) n.id
-            JOIN mailroom.events AS e
-              ON e.provider_message_id OPERATOR(pg_catalog.=) n.provider_message_id
+            -- one index probe per message (OFFSET 0 keeps the planner, which knows nothing
+            -- of a transition table's size, from hashing the whole events table instead)
+            CROSS JOIN LATERAL (
+                SELECT x.id, x.recipient, x.event_type, x.subtype, x.detail
+                FROM mailroom.events AS x
+                WHERE x.provider_message_id OPERATOR(pg_catalog.=) n.provider_message_id
+                OFFSET 0
+            ) AS e
             CROSS JOIN LATERAL mailroom.event_as_change(e.event_type, e.subtype, e.detail) AS c
             WHERE n.enqueued_by IS NOT NULL
               AND n.provider_message_id IS DISTINCT FROM o.provider_message_id
@@ -177,9 +183,13 @@ BEGIN
         SELECT o.enqueued_by, o.id, c.state, c.reason, c.bounce_type, c.bounce_subtype,
                e.recipient
         FROM changes_events AS e
-        JOIN mailroom.outbox AS o
-          ON o.provider_message_id OPERATOR(pg_catalog.=) e.provider_message_id
         CROSS JOIN LATERAL mailroom.event_as_change(e.event_type, e.subtype, e.detail) AS c
+        -- one index probe per event (outbox_provider_message_id; OFFSET 0: see above)
+        CROSS JOIN LATERAL (
+            SELECT m.id, m.enqueued_by FROM mailroom.outbox AS m
+            WHERE m.provider_message_id OPERATOR(pg_catalog.=) e.provider_message_id
+            OFFSET 0
+        ) AS o
         WHERE c.state IS NOT NULL AND o.enqueued_by IS NOT NULL
         ORDER BY e.id
         RETURNING application
