@@ -1,7 +1,8 @@
 -- 0030: the application hears back (issue 23, item 5). A feed of what became of each
 -- application's own messages: sent, delivered, bounced, complained, dead, cancelled.
 --
--- 1. mailroom.changes: one row per change, its id the application's cursor. Written by two
+-- 1. mailroom.changes: one row per change; its seq, numbered per application in the order
+--    rows became visible, is the application's cursor (see the table). Written by two
 --    statement-level triggers with transition tables, in the transaction of the change
 --    itself (a change is in the feed if and only if it happened): the outbox's status
 --    moving to sent, dead or cancelled, and the SES events stored for a message mailroom
@@ -25,9 +26,17 @@
 --    a floor of seven days that holds against the daemon's own role, so an application
 --    down for a week loses nothing (MAILROOM_RETENTION_CHANGES, docs/applications.md).
 
+-- id is the order rows were written in, not the order they became visible: a transaction
+-- that took id 100 may commit after one that took 101, and a reader whose cursor passed 101
+-- would never see 100. So an application's cursor is seq, its own numbering, given to its
+-- rows when it first reads them (changes_since, one reader of an application at a time
+-- under its change_heads row): what is committed by then gets the next numbers, what
+-- commits later gets later ones, and no row ever gets a number below one already read.
+-- The daemon's triggers only insert (seq NULL); the numbering is the reader's work.
 CREATE TABLE mailroom.changes (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     application text NOT NULL,
+    seq bigint,
     message_id bigint NOT NULL,
     state text NOT NULL,
     reason text,
@@ -38,8 +47,16 @@ CREATE TABLE mailroom.changes (
     CONSTRAINT changes_state_known CHECK (state OPERATOR(pg_catalog.=) ANY (
         ARRAY['sent', 'delivered', 'bounced', 'complained', 'dead', 'cancelled']::text[]))
 );
--- changes_since() reads one application's rows in cursor order
-CREATE INDEX changes_by_application ON mailroom.changes (application, id);
+-- changes_since() numbers one application's new rows (seq IS NULL) and reads them in
+-- cursor order: one index for both
+CREATE INDEX changes_by_application ON mailroom.changes (application, seq);
+
+-- Each application's last number given (kept when its rows are pruned: numbers never
+-- start again).
+CREATE TABLE mailroom.change_heads (
+    application text PRIMARY KEY,
+    last bigint NOT NULL DEFAULT 0
+);
 
 CREATE TABLE mailroom.change_cursors (
     application text NOT NULL,
@@ -206,15 +223,22 @@ CREATE TRIGGER events_changes AFTER INSERT ON mailroom.events
     FOR EACH STATEMENT EXECUTE FUNCTION mailroom.changes_from_events();
 
 -- ---------------------------------------------------------------- the readers
--- The caller's changes after cursor, oldest first, at most max (1 to 10000). The caller is
--- session_user (inside this SECURITY DEFINER function current_user is the owner).
+-- The caller's changes after cursor, oldest first, at most max (1 to 10000); id is seq,
+-- the caller's own numbering (above). The caller is session_user (inside this SECURITY
+-- DEFINER function current_user is the owner). Numbers the caller's new rows first, in
+-- the order they were written, under the caller's change_heads row (a second reader of
+-- the same application waits for the first to commit: call it in autocommit mode).
 CREATE FUNCTION mailroom.changes_since(cursor bigint, max integer)
 RETURNS TABLE (id bigint, message_id bigint, state text, reason text, bounce_type text,
                bounce_subtype text, recipient text, at timestamptz)
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    caller text := session_user;
+    head bigint;
+    numbered bigint;
 BEGIN
     IF cursor IS NULL OR max IS NULL OR max OPERATOR(pg_catalog.<) 1
        OR max OPERATOR(pg_catalog.>) 10000 THEN
@@ -222,13 +246,38 @@ BEGIN
             ' got % and %', cursor, max
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    INSERT INTO mailroom.change_heads AS h (application) VALUES (caller)
+    ON CONFLICT (application) DO NOTHING;
+    SELECT h.last INTO head FROM mailroom.change_heads AS h
+    WHERE h.application OPERATOR(pg_catalog.=) caller
+    FOR UPDATE;
+    -- a new statement, a new snapshot: what a reader before us numbered is seen numbered
+    WITH fresh AS (
+        SELECT c.id FROM mailroom.changes AS c
+        WHERE c.application OPERATOR(pg_catalog.=) caller AND c.seq IS NULL
+        FOR UPDATE SKIP LOCKED  -- rows the retention is deleting
+    ),
+    ordered AS (
+        SELECT f.id, pg_catalog.row_number() OVER (ORDER BY f.id) AS n FROM fresh AS f
+    ),
+    done AS (
+        UPDATE mailroom.changes AS c SET seq = head OPERATOR(pg_catalog.+) o.n
+        FROM ordered AS o
+        WHERE c.id OPERATOR(pg_catalog.=) o.id
+        RETURNING 1
+    )
+    SELECT pg_catalog.count(*) INTO numbered FROM done;
+    IF numbered OPERATOR(pg_catalog.>) 0 THEN
+        UPDATE mailroom.change_heads AS h SET last = head OPERATOR(pg_catalog.+) numbered
+        WHERE h.application OPERATOR(pg_catalog.=) caller;
+    END IF;
     RETURN QUERY
-        SELECT c.id, c.message_id, c.state, c.reason, c.bounce_type, c.bounce_subtype,
+        SELECT c.seq, c.message_id, c.state, c.reason, c.bounce_type, c.bounce_subtype,
                c.recipient, c.at
         FROM mailroom.changes AS c
-        WHERE c.application OPERATOR(pg_catalog.=) session_user::text
-          AND c.id OPERATOR(pg_catalog.>) cursor
-        ORDER BY c.application, c.id
+        WHERE c.application OPERATOR(pg_catalog.=) caller
+          AND c.seq OPERATOR(pg_catalog.>) cursor
+        ORDER BY c.application, c.seq
         LIMIT max;
 END
 $$;
@@ -271,8 +320,8 @@ BEGIN
     IF upto OPERATOR(pg_catalog.<=) stored THEN
         RETURN stored;
     END IF;
-    SELECT pg_catalog.max(c.id) INTO newest FROM mailroom.changes AS c
-    WHERE c.application OPERATOR(pg_catalog.=) caller;
+    SELECT h.last INTO newest FROM mailroom.change_heads AS h
+    WHERE h.application OPERATOR(pg_catalog.=) caller;
     IF upto OPERATOR(pg_catalog.>) coalesce(newest, 0) THEN
         RAISE EXCEPTION 'mailroom.changes_ack: position % is past your last change (%)',
             upto, coalesce(newest, 0)
@@ -361,7 +410,8 @@ BEGIN
     END IF;
     IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'mailroom_operator') THEN
         -- what each application heard: read-only, like the events (the viewer follows)
-        GRANT SELECT ON mailroom.changes, mailroom.change_cursors TO mailroom_operator;
+        GRANT SELECT ON mailroom.changes, mailroom.change_cursors, mailroom.change_heads
+            TO mailroom_operator;
     END IF;
 END
 $$;

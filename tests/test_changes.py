@@ -154,6 +154,28 @@ def test_an_event_and_its_record_racing_give_one_change_whichever_commits_first(
     assert [c.state for c in mailroom.changes(a, follow=False)] == ["sent", "bounced"]
 
 
+def test_a_change_committed_after_a_later_one_was_read_is_not_skipped(
+    login_as: Callable[..., str],
+) -> None:
+    """Row ids are taken at insert, not at commit: the cursor is not the id (0030)."""
+    dsn = login_as("mailroom_app")
+    with (
+        psycopg.connect(dsn) as slow,
+        psycopg.connect(dsn, autocommit=True) as fast,
+        psycopg.connect(dsn, autocommit=True) as reader,
+    ):
+        first, second = (mailroom.enqueue(fast, "a@example.com", subject="s", text="t")
+                         for _ in range(2))  # fmt: skip
+        assert mailroom.cancel(slow, first)  # its change row is written first, not committed
+        assert mailroom.cancel(fast, second)
+        got = list(mailroom.changes(reader, follow=False))
+        assert [c.message_id for c in got] == [second]
+        slow.commit()
+        later = list(mailroom.changes(reader, got[-1].id, follow=False))
+        assert [c.message_id for c in later] == [first]
+        assert later[0].id > got[-1].id
+
+
 def test_another_application_cannot_read_write_or_move_what_is_not_its_own(
     conn: psycopg.Connection[Any], apps: tuple[psycopg.Connection[Any], ...],
     login_as: Callable[..., str],
@@ -166,7 +188,8 @@ def test_another_application_cannot_read_write_or_move_what_is_not_its_own(
     assert mailroom.cancel(b, own)
     a_ids = [c.id for c in mailroom.changes(a, follow=False)]
     (b_id,) = [c.id for c in mailroom.changes(b, follow=False)]
-    assert b_id > max(a_ids[:2])
+    assert a_ids == [1, 2, 3]  # each application's own numbering
+    assert b_id == 1
     assert feed.ack(a, "django", a_ids[0]) == a_ids[0]
     # B sees only its own, whatever the cursor and the size asked for
     rows = b.execute("SELECT message_id FROM mailroom.changes_since(-1, 10000)").fetchall()
@@ -196,7 +219,7 @@ def test_another_application_cannot_read_write_or_move_what_is_not_its_own(
     # forward only, and never past one's own last change
     assert feed.ack(a, "django", 0) == a_ids[0]
     with pytest.raises(errors.InvalidParameterValue):
-        feed.ack(a, "django", b_id)
+        feed.ack(a, "django", a_ids[2] + 1)
     assert feed.ack(a, "django", a_ids[2]) == a_ids[2]
     with pytest.raises(errors.InvalidParameterValue):
         a.execute("SELECT * FROM mailroom.changes_since(0, 10001)")
@@ -358,9 +381,9 @@ def test_retention_prunes_old_changes_and_never_younger_than_a_week(
         assert mailroom.cancel(a, mailroom.enqueue(a, "ann@example.com", subject="s", text="t"))
     ids = [c.id for c in mailroom.changes(a, follow=False)]
     # three of them recorded 8 days ago; 6 days for the fourth
-    conn.execute("UPDATE mailroom.changes SET at = now() - interval '8 days' WHERE id <= %s",
+    conn.execute("UPDATE mailroom.changes SET at = now() - interval '8 days' WHERE seq <= %s",
                  [ids[2]])  # fmt: skip
-    conn.execute("UPDATE mailroom.changes SET at = now() - interval '6 days' WHERE id = %s",
+    conn.execute("UPDATE mailroom.changes SET at = now() - interval '6 days' WHERE seq = %s",
                  [ids[3]])  # fmt: skip
     with pytest.raises(errors.InvalidParameterValue, match="seven"):
         conn.execute("SELECT mailroom.prune_changes(518400, 10)")  # six days: refused
