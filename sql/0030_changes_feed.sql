@@ -91,7 +91,8 @@ RETURN 'mailroom_changes_' OPERATOR(pg_catalog.||) pg_catalog."left"(pg_catalog.
 -- holds it shared (records never wait for each other), the events trigger exclusive, each
 -- before reading the other's table, so whichever comes second reads (a VOLATILE function
 -- takes a new snapshot per statement) what the first committed. Taken only by statements
--- that set a provider id or store a delivery, bounce or complaint.
+-- that set a provider id, and by an events statement with an event whose message it did
+-- not find at first (rare: SES publishes seconds after it answered).
 
 -- What an SES event says as a change: deliveries, bounces and complaints (NULL for the
 -- other types). A bounce's subtype is stored as 'Permanent/General': its two halves; the
@@ -179,41 +180,72 @@ CREATE TRIGGER outbox_changes AFTER UPDATE ON mailroom.outbox
     FOR EACH STATEMENT EXECUTE FUNCTION mailroom.changes_from_outbox();
 
 -- After every INSERT statement on the events (the events reader stores a batch in one):
--- the deliveries, bounces and complaints of messages mailroom sent, per recipient.
+-- the deliveries, bounces and complaints of messages mailroom sent, per recipient. The
+-- common case, every event's message found (its record committed long before), takes no
+-- lock. Only events whose message is not found yet (a record in flight, or mail mailroom
+-- did not send) take the lock, exclusive, and look again.
 CREATE FUNCTION mailroom.changes_from_events() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    apps text[];
+    late text[];
+    unmatched bigint[];
     woken bigint;
 BEGIN
-    IF NOT EXISTS (SELECT FROM changes_events AS e
-                   WHERE e.event_type OPERATOR(pg_catalog.=) ANY (
-                             ARRAY['Delivery', 'Bounce', 'Complaint']::text[])) THEN
-        RETURN NULL;  -- Send, Open, Click, DeliveryDelay...: nothing to tell, no lock
-    END IF;
-    PERFORM pg_catalog.pg_advisory_xact_lock(1835365237, 30);
-    WITH written AS (
-        INSERT INTO mailroom.changes
-            (application, message_id, state, reason, bounce_type, bounce_subtype, recipient)
-        SELECT o.enqueued_by, o.id, c.state, c.reason, c.bounce_type, c.bounce_subtype,
-               e.recipient
+    -- one statement, one snapshot: an event is either written here or left for later
+    WITH judged AS MATERIALIZED (
+        SELECT e.id, e.recipient, c.state, c.reason, c.bounce_type, c.bounce_subtype,
+               o.message_id, o.enqueued_by
         FROM changes_events AS e
         CROSS JOIN LATERAL mailroom.event_as_change(e.event_type, e.subtype, e.detail) AS c
         -- one index probe per event (outbox_provider_message_id; OFFSET 0: see above)
-        CROSS JOIN LATERAL (
-            SELECT m.id, m.enqueued_by FROM mailroom.outbox AS m
+        LEFT JOIN LATERAL (
+            SELECT m.id AS message_id, m.enqueued_by FROM mailroom.outbox AS m
             WHERE m.provider_message_id OPERATOR(pg_catalog.=) e.provider_message_id
             OFFSET 0
-        ) AS o
-        WHERE c.state IS NOT NULL AND o.enqueued_by IS NOT NULL
-        ORDER BY e.id
+        ) AS o ON true
+        WHERE c.state IS NOT NULL
+    ),
+    written AS (
+        INSERT INTO mailroom.changes
+            (application, message_id, state, reason, bounce_type, bounce_subtype, recipient)
+        SELECT j.enqueued_by, j.message_id, j.state, j.reason, j.bounce_type,
+               j.bounce_subtype, j.recipient
+        FROM judged AS j
+        WHERE j.enqueued_by IS NOT NULL
+        ORDER BY j.id
         RETURNING application
     )
-    SELECT pg_catalog.count(pg_catalog.pg_notify(mailroom.changes_channel(w.application), ''))
+    SELECT (SELECT pg_catalog.array_agg(DISTINCT w.application) FROM written AS w),
+           (SELECT pg_catalog.array_agg(j.id) FROM judged AS j WHERE j.message_id IS NULL)
+    INTO apps, unmatched;
+    IF unmatched IS NOT NULL THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock(1835365237, 30);
+        WITH written AS (
+            INSERT INTO mailroom.changes
+                (application, message_id, state, reason, bounce_type, bounce_subtype, recipient)
+            SELECT o.enqueued_by, o.id, c.state, c.reason, c.bounce_type, c.bounce_subtype,
+                   e.recipient
+            FROM changes_events AS e
+            CROSS JOIN LATERAL mailroom.event_as_change(e.event_type, e.subtype, e.detail) AS c
+            CROSS JOIN LATERAL (
+                SELECT m.id, m.enqueued_by FROM mailroom.outbox AS m
+                WHERE m.provider_message_id OPERATOR(pg_catalog.=) e.provider_message_id
+                OFFSET 0
+            ) AS o
+            WHERE e.id OPERATOR(pg_catalog.=) ANY (unmatched) AND o.enqueued_by IS NOT NULL
+            ORDER BY e.id
+            RETURNING application
+        )
+        SELECT pg_catalog.array_agg(DISTINCT w.application) INTO late FROM written AS w;
+        apps := pg_catalog.array_cat(apps, late);
+    END IF;
+    SELECT pg_catalog.count(pg_catalog.pg_notify(mailroom.changes_channel(a.name), ''))
     INTO woken
-    FROM (SELECT DISTINCT application FROM written) AS w;
+    FROM (SELECT DISTINCT u.name FROM pg_catalog.unnest(apps) AS u(name)) AS a;
     RETURN NULL;
 END
 $$;

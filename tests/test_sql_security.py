@@ -222,6 +222,10 @@ DEFINER_CALLS: dict[str, tuple[str, ...]] = {
         " subtype, detail, occurred_at) VALUES ('attack-1', 'pm-attack', 'a@example.com',"
         " 'Bounce', 'Permanent/General', 'smtp; 550', now()), ('attack-2', 'pm-attack',"
         " 'a@example.com', 'Complaint', 'abuse', NULL, now())",
+        # an event whose message is not found: the second look, under the lock
+        "INSERT INTO mailroom.events (event_key, provider_message_id, recipient, event_type,"
+        " subtype, detail, occurred_at) VALUES ('attack-3', 'pm-unknown', 'a@example.com',"
+        " 'Delivery', '', '250', now())",
     ),
     # 0027: pausing and resuming a queue (twice each: the insert, then the conflict path)
     "operator_pause_queue": (
