@@ -29,8 +29,8 @@
 -- id is the order rows were written in, not the order they became visible: a transaction
 -- that took id 100 may commit after one that took 101, and a reader whose cursor passed 101
 -- would never see 100. So an application's cursor is seq, its own numbering, given to its
--- rows when it first reads them (changes_since, one reader of an application at a time
--- under its change_heads row): what is committed by then gets the next numbers, what
+-- rows when it first reads them (changes_since, one reader of an application at a time):
+-- what is committed by then gets the next numbers, what
 -- commits later gets later ones, and no row ever gets a number below one already read.
 -- The daemon's triggers only insert (seq NULL); the numbering is the reader's work.
 CREATE TABLE mailroom.changes (
@@ -258,8 +258,10 @@ CREATE TRIGGER events_changes AFTER INSERT ON mailroom.events
 -- The caller's changes after cursor, oldest first, at most max (1 to 10000); id is seq,
 -- the caller's own numbering (above). The caller is session_user (inside this SECURITY
 -- DEFINER function current_user is the owner). Numbers the caller's new rows first, in
--- the order they were written, under the caller's change_heads row (a second reader of
--- the same application waits for the first to commit: call it in autocommit mode).
+-- the order they were written, one reader of an application at a time (when another
+-- reader of the same application is numbering, the rows already numbered are returned,
+-- and the new ones wait for a later read: read in autocommit mode, so that nobody holds
+-- the numbering long).
 CREATE FUNCTION mailroom.changes_since(cursor bigint, max integer)
 RETURNS TABLE (id bigint, message_id bigint, state text, reason text, bounce_type text,
                bounce_subtype text, recipient text, at timestamptz)
@@ -278,15 +280,25 @@ BEGIN
             ' got % and %', cursor, max
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO mailroom.change_heads AS h (application) VALUES (caller)
-    ON CONFLICT (application) DO NOTHING;
-    SELECT h.last INTO head FROM mailroom.change_heads AS h
-    WHERE h.application OPERATOR(pg_catalog.=) caller
-    FOR UPDATE;
+    -- One numbering reader per application at a time: a transaction-scoped advisory lock
+    -- (1835365238, the name's hash), tried, not waited for. A reader of the same
+    -- application holding it (numbering, or a read inside a transaction still open) makes
+    -- this read return what is numbered and committed; a later read numbers the rest.
+    -- Only the holder writes the head row, so nobody waits on it either.
+    head := NULL;
+    IF pg_catalog.pg_try_advisory_xact_lock(1835365238, pg_catalog.hashtext(caller)) THEN
+        SELECT h.last INTO head FROM mailroom.change_heads AS h
+        WHERE h.application OPERATOR(pg_catalog.=) caller;
+        IF NOT FOUND THEN
+            INSERT INTO mailroom.change_heads (application, last) VALUES (caller, 0);
+            head := 0;
+        END IF;
+    END IF;
     -- a new statement, a new snapshot: what a reader before us numbered is seen numbered
     WITH fresh AS (
         SELECT c.id FROM mailroom.changes AS c
-        WHERE c.application OPERATOR(pg_catalog.=) caller AND c.seq IS NULL
+        WHERE head IS NOT NULL
+          AND c.application OPERATOR(pg_catalog.=) caller AND c.seq IS NULL
         FOR UPDATE SKIP LOCKED  -- rows the retention is deleting
     ),
     ordered AS (

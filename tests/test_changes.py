@@ -176,6 +176,27 @@ def test_a_change_committed_after_a_later_one_was_read_is_not_skipped(
         assert later[0].id > got[-1].id
 
 
+def test_a_reader_left_in_a_transaction_holds_no_other_reader_up(
+    login_as: Callable[..., str],
+) -> None:
+    dsn = login_as("mailroom_app")
+    with (
+        psycopg.connect(dsn, autocommit=True) as writer,
+        psycopg.connect(dsn) as idle,  # reads, then never commits: holds the numbering
+        psycopg.connect(dsn, autocommit=True, options="-c lock_timeout=2s") as reader,
+    ):
+        first, second = (mailroom.enqueue(writer, "a@example.com", subject="s", text="t")
+                         for _ in range(2))  # fmt: skip
+        assert mailroom.cancel(writer, first)
+        assert [c.message_id for c in mailroom.changes(idle, follow=False)] == [first]
+        assert mailroom.cancel(writer, second)
+        # not waited for (lock_timeout would raise): what is numbered and committed, none
+        assert list(mailroom.changes(reader, follow=False)) == []
+        idle.commit()
+        got = list(mailroom.changes(reader, follow=False))
+        assert [(c.id, c.message_id) for c in got] == [(1, first), (2, second)]
+
+
 def test_another_application_cannot_read_write_or_move_what_is_not_its_own(
     conn: psycopg.Connection[Any], apps: tuple[psycopg.Connection[Any], ...],
     login_as: Callable[..., str],

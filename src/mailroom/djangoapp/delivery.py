@@ -92,21 +92,25 @@ def deliver(
 ) -> Outcome:
     """Run the feed for ``consumer`` on database ``using`` and fire the signals."""
     connection = connections[using]
-    outcome = Outcome(cursor=stored_cursor(connection, consumer))
+    outcome = Outcome()
+    loaded = False  # the stored cursor is read again after a lost connection
     failures = 0
     while not stop():
         try:
+            if not loaded:
+                outcome.cursor = stored_cursor(connection, consumer)
+                loaded = True
             failed = _run_once(connection, consumer, outcome, once=once, batch=batch,
                                poll=poll, stop=stop)  # fmt: skip
         except DatabaseError as exc:
             if once:
                 raise
             failures += 1
-            log.warning("mailroom_events: database error (%s), reconnecting in %.0f s",
-                        type(exc).__name__, retry_delay(failures))  # fmt: skip
+            log.warning("mailroom_events: database error (%s: %s), reconnecting in %.0f s",
+                        type(exc).__name__, str(exc)[:200], retry_delay(failures))  # fmt: skip
             connection.close()
+            loaded = False
             _pause(retry_delay(failures), stop)
-            outcome.cursor = stored_cursor(connection, consumer)
             continue
         if not failed or once:
             break

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings  # type: ignore[import-untyped]
 from django.core.management.base import BaseCommand, CommandError  # type: ignore[import-untyped]
-from django.db import DEFAULT_DB_ALIAS  # type: ignore[import-untyped]
+from django.db import DEFAULT_DB_ALIAS, DatabaseError  # type: ignore[import-untyped]
 
 from mailroom.djangoapp.delivery import deliver
 from mailroom.feed import BATCH, POLL
@@ -97,6 +97,8 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django has no type stubs
             outcome = deliver(using, options["consumer"], once=options["once"],
                               batch=options["batch"], poll=options["poll"],
                               stop=stopping.is_set)  # fmt: skip
+        except DatabaseError as exc:  # --once: the next run starts from the stored cursor
+            raise CommandError(f"the database failed: {exc}".strip(), returncode=1) from exc
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
