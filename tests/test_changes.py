@@ -10,6 +10,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -18,6 +19,7 @@ import pytest
 import sqlalchemy
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy.orm import Session
 
 import mailroom
 from conftest import wait_for
@@ -307,10 +309,12 @@ def _connect(kind: str, dsn: str) -> Any:
         raw = psycopg2.connect(dsn)
         raw.autocommit = True
         return raw
-    options = {"isolation_level": "AUTOCOMMIT"} if kind == "sqlalchemy" else {}
     engine = sqlalchemy.create_engine(
         sqlalchemy_url(dsn, "psycopg2"), poolclass=sqlalchemy.NullPool
     )
+    if kind == "sqlalchemy-session":
+        return Session(engine)
+    options = {"isolation_level": "AUTOCOMMIT"} if kind == "sqlalchemy" else {}
     return engine.connect().execution_options(**options)
 
 
@@ -319,7 +323,8 @@ def _connect(kind: str, dsn: str) -> Any:
 @pytest.mark.parametrize(
     ("kind", "poll"),
     [("psycopg", 30.0), ("psycopg2", 30.0), ("sqlalchemy", 30.0),
-     ("sqlalchemy-in-transaction", 0.3), ("psycopg-in-transaction", 0.3)],
+     ("sqlalchemy-in-transaction", 0.3), ("sqlalchemy-session", 0.3),
+     ("psycopg-in-transaction", 0.3)],
 )  # fmt: skip
 def test_the_iterator_catches_up_then_hears_what_follows(
     kind: str, poll: float, login_as: Callable[..., str]
@@ -382,6 +387,22 @@ def test_the_async_iterator_catches_up_then_hears_what_follows(
 
     got = asyncio.run(run())
     assert [state for _, state in got] == ["cancelled", "cancelled"]
+
+
+def test_rows_become_changes_by_column_name_and_the_next_step_is_decided() -> None:
+    at = datetime.now(UTC)
+    columns = ["id", "message_id", "state", "reason", "bounce_type", "bounce_subtype",
+               "recipient", "at", "added_later"]  # fmt: skip
+    (change,) = feed.to_changes((columns, [(7, 42, "bounced", "550", "Permanent", "General",
+                                            "a@example.com", at, "ignored")]))  # fmt: skip
+    assert change == feed.Change(7, 42, "bounced", "550", "Permanent", "General",
+                                 "a@example.com", at)  # fmt: skip
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        change.state = "sent"  # type: ignore[misc]  # what the test is about
+    assert feed.next_step(100, 100, follow=True, listening=True) == "read"  # a full batch
+    assert feed.next_step(3, 100, follow=False, listening=None) == "stop"
+    assert feed.next_step(3, 100, follow=True, listening=None) == "listen"
+    assert feed.next_step(0, 100, follow=True, listening=False) == "wait"
 
 
 def test_bad_arguments_are_refused_before_any_query(conn: psycopg.Connection[Any]) -> None:
