@@ -30,8 +30,8 @@
 -- that took id 100 may commit after one that took 101, and a reader whose cursor passed 101
 -- would never see 100. So an application's cursor is seq, its own numbering, given to its
 -- rows when it first reads them (changes_since, one reader of an application at a time):
--- what is committed by then gets the next numbers, what
--- commits later gets later ones, and no row ever gets a number below one already read.
+-- what is committed by then gets the next numbers, what commits later gets later ones, and
+-- no row ever gets a number below one already read.
 -- The daemon's triggers only insert (seq NULL); the numbering is the reader's work.
 CREATE TABLE mailroom.changes (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -307,6 +307,8 @@ BEGIN
         SELECT c.id FROM mailroom.changes AS c
         WHERE head IS NOT NULL
           AND c.application OPERATOR(pg_catalog.=) caller AND c.seq IS NULL
+        ORDER BY c.id
+        LIMIT 10000  -- a bounded statement after a long absence; the next read goes on
         FOR UPDATE SKIP LOCKED  -- rows the retention is deleting
     ),
     ordered AS (

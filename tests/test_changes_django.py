@@ -145,6 +145,37 @@ def test_following_hears_a_change_at_once_and_stops_cleanly_on_sigterm(
     assert result["outcome"]["fired"] == 1
 
 
+def test_following_survives_a_lost_connection(conn: psycopg.Connection[Any], login_as: Any) -> None:
+    app = login_as("mailroom_app")
+    role = psycopg.conninfo.conninfo_to_dict(app)["user"]
+    proc = subprocess.Popen(
+        [sys.executable, str(HEAR), "follow"], env=_env(app), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2.5)  # listening
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s",
+            [role],
+        ).fetchone()
+        assert killed == (1,)
+        with psycopg.connect(app, autocommit=True) as writer:
+            mid = mailroom.enqueue(writer, "ann@example.com", subject="s", text="t")
+            assert mailroom.cancel(writer, mid)
+        assert proc.stdout is not None
+        line = json.loads(proc.stdout.readline())  # after a reconnect (1 s) and a catch-up
+        assert (line["signal"], line["message_id"]) == ("email_cancelled", mid)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err
+    assert "database error" in err
+    assert json.loads(out.strip().splitlines()[-1])["outcome"]["fired"] == 1
+
+
 def test_the_command_documents_itself() -> None:
     env = _env("host=localhost user=x dbname=x")
     code = (

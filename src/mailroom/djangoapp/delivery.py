@@ -95,17 +95,21 @@ def deliver(
     outcome = Outcome()
     loaded = False  # the stored cursor is read again after a lost connection
     failures = 0
+    # Django wraps what its cursors raise; waiting for a NOTIFY uses the driver's own
+    # connection, whose errors are the driver's (psycopg or psycopg2, whichever it is)
+    lost = (DatabaseError, connection.Database.Error)
     while not stop():
+        before = outcome.fired
         try:
             if not loaded:
                 outcome.cursor = stored_cursor(connection, consumer)
                 loaded = True
             failed = _run_once(connection, consumer, outcome, once=once, batch=batch,
                                poll=poll, stop=stop)  # fmt: skip
-        except DatabaseError as exc:
+        except lost as exc:
             if once:
                 raise
-            failures += 1
+            failures = failures + 1 if outcome.fired == before else 1
             log.warning("mailroom_events: database error (%s: %s), reconnecting in %.0f s",
                         type(exc).__name__, str(exc)[:200], retry_delay(failures))  # fmt: skip
             connection.close()
@@ -114,6 +118,7 @@ def deliver(
             continue
         if not failed or once:
             break
-        failures += 1
+        # a change that fails again waits longer; one that moved on starts at 1 s again
+        failures = failures + 1 if outcome.fired == before else 1
         _pause(retry_delay(failures), stop)
     return outcome

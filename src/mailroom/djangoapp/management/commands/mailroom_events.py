@@ -11,7 +11,11 @@ from typing import Any
 
 from django.conf import settings  # type: ignore[import-untyped]
 from django.core.management.base import BaseCommand, CommandError  # type: ignore[import-untyped]
-from django.db import DEFAULT_DB_ALIAS, DatabaseError  # type: ignore[import-untyped]
+from django.db import (  # type: ignore[import-untyped]
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    connections,
+)
 
 from mailroom.djangoapp.delivery import deliver
 from mailroom.feed import BATCH, POLL
@@ -97,7 +101,7 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django has no type stubs
             outcome = deliver(using, options["consumer"], once=options["once"],
                               batch=options["batch"], poll=options["poll"],
                               stop=stopping.is_set)  # fmt: skip
-        except DatabaseError as exc:  # --once: the next run starts from the stored cursor
+        except (DatabaseError, connections[using].Database.Error) as exc:  # --once only
             raise CommandError(f"the database failed: {exc}".strip(), returncode=1) from exc
         finally:
             for signum, handler in previous.items():
