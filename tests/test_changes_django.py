@@ -53,10 +53,11 @@ def test_a_bounce_fires_the_bounced_signal_once_with_the_message_id_and_reason(
     events_env: dict[str, str], spawn: Any, login_as: Any,  # noqa: F811
 ) -> None:  # fmt: skip
     MailboxSimulator(standin, *queue)
+    standin.fail_address("rejected@", "message_rejected")
     daemon = spawn(**events_env)
     daemon.wait_listening()
     app = login_as("mailroom_app")
-    sent, _ = hear(app, "send", f"bounce@{SIMULATOR}")
+    sent, _ = hear(app, "send", f"bounce@{SIMULATOR}", "rejected@example.com")
     mid = sent["id"]
     assert isinstance(mid, int)
     assert sent["sent"] == 1
@@ -65,6 +66,8 @@ def test_a_bounce_fires_the_bounced_signal_once_with_the_message_id_and_reason(
     assert (sent["refused_sent"], sent["refused_id"]) == (0, None)
     bounced = "SELECT count(*) FROM mailroom.changes WHERE message_id = %s AND state = 'bounced'"
     wait_for(lambda: conn.execute(bounced, [mid]).fetchone() == (1,), timeout=30)
+    dead = "SELECT count(*) FROM mailroom.changes WHERE message_id = %s AND state = 'dead'"
+    wait_for(lambda: conn.execute(dead, [sent["rejected_id"]]).fetchone() == (1,), timeout=30)
 
     first, _ = hear(app, "once")
     assert first["code"] == 0
@@ -75,6 +78,10 @@ def test_a_bounce_fires_the_bounced_signal_once_with_the_message_id_and_reason(
     assert bounce["reason"] == "smtp; 550 5.1.1 user unknown"
     assert bounce["bounce_type"] == "Permanent"
     assert bounce["recipient"] == f"bounce@{SIMULATOR}"
+    # SES refused the other one: dead, with the reason the daemon recorded
+    (dead,) = [f for f in first["fired"] if f["message_id"] == sent["rejected_id"]]
+    assert dead["signal"] == "email_dead"
+    assert "MessageRejected" in dead["reason"]
     assert first["outcome"]["cursor"] == max(f["change"] for f in first["fired"])
     assert first["outcome"]["fired"] == len(first["fired"])
 

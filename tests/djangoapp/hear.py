@@ -1,7 +1,8 @@
 """The hearing-back scenarios of tests/test_changes_django.py, in a Django process of their
 own (Django's settings are per process):
 
-    python hear.py send           send a message that will bounce; print its mailroom_id
+    python hear.py send TO REJECTED   send a message that will bounce and one that SES
+                                      refuses; print their mailroom_id
     python hear.py once           manage.py mailroom_events --once --json, signals recorded
     python hear.py follow         manage.py mailroom_events (until SIGTERM), a line per signal
 
@@ -60,6 +61,9 @@ if scenario == "send":
     repeat.mailroom = {"idempotency_key": "hear:1"}
     repeat.send()
     out["keyed"] = [again.mailroom_id, repeat.mailroom_id]
+    rejected = mail.EmailMessage("Welcome", "Hello", to=[sys.argv[3]])
+    rejected.send()
+    out["rejected_id"] = rejected.mailroom_id
     refused = mail.EmailMessage("Bad", "x", to=["not an address"])
     out["refused_sent"] = refused.send(fail_silently=True)
     out["refused_id"] = refused.mailroom_id
