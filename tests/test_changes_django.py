@@ -183,6 +183,14 @@ def test_following_survives_a_lost_connection(conn: psycopg.Connection[Any], log
     assert json.loads(out.strip().splitlines()[-1])["outcome"]["fired"] == 1
 
 
+def test_once_without_a_database_says_so_in_one_line_and_exits_1() -> None:
+    result, stderr = hear("host=127.0.0.1 port=1 user=nobody dbname=nowhere", "once")
+    assert result["code"] == 1
+    assert result["error"].startswith("the database failed: ")
+    assert "\n" not in result["error"].strip()
+    assert "Traceback" not in stderr
+
+
 def test_the_command_documents_itself() -> None:
     env = _env("host=localhost user=x dbname=x")
     code = (

@@ -76,6 +76,6 @@ elif scenario in ("once", "follow"):
     except CommandError as exc:
         out["code"] = exc.returncode
         out["error"] = str(exc)
-    out["outcome"] = json.loads(buffer.getvalue())
+    out["outcome"] = json.loads(buffer.getvalue()) if buffer.getvalue() else None
     out["fired"] = fired
 print(json.dumps(out))

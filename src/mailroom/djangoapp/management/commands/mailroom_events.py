@@ -102,7 +102,8 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django has no type stubs
                               batch=options["batch"], poll=options["poll"],
                               stop=stopping.is_set)  # fmt: skip
         except (DatabaseError, connections[using].Database.Error) as exc:  # --once only
-            raise CommandError(f"the database failed: {exc}".strip(), returncode=1) from exc
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # one line
+            raise CommandError(f"the database failed: {first}", returncode=1) from exc
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
