@@ -199,6 +199,26 @@ def test_a_reader_left_in_a_transaction_holds_no_other_reader_up(
         assert [(c.id, c.message_id) for c in got] == [(1, first), (2, second)]
 
 
+def test_a_long_absence_is_numbered_in_bounded_steps_and_nothing_is_lost(
+    conn: psycopg.Connection[Any], login_as: Callable[..., str]
+) -> None:
+    dsn = login_as("mailroom_app")
+    role = conninfo_to_dict(dsn)["user"]
+    conn.execute(  # 10,005 changes recorded while the application was away
+        "INSERT INTO mailroom.changes (application, message_id, state)"
+        " SELECT %s, i, 'sent' FROM generate_series(1, 10005) AS i",
+        [role],
+    )
+    with psycopg.connect(dsn, autocommit=True) as app:
+        first = app.execute("SELECT id, message_id FROM mailroom.changes_since(0, 10000)")
+        rows = first.fetchall()
+        assert rows == [(i, i) for i in range(1, 10001)]  # one read numbers at most 10,000
+        numbered = conn.execute("SELECT count(seq) FROM mailroom.changes").fetchone()
+        assert numbered == (10000,)
+        rest = [c.message_id for c in mailroom.changes(app, 10000, follow=False)]
+        assert rest == list(range(10001, 10006))
+
+
 def test_another_application_cannot_read_write_or_move_what_is_not_its_own(
     conn: psycopg.Connection[Any], apps: tuple[psycopg.Connection[Any], ...],
     login_as: Callable[..., str],
