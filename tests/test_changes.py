@@ -432,6 +432,15 @@ def test_bad_arguments_are_refused_before_any_query(conn: psycopg.Connection[Any
     with pytest.raises(TypeError, match="cannot use"):
         next(mailroom.changes(object()))
 
+    async def wrong_kind() -> None:
+        async with await psycopg.AsyncConnection.connect(str(conn.info.dsn)) as aconn:
+            with pytest.raises(TypeError, match="changes_async"):
+                next(mailroom.changes(aconn))
+            with pytest.raises(TypeError, match="not a psycopg AsyncConnection"):
+                await anext(mailroom.changes_async(conn))
+
+    asyncio.run(wrong_kind())
+
 
 def test_retention_prunes_old_changes_and_never_younger_than_a_week(
     conn: psycopg.Connection[Any], apps: tuple[psycopg.Connection[Any], ...]

@@ -143,6 +143,8 @@ def changes(
     """The caller's changes after ``cursor``, then (``follow``) those to come, for ever or
     until ``stop()`` is true. ``conn``: any connection :mod:`mailroom.client` takes."""
     _check(cursor, batch, poll)
+    if kind_of(conn) == "psycopg-async":
+        raise TypeError("an async connection: use mailroom.changes_async")
     listening: bool | None = None
     driver: tuple[str, Any] | None = None
     while True:
