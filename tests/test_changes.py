@@ -25,6 +25,7 @@ import mailroom
 from conftest import wait_for
 from mailroom import feed
 from mailroom.config import settings
+from mailroom.outbox import query
 from test_client import sqlalchemy_url
 
 EVENT = (
@@ -458,6 +459,9 @@ def test_retention_prunes_old_changes_and_never_younger_than_a_week(
                  [ids[3]])  # fmt: skip
     with pytest.raises(errors.InvalidParameterValue, match="seven"):
         conn.execute("SELECT mailroom.prune_changes(518400, 10)")  # six days: refused
+    # the daemon's start-up check names it when its role cannot prune the feed
+    missing = a.execute(query("daemon_privileges")).fetchall()
+    assert ("EXECUTE on mailroom.prune_changes()",) in missing
     config = dataclasses.replace(load(), retention_sent=0.0, retention_dead=0.0,
                                  retention_events=0.0, retention_changes=7 * 86400.0,
                                  retention_batch=2)  # fmt: skip

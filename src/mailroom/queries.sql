@@ -534,6 +534,8 @@ FROM (VALUES
     ('INSERT on mailroom.events', has_table_privilege('mailroom.events', 'INSERT')),
     ('EXECUTE on mailroom.prune_events()', has_function_privilege(
         'mailroom.prune_events(double precision, integer)', 'EXECUTE')),
+    ('EXECUTE on mailroom.prune_changes()', has_function_privilege(
+        'mailroom.prune_changes(double precision, integer)', 'EXECUTE')),
     ('INSERT on mailroom.daemons', has_table_privilege('mailroom.daemons', 'INSERT')),
     ('UPDATE on mailroom.daemons', has_table_privilege('mailroom.daemons', 'UPDATE')),
     ('DELETE on mailroom.daemons', has_table_privilege('mailroom.daemons', 'DELETE')),
