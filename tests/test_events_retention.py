@@ -28,7 +28,10 @@ from test_deliverability import bounce, ingest, sent_message
 from test_events import fixture, sns
 from test_operations import _get, _samples
 
-BASE = configuration.load({"MAILROOM_DATABASE_URL": "postgresql:///unused"})
+# the changes feed's pruning (0030) is tests/test_changes.py's: off here
+BASE = dataclasses.replace(
+    configuration.load({"MAILROOM_DATABASE_URL": "postgresql:///unused"}), retention_changes=0.0
+)
 OFF = dataclasses.replace(BASE, retention_sent=0.0, retention_dead=0.0)  # events only
 
 

@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
         "templates",
     },
     {"health", "tokens", "outbox", "migrate"},
-    {"client", "lifecycle", "django", "__init__"},
+    {"client", "lifecycle", "django", "feed", "djangoapp", "__init__"},
     {"transports", "events"},
     {"daemon"},
     {"operator"},

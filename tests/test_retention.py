@@ -20,7 +20,10 @@ from mailroom.embedded import free_port
 from mailroom.outbox import Outbox
 from test_operations import _get, _samples
 
-BASE = configuration.load({"MAILROOM_DATABASE_URL": "postgresql:///unused"})
+# the changes feed's pruning (0030) is tests/test_changes.py's: off here
+BASE = dataclasses.replace(
+    configuration.load({"MAILROOM_DATABASE_URL": "postgresql:///unused"}), retention_changes=0.0
+)
 
 
 def seed(conn: psycopg.Connection[Any], *, old_sent: int = 5, old_dead: int = 3) -> None:

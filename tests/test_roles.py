@@ -51,6 +51,10 @@ def test_public_gets_nothing(conn: psycopg.Connection[Any], login_as: Any) -> No
             "SELECT * FROM mailroom.message_status(1)",
             "SELECT mailroom.cancel(1)",
             "SELECT mailroom.prune_events(86400, 10)",
+            "SELECT * FROM mailroom.changes_since(0, 10)",
+            "SELECT mailroom.changes_ack('x', 0)",
+            "SELECT mailroom.prune_changes(604800, 10)",
+            "SELECT count(*) FROM mailroom.changes",
             "SELECT count(*) FROM mailroom.outbox",
         ):
             with pytest.raises(errors.InsufficientPrivilege):
@@ -86,6 +90,14 @@ def test_public_gets_nothing(conn: psycopg.Connection[Any], login_as: Any) -> No
         "outbox_recipients_remove",
         "outbox_recipients_change",
         "outbox_recipients_truncate",
+        # 0030: the changes feed, each application's own (session_user), and the triggers
+        # that write it for the roles that may not
+        "changes_since",
+        "changes_cursor",
+        "changes_ack",
+        "prune_changes",
+        "changes_from_outbox",
+        "changes_from_events",
     }
     for _, config in definers:
         assert "search_path=pg_catalog, pg_temp" in config

@@ -110,7 +110,8 @@ def test_every_old_message_is_found_after_the_upgrade(
         capsys.readouterr()
         assert cli.main(["--dsn", at_0028, "migrate"]) == 0
         out = capsys.readouterr()
-        assert out.out.strip() == "schema up to date"
+        later = [f"applied {m.version:04d}_{m.name}" for m in migrate.available() if m.version > 29]
+        assert out.out.strip() == ("\n".join(later) or "schema up to date")  # only those after 0029
         assert "recipient search: 1 batch(es) filled in, every message searchable" in out.err
 
         alice = {old[0], old[1], old[2], old[3], new}

@@ -211,6 +211,38 @@ DEFINER_CALLS: dict[str, tuple[str, ...]] = {
         "UPDATE mailroom.outbox SET to_addresses = ARRAY['x@example.com']",
     ),
     "outbox_recipients_truncate": ("TRUNCATE mailroom.outbox",),
+    # 0030: the changes feed. The application reads and acknowledges its own; the daemon
+    # prunes; the triggers run as the owner, fired by cancel() (the application), by the
+    # daemon's record of an outcome and by its insert of an event (rows of the daemon's
+    # test: a message sent as 'pm-attack')
+    "changes_since": ("SELECT * FROM mailroom.changes_since(0, 100)",),
+    "changes_cursor": ("SELECT mailroom.changes_cursor('django')",),
+    "changes_ack": (
+        "SELECT mailroom.changes_ack('django', 0)",
+        "SELECT mailroom.changes_ack('django', (SELECT max(id) FROM"
+        " mailroom.changes_since(0, 100)))",
+        "SELECT mailroom.changes_ack('django', 1000000)",  # refused, after its checks ran
+    ),
+    "prune_changes": (
+        "SELECT mailroom.prune_changes(604800, 10)",
+        "SELECT mailroom.prune_changes(0, 10)",  # refused, after its checks ran
+    ),
+    "changes_from_outbox": (
+        "SELECT mailroom.cancel(mailroom.enqueue(ARRAY['ann@example.com'],"
+        " subject => 's', body_text => 'b'))",
+        "UPDATE mailroom.outbox SET status = 'dead', last_error = 'x'"
+        " WHERE provider_message_id = 'pm-attack-dead'",
+    ),
+    "changes_from_events": (
+        "INSERT INTO mailroom.events (event_key, provider_message_id, recipient, event_type,"
+        " subtype, detail, occurred_at) VALUES ('attack-1', 'pm-attack', 'a@example.com',"
+        " 'Bounce', 'Permanent/General', 'smtp; 550', now()), ('attack-2', 'pm-attack',"
+        " 'a@example.com', 'Complaint', 'abuse', NULL, now())",
+        # an event whose message is not found: the second look, under the lock
+        "INSERT INTO mailroom.events (event_key, provider_message_id, recipient, event_type,"
+        " subtype, detail, occurred_at) VALUES ('attack-3', 'pm-unknown', 'a@example.com',"
+        " 'Delivery', '', '250', now())",
+    ),
     # 0027: pausing and resuming a queue (twice each: the insert, then the conflict path)
     "operator_pause_queue": (
         "SELECT mailroom.operator_pause_queue('bulk', 'why', 'mallory', 'cli', gen_random_uuid())",
@@ -329,9 +361,19 @@ def test_the_daemon_role_gets_nothing_from_the_owner_either(
     from conftest import wait_for  # noqa: PLC0415
 
     migrate.migrate(conn, channel="token_insert", modules=("lifecycle",))
+    # messages of an application for the feed's triggers to record (0030)
+    conn.execute(
+        "INSERT INTO mailroom.outbox (to_addresses, subject, body_text, status,"
+        " provider_message_id, sent_at, enqueued_by) VALUES"
+        " (ARRAY['a@example.com'], 's', 't', 'sent', 'pm-attack', now(), 'shop'),"
+        " (ARRAY['a@example.com'], 's', 't', 'pending', 'pm-attack-dead', NULL, 'shop')"
+    )
     daemon_dsn = login_as("mailroom_daemon")
     rows = _attack(daemon_dsn)
     assert [row for row in rows if row[0] == owner] == []
+    # the triggers did run for real despite the traps
+    states = conn.execute("SELECT state FROM mailroom.changes ORDER BY id").fetchall()
+    assert states == [("dead",), ("bounced",), ("complained",)]
     # its session's temporary objects go when its backend exits: wait for that, or dropping
     # the login role at teardown can race with it
     user = psycopg.conninfo.conninfo_to_dict(daemon_dsn)["user"]

@@ -8,7 +8,9 @@ Enqueue in the same transaction as your business change::
 
 Commit and the email will be sent; roll back and it never existed. ``conn`` may be a psycopg
 3, psycopg2, SQLAlchemy or Django connection (see docs/applications.md). An idempotency key
-reused for another message raises :class:`IdempotencyConflict`.
+reused for another message raises :class:`IdempotencyConflict`. What became of your
+messages (sent, delivered, bounced, ...): ``for change in mailroom.changes(conn, cursor)``
+(:mod:`mailroom.feed`).
 """
 
 from mailroom.client import (
@@ -20,11 +22,15 @@ from mailroom.client import (
     status_async,
 )
 from mailroom.errors import IdempotencyConflict
+from mailroom.feed import Change, changes, changes_async
 
 __all__ = [
+    "Change",
     "IdempotencyConflict",
     "cancel",
     "cancel_async",
+    "changes",
+    "changes_async",
     "enqueue",
     "enqueue_async",
     "status",

@@ -98,7 +98,8 @@ def enqueue_params(
     }
 
 
-def _kind(conn: object) -> str:
+def kind_of(conn: object) -> str:
+    """Which of the supported connection types ``conn`` is (mailroom.feed shares this)."""
     module = type(conn).__module__
     if module.startswith("sqlalchemy"):
         if hasattr(conn, "exec_driver_sql"):
@@ -118,9 +119,10 @@ def _kind(conn: object) -> str:
     )
 
 
-def _run(conn: object, name: str, params: Mapping[str, Any]) -> Rows:
+def run_query(conn: object, name: str, params: Mapping[str, Any]) -> Rows:
+    """Run the named query on any supported connection: (column names, rows)."""
     text = QUERIES[name]
-    kind = _kind(conn)
+    kind = kind_of(conn)
     if kind == "sqlalchemy-session":
         conn = conn.connection()  # type: ignore[attr-defined]  # the session's transaction
         kind = "sqlalchemy"
@@ -138,8 +140,9 @@ def _run(conn: object, name: str, params: Mapping[str, Any]) -> Rows:
         cursor.close()
 
 
-async def _run_async(conn: object, name: str, params: Mapping[str, Any]) -> Rows:
-    if _kind(conn) != "psycopg-async":
+async def run_query_async(conn: object, name: str, params: Mapping[str, Any]) -> Rows:
+    """:func:`run_query` for a psycopg ``AsyncConnection``."""
+    if kind_of(conn) != "psycopg-async":
         raise TypeError("not a psycopg AsyncConnection: use enqueue / status / cancel")
     text = QUERIES[name]
     async with conn.cursor() as cursor:  # type: ignore[attr-defined]
@@ -168,7 +171,7 @@ def enqueue(conn: Any, to: str | tuple[str, str] | Iterable[Any], **fields: Any)
     """
     params = enqueue_params(to, **fields)
     try:
-        return _id(_run(conn, "enqueue", params))
+        return _id(run_query(conn, "enqueue", params))
     except Exception as exc:
         conflict = conflict_of(exc, params["idempotency_key"])
         if conflict is None:
@@ -180,7 +183,7 @@ async def enqueue_async(conn: Any, to: str | tuple[str, str] | Iterable[Any], **
     """:func:`enqueue` for a psycopg ``AsyncConnection``."""
     params = enqueue_params(to, **fields)
     try:
-        return _id(await _run_async(conn, "enqueue", params))
+        return _id(await run_query_async(conn, "enqueue", params))
     except Exception as exc:
         conflict = conflict_of(exc, params["idempotency_key"])
         if conflict is None:
@@ -192,18 +195,18 @@ def status(conn: Any, message_id: int) -> dict[str, Any] | None:
     """What ``mailroom.message_status(id)`` says of one of the caller's own messages, by
     column name (``status``, ``attempts``, ``created_at``, ``sent_at``, ...); None for a
     message that does not exist or that another login role enqueued."""
-    return _status(_run(conn, "app_status", {"id": message_id}))
+    return _status(run_query(conn, "app_status", {"id": message_id}))
 
 
 async def status_async(conn: Any, message_id: int) -> dict[str, Any] | None:
-    return _status(await _run_async(conn, "app_status", {"id": message_id}))
+    return _status(await run_query_async(conn, "app_status", {"id": message_id}))
 
 
 def cancel(conn: Any, message_id: int) -> bool:
     """Cancel one of the caller's own messages that is not being sent yet (pending or
     retrying); True if it was. In the caller's transaction: a rollback undoes it."""
-    return bool(_run(conn, "app_cancel", {"id": message_id})[1][0][0])
+    return bool(run_query(conn, "app_cancel", {"id": message_id})[1][0][0])
 
 
 async def cancel_async(conn: Any, message_id: int) -> bool:
-    return bool((await _run_async(conn, "app_cancel", {"id": message_id}))[1][0][0])
+    return bool((await run_query_async(conn, "app_cancel", {"id": message_id}))[1][0][0])

@@ -22,6 +22,11 @@ Per-message options: a ``mailroom`` dict on the message, e.g.
 "queue": "user_action_queue", "config_set": "...", "max_attempts": 3}``, and for an SES
 stored template ``{"template": "welcome", "data": {...}}`` (the subject and bodies are then
 not sent).
+
+After ``send()`` each message has ``message.mailroom_id``: its outbox id (an idempotency
+key already used for the same message gives the first one's), or None when it was not
+enqueued (refused under ``fail_silently``, or no recipients). What became of it arrives
+through the signals of ``mailroom.djangoapp``.
 """
 
 from __future__ import annotations
@@ -151,11 +156,14 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django has no typ
         count = 0
         connection = connections[self.using]
         for message in email_messages or ():
+            # the outbox id, for mailroom.status/cancel and to match the signals of
+            # mailroom.djangoapp; None when the message was not enqueued
+            message.mailroom_id = None
             if not message.recipients():
                 continue
             try:
                 with transaction.atomic(using=self.using):
-                    enqueue(connection, **fields(message))
+                    message.mailroom_id = enqueue(connection, **fields(message))
             except Exception:
                 if not self.fail_silently:
                     raise

@@ -118,6 +118,11 @@ PRUNED_EVENTS = Counter(
     "mailroom_pruned_events", "SES events deleted by retention (MAILROOM_RETENTION_EVENTS).",
     registry=REGISTRY,
 )  # fmt: skip
+PRUNED_CHANGES = Counter(
+    "mailroom_pruned_changes",
+    "Rows of the applications' changes feed deleted by retention (MAILROOM_RETENTION_CHANGES).",
+    registry=REGISTRY,
+)
 
 # -- account health and per-recipient caps (issue 13) --------------------------------------
 CAPPED = Counter(

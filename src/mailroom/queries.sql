@@ -564,6 +564,8 @@ FROM (VALUES
     ('INSERT on mailroom.events', has_table_privilege('mailroom.events', 'INSERT')),
     ('EXECUTE on mailroom.prune_events()', has_function_privilege(
         'mailroom.prune_events(double precision, integer)', 'EXECUTE')),
+    ('EXECUTE on mailroom.prune_changes()', has_function_privilege(
+        'mailroom.prune_changes(double precision, integer)', 'EXECUTE')),
     ('INSERT on mailroom.daemons', has_table_privilege('mailroom.daemons', 'INSERT')),
     ('UPDATE on mailroom.daemons', has_table_privilege('mailroom.daemons', 'UPDATE')),
     ('DELETE on mailroom.daemons', has_table_privilege('mailroom.daemons', 'DELETE')),
@@ -1355,3 +1357,24 @@ LIMIT %(limit)s
 SELECT unsuppressed, was
 FROM mailroom.operator_unsuppress(%(addresses)s::text[], %(operator)s::text, %(via)s::text,
     %(action_id)s::uuid, %(audit_reason)s::text)
+
+-- ------------------------------------------------ the changes feed (issue 23; migration 0030)
+-- mailroom/feed.py runs these on the application's connection, whatever its search_path:
+-- every name is qualified (the functions decide the caller from session_user).
+
+-- name: changes_since
+SELECT * FROM mailroom.changes_since(%(cursor)s::bigint, %(max)s::integer)
+
+-- name: changes_listen
+SELECT mailroom.changes_listen()
+
+-- name: changes_cursor
+SELECT mailroom.changes_cursor(%(consumer)s::pg_catalog.text)
+
+-- name: changes_ack
+SELECT mailroom.changes_ack(%(consumer)s::pg_catalog.text, %(upto)s::bigint)
+
+-- name: prune_changes
+-- The daemon's retention of the changes feed (daemon/retention.py): the oldest first, never
+-- younger than seven days (the function's floor).
+SELECT mailroom.prune_changes(%(keep_seconds)s::float8, %(limit)s::int)

@@ -11,7 +11,7 @@ _db = dict(part.split("=", 1) for part in shlex.split(os.environ["DJANGOAPP_DSN"
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver"]
-INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes"]
+INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes", "mailroom.djangoapp"]
 ROOT_URLCONF = "djangoapp.urls"
 MIDDLEWARE: list[str] = []
 USE_TZ = True

@@ -102,6 +102,8 @@ class Config:
     suppress_transient_count: int = 3
     suppress_transient_window: float = 7 * 86400.0  # seconds
     retention_events: float = 30 * 86400.0  # seconds; 0 keeps SES events for ever
+    # the changes feed (sql/0030): at least 7 days, however long an application is down
+    retention_changes: float = 30 * 86400.0  # seconds; 0 keeps changes for ever
     # true: every SQS message must be a validly signed SNS envelope (mailroom.events.sns_certs)
     events_require_signature: bool = False
     # the SNS topics whose signed messages are read; empty: any topic (SNS signs them all)

@@ -196,6 +196,20 @@ def events_period(text: str) -> float:
     return seconds
 
 
+CHANGES_FLOOR = 7 * 86400.0  # mailroom.prune_changes refuses younger changes (sql/0030)
+
+
+def changes_period(text: str) -> float:
+    seconds = period(text)
+    if 0 < seconds < CHANGES_FLOOR:
+        # an application down for a week must find its changes when it comes back
+        raise ValueError(
+            "must be 0 (keep for ever) or at least seven days, so that an application down"
+            " for a week loses no change: 604800000, 7d, 30d"
+        )
+    return seconds
+
+
 def source(text: str) -> str:
     # lazy: only this setting needs it, and config is imported by every command
     from mailroom.addresses import is_valid, ses_address  # noqa: PLC0415

@@ -312,6 +312,13 @@ SETTINGS: tuple[Setting, ...] = (
         "ever; at least 7d and the transient-bounce window).",
     ),
     Setting(
+        "MAILROOM_RETENTION_CHANGES",
+        "retention_changes",
+        values.changes_period,
+        "Keep the applications' changes feed this long, milliseconds or 30d-style (0: for "
+        "ever; at least 7d, so that an application down for a week loses nothing).",
+    ),
+    Setting(
         "MAILROOM_EVENTS_REQUIRE_SIGNATURE",
         "events_require_signature",
         values.boolean,

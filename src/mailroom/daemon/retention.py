@@ -1,13 +1,14 @@
-"""Retention: the daemon deletes old sent and dead messages (their attempts cascade) and
-old SES events, a small batch at a time and at a low rate, so that the outbox and the
-events stay small without pg_cron.
+"""Retention: the daemon deletes old sent and dead messages (their attempts cascade), old
+SES events and old rows of the applications' changes feed, a small batch at a time and at
+a low rate, so that the outbox, the events and the feed stay small without pg_cron.
 
 Each daemon prunes its own queue. While there is backlog it deletes one batch per status
 every ``BATCH_PAUSE`` seconds; when a pass deletes less than a full batch it sleeps
 ``IDLE_INTERVAL``. Batches take their rows ``FOR UPDATE SKIP LOCKED`` in index order
 (``outbox_sent_at``, ``outbox_dead``), so replicas pruning at once neither block each other
 nor anything else. Events are not per queue: every daemon prunes them, through
-``mailroom.prune_events`` (oldest first by ``events_occurred_at``, SKIP LOCKED as well).
+``mailroom.prune_events`` (oldest first by ``events_occurred_at``, SKIP LOCKED as well),
+and the changes feed, through ``mailroom.prune_changes`` (never younger than seven days).
 See docs/cli.md, "Retention".
 """
 
@@ -73,9 +74,28 @@ async def prune_events_batch(
     return pruned
 
 
+def changes_period(config: Config) -> float:
+    """Seconds to keep the changes feed; 0: it is not pruned."""
+    return config.retention_changes if config.retention_enabled else 0.0
+
+
+async def prune_changes_batch(
+    conn: psycopg.AsyncConnection[Any], *, keep_seconds: float, limit: int
+) -> int:
+    """Delete up to ``limit`` of the oldest changes recorded longer ago than
+    ``keep_seconds``."""
+    params = {"keep_seconds": keep_seconds, "limit": limit}
+    cur = await conn.execute(query("prune_changes"), params)
+    row = await cur.fetchone()
+    pruned = int(row[0]) if row else 0
+    if pruned:
+        metrics.PRUNED_CHANGES.inc(pruned)
+    return pruned
+
+
 async def prune_once(conn: psycopg.AsyncConnection[Any], config: Config) -> dict[str, int]:
-    """One batch for each pruned status (and "events"); the count deleted of each ({}
-    when disabled)."""
+    """One batch for each pruned status (and "events", "changes"); the count deleted of
+    each ({} when disabled)."""
     pruned = {
         status: await prune_batch(
             conn,
@@ -90,6 +110,10 @@ async def prune_once(conn: psycopg.AsyncConnection[Any], config: Config) -> dict
         pruned["events"] = await prune_events_batch(
             conn, keep_seconds=events_period(config), limit=config.retention_batch
         )
+    if changes_period(config):
+        pruned["changes"] = await prune_changes_batch(
+            conn, keep_seconds=changes_period(config), limit=config.retention_batch
+        )
     return pruned
 
 
@@ -101,7 +125,7 @@ async def run(
     idle: float = IDLE_INTERVAL,
 ) -> None:
     """The daemon's background task: prune for ever (returns at once when disabled)."""
-    if not periods(config) and not events_period(config):
+    if not periods(config) and not events_period(config) and not changes_period(config):
         log.info("retention_disabled")
         return
     totals: dict[str, int] = {}
