@@ -79,6 +79,19 @@ SET search_path = pg_catalog, pg_temp
 RETURN 'mailroom_changes_' OPERATOR(pg_catalog.||) pg_catalog."left"(pg_catalog.encode(
     pg_catalog.sha256(pg_catalog.convert_to(application, 'UTF8')), 'hex'), 32);
 
+-- Wakes each application in ``apps`` (an empty NOTIFY on its channel), once each. Skipped
+-- when the NOTIFY queue is half full (a session that LISTENs and never reads holds its
+-- tail), because a full queue fails the commit, here the daemon's record; readers catch
+-- up on their poll. Called by both writers below.
+CREATE FUNCTION mailroom.changes_wake(apps text[]) RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+RETURN (
+    SELECT pg_catalog.count(pg_catalog.pg_notify(mailroom.changes_channel(a.name), ''))
+    FROM (SELECT DISTINCT u.name FROM pg_catalog.unnest(apps) AS u(name)) AS a
+    WHERE pg_catalog.pg_notification_queue_usage() OPERATOR(pg_catalog.<) 0.5
+);
+
 -- ---------------------------------------------------------------- the writers
 -- An SES event may be stored before its message's outcome is recorded (the events reader
 -- and the daemon's record race; SES can answer the call and publish the event within
@@ -122,7 +135,6 @@ AS $$
 DECLARE
     apps text[];
     late text[];
-    woken bigint;
 BEGIN
     WITH written AS (
         INSERT INTO mailroom.changes (application, message_id, state, reason)
@@ -168,13 +180,7 @@ BEGIN
         SELECT pg_catalog.array_agg(DISTINCT w.application) INTO late FROM written AS w;
         apps := pg_catalog.array_cat(apps, late);
     END IF;
-    -- a wake-up only: skipped when the NOTIFY queue is half full (a session that LISTENs
-    -- and never reads holds its tail), because a full queue fails the commit, here the
-    -- daemon's record; readers catch up on their poll
-    SELECT pg_catalog.count(pg_catalog.pg_notify(mailroom.changes_channel(a.name), ''))
-    INTO woken
-    FROM (SELECT DISTINCT u.name FROM pg_catalog.unnest(apps) AS u(name)) AS a
-    WHERE pg_catalog.pg_notification_queue_usage() OPERATOR(pg_catalog.<) 0.5;
+    PERFORM mailroom.changes_wake(apps);
     RETURN NULL;
 END
 $$;
@@ -197,7 +203,6 @@ DECLARE
     apps text[];
     late text[];
     unmatched bigint[];
-    woken bigint;
 BEGIN
     -- one statement, one snapshot: an event is either written here or left for later
     WITH judged AS MATERIALIZED (
@@ -247,13 +252,7 @@ BEGIN
         SELECT pg_catalog.array_agg(DISTINCT w.application) INTO late FROM written AS w;
         apps := pg_catalog.array_cat(apps, late);
     END IF;
-    -- a wake-up only: skipped when the NOTIFY queue is half full (a session that LISTENs
-    -- and never reads holds its tail), because a full queue fails the commit, here the
-    -- daemon's record; readers catch up on their poll
-    SELECT pg_catalog.count(pg_catalog.pg_notify(mailroom.changes_channel(a.name), ''))
-    INTO woken
-    FROM (SELECT DISTINCT u.name FROM pg_catalog.unnest(apps) AS u(name)) AS a
-    WHERE pg_catalog.pg_notification_queue_usage() OPERATOR(pg_catalog.<) 0.5;
+    PERFORM mailroom.changes_wake(apps);
     RETURN NULL;
 END
 $$;
