@@ -814,14 +814,26 @@ CROSS JOIN LATERAL mailroom.delivery_summary(o.status, o.provider_message_id, o.
 WHERE o.id = %(id)s
 
 -- name: suppression_list
--- Newest first; every filter optional (NULL: any).
-SELECT address, reason, detail, created_at, created_by, count(*) OVER ()
+-- Newest first; every filter optional (NULL: any); a page after a (created_at, id) cursor
+-- (keyset on suppressions_newest_first, migration 0032: the thousandth page costs what the
+-- first does).
+SELECT address, reason, detail, created_at, created_by, id
 FROM mailroom.suppressions
 WHERE (%(reason)s::text IS NULL OR reason = %(reason)s::text)
   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
   AND (%(address)s::text IS NULL OR address = mailroom.normalize_address(%(address)s::text))
-ORDER BY created_at DESC, address
+  AND (%(after_at)s::timestamptz IS NULL
+       OR (created_at, id) < (%(after_at)s::timestamptz, %(after_id)s::bigint))
+ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
+
+-- name: suppression_count
+-- How many entries suppression_list's filters match, on every page alike.
+SELECT count(*)
+FROM mailroom.suppressions
+WHERE (%(reason)s::text IS NULL OR reason = %(reason)s::text)
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
+  AND (%(address)s::text IS NULL OR address = mailroom.normalize_address(%(address)s::text))
 
 -- name: suppression_add
 -- Adds the addresses not yet suppressed (an existing entry keeps its reason and date);
