@@ -575,6 +575,42 @@ def test_the_dead_letter_page_is_paged(
     assert _request(console.url + "/dead?cursor=x_1", headers={"Authorization": AUTH})[0] == 400
 
 
+def test_the_suppression_page_is_paged_without_an_address_in_its_links(
+    browser: Any,  # noqa: F811 -- the fixture imported above
+    console: Console,
+    conn: psycopg.Connection[Any],
+) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    # one statement: all 120 share one created_at, the worst case for a time-only cursor
+    conn.execute(
+        "INSERT INTO mailroom.suppressions (address, reason) "
+        "SELECT 'page' || i || '@example.com', 'bounce' FROM generate_series(1, 120) AS i"
+    )
+    seen: list[str] = []
+    browser.get(console.url + "/suppressions?reveal=1&reason=bounce")
+    for expected in (50, 50, 20):
+        assert "120 suppressed address(es) match" in _text(browser, "total")
+        cells = browser.find_elements(By.CSS_SELECTOR, "#suppressions tbody tr td:first-child")
+        assert len(cells) == expected
+        seen += [c.text for c in cells]
+        nexts = browser.find_elements(By.ID, "next")
+        if expected == 20:
+            assert nexts == []
+            break
+        link = nexts[0].get_attribute("href")
+        cursor = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)["cursor"][0]
+        assert "@" not in cursor and "page" not in cursor, cursor  # no address in the URL
+        nexts[0].click()
+        wait_for(lambda: "cursor=" in browser.current_url)
+        wait_for(lambda: browser.find_elements(By.ID, "newest"))
+    assert len(seen) == len(set(seen)) == 120
+    assert all(s.endswith("@example.com") and "***" not in s for s in seen)  # still revealed
+    status, page = _request(console.url + "/suppressions?cursor=ann@example.com_1",
+                            headers={"Authorization": AUTH})  # fmt: skip
+    assert status == 400 and "cursor: not a page" in page
+
+
 # -- pure pieces ---------------------------------------------------------------------------
 
 
