@@ -176,8 +176,9 @@ def add_commands(sub: Any) -> None:
     listing.add_argument("--address", type=address_argument,
                          help="only this address (is it suppressed, and why?)")  # fmt: skip
     listing.add_argument("--limit", type=positive, default=50, help="rows shown (50)")
-    listing.add_argument("--cursor", type=cursor_argument,
-                         help="the next page: the cursor the last page gave (more: ...)")  # fmt: skip
+    listing.add_argument(
+        "--cursor", type=cursor_argument, help="the next page: the cursor the last page gave"
+    )
     listing.set_defaults(handler=handler("suppression.cmd_list"))
     add = command(
         actions, "add", "suppress addresses by hand",
