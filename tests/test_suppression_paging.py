@@ -94,3 +94,19 @@ def test_a_bad_cursor_is_refused_in_one_line_before_connecting(
     assert len(err) <= 2, err  # usage line and the problem, no traceback
     assert "Traceback" not in "\n".join(err)
     assert "cursor" in err[-1]
+
+
+def test_the_daemon_still_inserts_without_a_grant_on_the_numbering_sequence(
+    conn: psycopg.Connection[Any], login_as: Callable[..., str]
+) -> None:
+    """0032's identity column: the daemon suppresses addresses from SES events with its
+    INSERT grant alone (no USAGE on the sequence behind the column), numbered in order."""
+    with psycopg.connect(login_as("mailroom_daemon"), autocommit=True) as daemon:
+        daemon.execute("INSERT INTO mailroom.suppressions (address, reason) VALUES "
+                       "('one@example.com', 'bounce'), ('two@example.com', 'complaint')")  # fmt: skip
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            daemon.execute(
+                "SELECT nextval(pg_get_serial_sequence('mailroom.suppressions', 'id'))"
+            )
+    numbered = conn.execute("SELECT address, id FROM mailroom.suppressions ORDER BY id").fetchall()
+    assert [a for a, _ in numbered] == ["one@example.com", "two@example.com"]
