@@ -108,6 +108,6 @@ def test_the_daemon_still_inserts_without_a_grant_on_the_numbering_sequence(
         )
         sequence = "pg_get_serial_sequence('mailroom.suppressions', 'id')"
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            daemon.execute(f"SELECT nextval({sequence})")  # noqa: S608 -- a constant above
+            daemon.execute(f"SELECT nextval({sequence})")
     numbered = conn.execute("SELECT address, id FROM mailroom.suppressions ORDER BY id").fetchall()
     assert [a for a, _ in numbered] == ["one@example.com", "two@example.com"]
