@@ -508,6 +508,26 @@ def test_the_message_page_previews_content_safely(
         assert "No retry" in _text(browser, "no-retry")
         assert not browser.find_elements(By.ID, "retry")
         assert browser.find_elements(By.ID, "purge")
+
+        # delivery events: one without detail shows nothing (never "None"), a bounce its
+        # subtype, and the message its delivery state and why
+        bounced = _enqueue(conn, "carol@example.com", cc=["dan@example.com"])
+        _set(conn, bounced, "status = 'sent', sent_at = now(), attempts = 1, "
+             "provider_message_id = 'ses-page-1'")  # fmt: skip
+        conn.execute(
+            "INSERT INTO mailroom.events (event_key, provider_message_id, recipient, event_type,"
+            " subtype, detail, occurred_at) VALUES "
+            "('k1', 'ses-page-1', 'dan@example.com', 'Delivery', '', NULL, now()),"
+            "('k2', 'ses-page-1', 'carol@example.com', 'Bounce', 'Permanent/General',"
+            " '550 5.1.1 user unknown', now())"
+        )
+        browser.get(f"{console.url}/messages/{bounced}")
+        rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#events tbody tr")]
+        assert len(rows) == 2, rows
+        assert "None" not in " ".join(rows)
+        assert "Bounce (Permanent/General)" in rows[1]
+        assert "550 5.1.1 user unknown" in rows[1]
+        assert "bounced" in _text(browser, "delivery")
     finally:
         tracker.close()
 
