@@ -449,21 +449,6 @@ SELECT id, status, coalesce(starts_with(idempotency_key, 'mailroom-token:'), fal
 FROM mailroom.outbox
 WHERE id = ANY (%(ids)s::bigint[])
 
--- name: dead_list
--- Newest dead letters first (outbox_dead index). Every filter is optional (NULL: any).
-SELECT id, queue,
-       coalesce(template, CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
-       to_addresses, attempts, updated_at,
-       coalesce(left(substring(last_error FROM
-           '^(gave up after [0-9]+ attempts: [^:]*|[^:]*)'), 200), '(none)'),
-       last_error
-FROM mailroom.outbox
-WHERE status = 'dead'
-  AND mailroom.dead_letter_matches(outbox, %(ids)s::bigint[], %(queue)s::text,
-      %(template)s::text, %(reason)s::text, %(since)s::timestamptz, %(before)s::timestamptz)
-ORDER BY updated_at DESC, id DESC
-LIMIT %(limit)s
-
 -- name: dead_count
 -- How many dead letters match (and how many of them are token emails, which retry
 -- skips), and the moment counted: batches touch only rows dead by then, so a retried
@@ -1346,7 +1331,9 @@ FROM mailroom.outbox
 WHERE id = %(id)s
 
 -- name: dead_page
--- dead_list, a page after a (died, id) cursor: keyset paging on the outbox_dead index.
+-- Newest dead letters first, a page after a (died, id) cursor: keyset paging on the
+-- outbox_dead index (`dead list`, the console's dead-letter page). Every filter is optional
+-- (NULL: any).
 SELECT id, queue,
        coalesce(template, CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
        to_addresses, attempts, updated_at,

@@ -9,19 +9,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from mailroom.addresses import normalize_address
-from mailroom.cli.args import OPERATOR_EXIT_CODES, as_json, command, refuse_queue, revealing
+from mailroom.cli.args import (
+    OPERATOR_EXIT_CODES,
+    as_json,
+    command,
+    page_cursor,
+    refuse_queue,
+    revealing,
+)
 from mailroom.cli.common import handler
 from mailroom.cli.output import Progress
 from mailroom.config.settings import Config
 from mailroom.operator import suppressions
 from mailroom.operator.audit import Actor
-from mailroom.operator.pages import parse_cursor
 from mailroom.text import CommandError, jsonable, masker, positive, stamp, when
 
 Connection = psycopg.Connection[Any]
@@ -43,17 +48,6 @@ def cmd_list(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     if more:
         print(f"more: --cursor {more}")
     return 0
-
-
-def cursor_argument(value: str) -> tuple[datetime, int]:
-    """argparse type: a cursor as `suppression list` printed it (time_number)."""
-    parsed = parse_cursor(value.strip())
-    if parsed is None:
-        shown = ascii(value[:60]) + ("..." if len(value) > 60 else "")
-        raise argparse.ArgumentTypeError(
-            f"{shown}: not a cursor; give the one the previous page printed (more: --cursor ...)"
-        )
-    return parsed
 
 
 def address_argument(value: str) -> str:
@@ -177,7 +171,7 @@ def add_commands(sub: Any) -> None:
                          help="only this address (is it suppressed, and why?)")  # fmt: skip
     listing.add_argument("--limit", type=positive, default=50, help="rows shown (50)")
     listing.add_argument(
-        "--cursor", type=cursor_argument, help="the next page: the cursor the last page gave"
+        "--cursor", type=page_cursor, help="the next page: the cursor the last page gave"
     )
     listing.set_defaults(handler=handler("suppression.cmd_list"))
     add = command(
