@@ -226,7 +226,10 @@ SELECT pg_notify(%(channel)s, %(queue)s)
 
 -- name: migrations_lock
 -- Session-level advisory lock: replicas that migrate at once apply each version once.
-SELECT pg_catalog.pg_advisory_lock(7283946150021)
+-- Tried, not waited for (migrate.py polls): a session blocked in pg_advisory_lock is in a
+-- transaction, and the holder's CREATE INDEX CONCURRENTLY (0029's finish) waits for every
+-- open transaction to end - a deadlock PostgreSQL breaks by failing one migrate.
+SELECT pg_catalog.pg_try_advisory_lock(7283946150021)
 
 -- name: migrations_unlock
 SELECT pg_catalog.pg_advisory_unlock(7283946150021)
