@@ -26,6 +26,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from mailroom import migrate
 from sesv2_standin import SesStandin
 
+# the console fixtures (browser, bare_browser, console, operator) of the browser tests
+pytest_plugins = ["console_harness"]
+
 TEMPLATE_DB = f"mailroom_template_{os.getpid()}"
 
 

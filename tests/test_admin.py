@@ -274,6 +274,24 @@ def test_dead_list_filters(db: str, conn: psycopg.Connection[Any]) -> None:
     assert "showing 2 of 4" in table.stdout
     assert "t***@example.com" in table.stdout
     assert "gave up after 10 attempts: TooManyRequestsException" in table.stdout
+    assert "more: --cursor " in table.stdout
+
+    # page by page (issue 22, "paging everywhere"): each dead letter once, newest first
+    paged: list[int] = []
+    cursor: list[str] = []
+    for _ in range(5):
+        page = mailroom_cli("dead", "list", "--json", "--limit", "1", *cursor, db=db)
+        assert page.returncode == 0, page.stderr
+        document = json.loads(page.stdout)
+        assert document["total"] == 4
+        paged += [m["id"] for m in document["messages"]]
+        if document["next_cursor"] is None:
+            break
+        cursor = ["--cursor", document["next_cursor"]]
+    assert paged == newest_first
+    refused = mailroom_cli("dead", "list", "--cursor", "42", db=db)
+    assert refused.returncode == 2
+    assert "not a cursor" in refused.stderr
     none = mailroom_cli("dead", "list", "--template", "nothing", db=db)
     assert none.stdout.strip() == "no dead letters match"
     bad = mailroom_cli("dead", "list", "--since", "yesterday", db=db)

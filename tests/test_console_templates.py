@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 import mailroom
+from console_harness import AUTH, PASSWORD, USER, Console, _request
 from mailroom import migrate
-from test_console import AUTH, PASSWORD, USER, Console, _request
 from test_smtp_transport import SEED
 
 

@@ -12,7 +12,7 @@ import base64
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,7 @@ import psycopg
 import pytest
 
 from conftest import wait_for
-from test_admin import _enqueue, _set
-from test_console import (  # noqa: F401 -- browser is the fixture, shared
+from console_harness import (
     AUTH,
     PASSWORD,
     USER,
@@ -31,41 +30,10 @@ from test_console import (  # noqa: F401 -- browser is the fixture, shared
     _request,
     _shot,
     _text,
-    _tool,
-    browser,
 )
+from test_admin import _enqueue, _set
 
 TOKEN = "t0ken-for-the-console-" + "x" * 8
-
-
-@pytest.fixture
-def operator(login_as: Callable[..., str]) -> str:
-    return login_as("mailroom_operator")
-
-
-@pytest.fixture
-def console(operator: str, tmp_path: Path) -> Iterator[Console]:
-    server = Console(operator, tmp_path, MAILROOM_WEB_USER=USER, MAILROOM_WEB_PASSWORD=PASSWORD)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def bare_browser() -> Iterator[Any]:
-    """A browser that sends no credentials of its own: only what the login form gives."""
-    chromium, chromedriver = _tool("chromium"), _tool("chromedriver")
-    from selenium import webdriver  # noqa: PLC0415
-    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
-                 "--disable-dev-shm-usage"):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
 
 
 def _stall(conn: psycopg.Connection[Any], queue: str, minutes: int, count: int = 3) -> list[int]:
@@ -94,7 +62,7 @@ def _live_daemon(conn: psycopg.Connection[Any], worker: str, queue: str) -> None
 
 
 def test_the_overview_refreshes_and_raises_a_stuck_queue_on_its_own(
-    browser: Any,  # noqa: F811 -- the fixture imported above
+    browser: Any,
     console: Console,
     conn: psycopg.Connection[Any],
 ) -> None:
@@ -139,7 +107,7 @@ def test_the_overview_refreshes_and_raises_a_stuck_queue_on_its_own(
 
 
 def test_pause_and_resume_a_queue_from_the_browser(
-    browser: Any,  # noqa: F811 -- the fixture imported above
+    browser: Any,
     console: Console,
     conn: psycopg.Connection[Any],
 ) -> None:
@@ -178,7 +146,7 @@ def test_pause_and_resume_a_queue_from_the_browser(
 
 
 def test_the_viewer_sees_everything_and_can_do_nothing(
-    browser: Any,  # noqa: F811 -- the fixture imported above
+    browser: Any,
     login_as: Callable[..., str],
     conn: psycopg.Connection[Any],
     tmp_path: Path,
@@ -393,7 +361,7 @@ def test_the_console_recovers_from_lost_connections_without_a_bare_500(
 
 
 def test_suppressions_searched_added_and_removed_with_a_note(
-    browser: Any,  # noqa: F811 -- the fixture imported above
+    browser: Any,
     console: Console,
     conn: psycopg.Connection[Any],
 ) -> None:
@@ -480,7 +448,7 @@ class _Tracker:
 
 
 def test_the_message_page_previews_content_safely(
-    browser: Any,  # noqa: F811 -- the fixture imported above
+    browser: Any,
     console: Console,
     conn: psycopg.Connection[Any],
 ) -> None:
@@ -540,12 +508,32 @@ def test_the_message_page_previews_content_safely(
         assert "No retry" in _text(browser, "no-retry")
         assert not browser.find_elements(By.ID, "retry")
         assert browser.find_elements(By.ID, "purge")
+
+        # delivery events: one without detail shows nothing (never "None"), a bounce its
+        # subtype, and the message its delivery state and why
+        bounced = _enqueue(conn, "carol@example.com", cc=["dan@example.com"])
+        _set(conn, bounced, "status = 'sent', sent_at = now(), attempts = 1, "
+             "provider_message_id = 'ses-page-1'")  # fmt: skip
+        conn.execute(
+            "INSERT INTO mailroom.events (event_key, provider_message_id, recipient, event_type,"
+            " subtype, detail, occurred_at) VALUES "
+            "('k1', 'ses-page-1', 'dan@example.com', 'Delivery', '', NULL, now()),"
+            "('k2', 'ses-page-1', 'carol@example.com', 'Bounce', 'Permanent/General',"
+            " '550 5.1.1 user unknown', now())"
+        )
+        browser.get(f"{console.url}/messages/{bounced}")
+        rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#events tbody tr")]
+        assert len(rows) == 2, rows
+        assert "None" not in " ".join(rows)
+        assert "Bounce (Permanent/General)" in rows[1]
+        assert "550 5.1.1 user unknown" in rows[1]
+        assert "bounced" in _text(browser, "delivery")
     finally:
         tracker.close()
 
 
 def test_the_dead_letter_page_is_paged(
-    browser: Any,  # noqa: F811 -- the fixture imported above
+    browser: Any,
     console: Console,
     conn: psycopg.Connection[Any],
 ) -> None:
@@ -573,6 +561,44 @@ def test_the_dead_letter_page_is_paged(
         wait_for(lambda: browser.find_elements(By.ID, "newest"))
     assert len(seen) == len(set(seen)) == 120
     assert _request(console.url + "/dead?cursor=x_1", headers={"Authorization": AUTH})[0] == 400
+
+
+def test_the_suppression_page_is_paged_without_an_address_in_its_links(
+    browser: Any,
+    console: Console,
+    conn: psycopg.Connection[Any],
+) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    # one statement: all 120 share one created_at, the worst case for a time-only cursor
+    conn.execute(
+        "INSERT INTO mailroom.suppressions (address, reason) "
+        "SELECT 'page' || i || '@example.com', 'bounce' FROM generate_series(1, 120) AS i"
+    )
+    seen: list[str] = []
+    browser.get(console.url + "/suppressions?reveal=1&reason=bounce")
+    for expected in (50, 50, 20):
+        assert "120 suppressed address(es) match" in _text(browser, "total")
+        cells = browser.find_elements(By.CSS_SELECTOR, "#suppressions tbody tr td:first-child")
+        assert len(cells) == expected
+        seen += [c.text for c in cells]
+        nexts = browser.find_elements(By.ID, "next")
+        if expected == 20:
+            assert nexts == []
+            break
+        link = nexts[0].get_attribute("href")
+        cursor = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)["cursor"][0]
+        assert "@" not in cursor, cursor  # no address, not even part of one, in the URL
+        assert "page" not in cursor, cursor
+        nexts[0].click()
+        wait_for(lambda: "cursor=" in browser.current_url)
+        wait_for(lambda: browser.find_elements(By.ID, "newest"))
+    assert len(seen) == len(set(seen)) == 120
+    assert all(s.endswith("@example.com") and "***" not in s for s in seen)  # still revealed
+    status, page = _request(console.url + "/suppressions?cursor=ann@example.com_1",
+                            headers={"Authorization": AUTH})  # fmt: skip
+    assert status == 400
+    assert "cursor: not a page" in page
 
 
 # -- pure pieces ---------------------------------------------------------------------------

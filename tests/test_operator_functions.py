@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
+from console_harness import AUTH, PASSWORD, USER, Console, _request
 from test_admin import _row, mailroom_cli, seed
-from test_console import AUTH, PASSWORD, USER, Console, _request
 
 
 @pytest.fixture

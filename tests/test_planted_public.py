@@ -296,7 +296,7 @@ def test_the_operator_commands_and_the_console_run_no_plant(
     first, and every read-only command and console page runs against a migrated schema
     while the attacker's overloads wait in public. The CLI's and the console's connections
     set the safe path, so none of them runs."""
-    from test_console import AUTH, PASSWORD, USER, Console, _request  # noqa: PLC0415
+    from console_harness import AUTH, PASSWORD, USER, Console, _request  # noqa: PLC0415
 
     with psycopg.connect(planted.admin, autocommit=True) as admin:
         migrate.migrate(admin, channel="token_insert", modules=("lifecycle",))

@@ -394,7 +394,7 @@ def test_the_consoles_search_box_finds_every_form_and_shows_the_field(
     mail: dict[str, int], login_as: Callable[..., str], tmp_path: Path
 ) -> None:
     """The console (a real `mailroom web`, as mailroom_viewer) calls the same search."""
-    from test_console import Console, _request  # noqa: PLC0415
+    from console_harness import Console, _request  # noqa: PLC0415
 
     server = Console(login_as("mailroom_viewer"), tmp_path)
     try:

@@ -25,11 +25,11 @@ from psycopg.types.json import Jsonb
 
 import mailroom
 from conftest import all_final, wait_for
+from console_harness import AUTH, PASSWORD, USER, Console, _request
 from mailroom import lifecycle, migrate, tokens
 from mailroom.tokens import Action
 from sesv2_standin import SesStandin
 from test_admin import mailroom_cli
-from test_console import AUTH, PASSWORD, USER, Console, _request
 from test_sql_security import bare_db  # noqa: F401 -- the fixture
 
 KEY = bytes.fromhex("5e" * 32)

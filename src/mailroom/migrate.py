@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -43,6 +44,7 @@ class MigrationError(RuntimeError):
 
 
 MODULES = ("lifecycle",)
+LOCK_POLL_SECONDS = 0.2  # another migrate holds the lock: how often to try again
 SEARCH_VERSION = 29  # 0029_recipient_search: finish() completes it outside its transaction
 BACKFILL_BATCH = 10_000
 SAFE_PATH = "pg_catalog, pg_temp"
@@ -115,7 +117,9 @@ def _migrate(
     conn: psycopg.Connection[Any], *, channel: str, modules: tuple[str, ...],
     progress: Callable[[int], None] | None,
 ) -> list[Migration]:  # fmt: skip
-    conn.execute(query("migrations_lock"))
+    # polled between transactions (queries.sql, migrations_lock, says why not blocking)
+    while not _locked(conn):
+        time.sleep(LOCK_POLL_SECONDS)
     try:
         conn.execute(query("migrations_bootstrap"))
         applied = _applied(conn)
@@ -148,6 +152,11 @@ def _migrate(
         return done
     finally:
         conn.execute(query("migrations_unlock"))
+
+
+def _locked(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(query("migrations_lock")).fetchone()
+    return bool(row and row[0])
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,7 +226,10 @@ SELECT pg_notify(%(channel)s, %(queue)s)
 
 -- name: migrations_lock
 -- Session-level advisory lock: replicas that migrate at once apply each version once.
-SELECT pg_catalog.pg_advisory_lock(7283946150021)
+-- Tried, not waited for (migrate.py polls): a session blocked in pg_advisory_lock is in a
+-- transaction, and the holder's CREATE INDEX CONCURRENTLY (0029's finish) waits for every
+-- open transaction to end - a deadlock PostgreSQL breaks by failing one migrate.
+SELECT pg_catalog.pg_try_advisory_lock(7283946150021)
 
 -- name: migrations_unlock
 SELECT pg_catalog.pg_advisory_unlock(7283946150021)
@@ -448,21 +451,6 @@ WHERE id = %(id)s
 SELECT id, status, coalesce(starts_with(idempotency_key, 'mailroom-token:'), false)
 FROM mailroom.outbox
 WHERE id = ANY (%(ids)s::bigint[])
-
--- name: dead_list
--- Newest dead letters first (outbox_dead index). Every filter is optional (NULL: any).
-SELECT id, queue,
-       coalesce(template, CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
-       to_addresses, attempts, updated_at,
-       coalesce(left(substring(last_error FROM
-           '^(gave up after [0-9]+ attempts: [^:]*|[^:]*)'), 200), '(none)'),
-       last_error
-FROM mailroom.outbox
-WHERE status = 'dead'
-  AND mailroom.dead_letter_matches(outbox, %(ids)s::bigint[], %(queue)s::text,
-      %(template)s::text, %(reason)s::text, %(since)s::timestamptz, %(before)s::timestamptz)
-ORDER BY updated_at DESC, id DESC
-LIMIT %(limit)s
 
 -- name: dead_count
 -- How many dead letters match (and how many of them are token emails, which retry
@@ -816,14 +804,26 @@ CROSS JOIN LATERAL mailroom.delivery_summary(o.status, o.provider_message_id, o.
 WHERE o.id = %(id)s
 
 -- name: suppression_list
--- Newest first; every filter optional (NULL: any).
-SELECT address, reason, detail, created_at, created_by, count(*) OVER ()
+-- Newest first; every filter optional (NULL: any); a page after a (created_at, id) cursor
+-- (keyset on suppressions_newest_first, migration 0032: the thousandth page costs what the
+-- first does).
+SELECT address, reason, detail, created_at, created_by, id
 FROM mailroom.suppressions
 WHERE (%(reason)s::text IS NULL OR reason = %(reason)s::text)
   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
   AND (%(address)s::text IS NULL OR address = mailroom.normalize_address(%(address)s::text))
-ORDER BY created_at DESC, address
+  AND (%(after_at)s::timestamptz IS NULL
+       OR (created_at, id) < (%(after_at)s::timestamptz, %(after_id)s::bigint))
+ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
+
+-- name: suppression_count
+-- How many entries suppression_list's filters match, on every page alike.
+SELECT count(*)
+FROM mailroom.suppressions
+WHERE (%(reason)s::text IS NULL OR reason = %(reason)s::text)
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
+  AND (%(address)s::text IS NULL OR address = mailroom.normalize_address(%(address)s::text))
 
 -- name: suppression_add
 -- Adds the addresses not yet suppressed (an existing entry keeps its reason and date);
@@ -1336,7 +1336,9 @@ FROM mailroom.outbox
 WHERE id = %(id)s
 
 -- name: dead_page
--- dead_list, a page after a (died, id) cursor: keyset paging on the outbox_dead index.
+-- Newest dead letters first, a page after a (died, id) cursor: keyset paging on the
+-- outbox_dead index (`dead list`, the console's dead-letter page). Every filter is optional
+-- (NULL: any).
 SELECT id, queue,
        coalesce(template, CASE WHEN raw_mime IS NOT NULL THEN 'raw' ELSE 'simple' END),
        to_addresses, attempts, updated_at,

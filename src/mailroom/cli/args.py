@@ -12,8 +12,10 @@ import functools
 import re
 import textwrap
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NoReturn
 
+from mailroom.operator.pages import parse_cursor
 from mailroom.text import parse_id
 
 EXIT_CODES = """
@@ -185,3 +187,15 @@ def text_arguments(argv: list[str]) -> str | None:
         except UnicodeEncodeError:
             return f"argument {position} is not valid UTF-8 text"
     return None
+
+
+def page_cursor(value: str) -> tuple[datetime, int]:
+    """argparse type: a keyset cursor as the last page printed it (`more: --cursor
+    TIME_N`: `dead list`, `suppression list`)."""
+    parsed = parse_cursor(value.strip())
+    if parsed is None:
+        shown = ascii(value[:60]) + ("..." if len(value) > 60 else "")
+        raise argparse.ArgumentTypeError(
+            f"{shown}: not a cursor; give the one the previous page printed (more: --cursor ...)"
+        )
+    return parsed

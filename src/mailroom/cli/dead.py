@@ -10,7 +10,14 @@ from typing import Any
 
 import psycopg
 
-from mailroom.cli.args import as_json, command, message_id, queue_acted_on, revealing
+from mailroom.cli.args import (
+    as_json,
+    command,
+    message_id,
+    page_cursor,
+    queue_acted_on,
+    revealing,
+)
 from mailroom.cli.common import handler
 from mailroom.cli.output import Progress, confirm, revealed
 from mailroom.config.settings import Config
@@ -19,11 +26,11 @@ from mailroom.operator.audit import Actor
 from mailroom.operator.dead import (
     Selection,
     dead_count,
-    dead_list,
     dead_purge,
     dead_retry,
     retry_refusals,
 )
+from mailroom.operator.pages import dead_page
 from mailroom.text import CommandError, jsonable, positive, recipients, stamp, table, when
 
 Connection = psycopg.Connection[Any]
@@ -39,9 +46,12 @@ def selection_from_args(args: argparse.Namespace, cfg: Config) -> Selection:
 
 def cmd_dead_list(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
     selection = selection_from_args(args, cfg)
-    rows, total = dead_list(conn, selection, limit=args.limit, reveal=revealed(args, cfg))
+    rows, total, more = dead_page(
+        conn, selection, limit=args.limit, after=args.cursor, reveal=revealed(args, cfg)
+    )
     if args.json:
-        print(json.dumps({"total": total, "messages": jsonable(rows)}, indent=2))
+        document = {"total": total, "messages": jsonable(rows), "next_cursor": more}
+        print(json.dumps(document, indent=2))
         return 0
     if not rows:
         print("no dead letters match")
@@ -63,8 +73,8 @@ def cmd_dead_list(args: argparse.Namespace, cfg: Config, conn: Connection) -> in
             right="id tries",
         )
     )
-    if total > len(rows):
-        print(f"showing {len(rows)} of {total} (newest first; --limit shows more)")
+    if more:
+        print(f"showing {len(rows)} of {total} (newest first); more: --cursor {more}")
     return 0
 
 
@@ -190,12 +200,17 @@ def add_commands(sub: Any) -> None:
         dead_sub, "list", "dead letters, newest first, with their reasons",
         description="Dead letters of the queue (or the given ids), newest first, with the "
         "total matching. Filters combine; --reason matches any part of the last error, "
-        "case-insensitively.",
+        "case-insensitively. A page at a time: --limit rows, then `more: --cursor ...` "
+        "(--json: next_cursor, null on the last page) gives the next.",
         examples="  mailroom dead list\n  mailroom dead list --template activationv1 --since 2h\n"
-        "  mailroom dead list --reason MESSAGE_REJECTED --limit 200 --json\n",
+        "  mailroom dead list --reason MESSAGE_REJECTED --limit 200 --json\n"
+        "  mailroom dead list --cursor 2026-12-01T09:30:00+00:00_9123\n",
         parents=[selecting, revealing(), as_json()],
     )  # fmt: skip
     listing.add_argument("--limit", type=positive, default=50, help="rows shown (50)")
+    listing.add_argument(
+        "--cursor", type=page_cursor, help="the next page: the cursor the last page gave"
+    )
     listing.set_defaults(handler=handler("dead.cmd_dead_list"))
 
     retry = command(

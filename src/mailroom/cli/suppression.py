@@ -14,7 +14,14 @@ from typing import Any
 import psycopg
 
 from mailroom.addresses import normalize_address
-from mailroom.cli.args import OPERATOR_EXIT_CODES, as_json, command, refuse_queue, revealing
+from mailroom.cli.args import (
+    OPERATOR_EXIT_CODES,
+    as_json,
+    command,
+    page_cursor,
+    refuse_queue,
+    revealing,
+)
 from mailroom.cli.common import handler
 from mailroom.cli.output import Progress
 from mailroom.config.settings import Config
@@ -26,16 +33,20 @@ Connection = psycopg.Connection[Any]
 
 
 def cmd_list(args: argparse.Namespace, cfg: Config, conn: Connection) -> int:
-    total, entries = suppressions.listing(
+    total, entries, more = suppressions.listing(
         conn, reason=args.reason, since=args.since, address=args.address, limit=args.limit,
-        reveal=args.reveal or cfg.reveal_addresses,
+        reveal=args.reveal or cfg.reveal_addresses, after=args.cursor,
     )  # fmt: skip
     if args.json:
-        print(json.dumps(jsonable({"total": total, "entries": entries}), indent=2))
+        print(json.dumps(jsonable({"total": total, "entries": entries, "next_cursor": more}),
+                         indent=2))  # fmt: skip
         return 0
-    print(f"{total} suppressed address(es)" + (f", newest {len(entries)}:" if entries else ""))
+    first = "newest" if args.cursor is None else "next"
+    print(f"{total} suppressed address(es)" + (f", {first} {len(entries)}:" if entries else ""))
     for e in entries:
         print(f"  {stamp(e['created_at'])}  {e['reason']:<17} {e['address']}  {e['detail'] or ''}")
+    if more:
+        print(f"more: --cursor {more}")
     return 0
 
 
@@ -142,11 +153,14 @@ def add_commands(sub: Any) -> None:
     listing = command(
         actions, "list", "suppressed addresses, newest first",
         description="The suppression list, newest first, with the total matching: when each "
-        "address was added, why (its reason and detail). Filters combine. Addresses are "
-        "masked unless --reveal.",
+        "address was added, why (its reason and detail). Filters combine. A page at a time: "
+        "--limit entries, then `more: --cursor ...` (--json: next_cursor, null on the last "
+        "page) gives the next; the cursor names a time and an entry number, never an "
+        "address. Addresses are masked unless --reveal.",
         examples="  mailroom suppression list\n"
         "  mailroom suppression list --reason complaint --since 7d --json\n"
-        "  mailroom suppression list --address ann@example.com --reveal\n",
+        "  mailroom suppression list --address ann@example.com --reveal\n"
+        "  mailroom suppression list --limit 100 --cursor 2026-12-01T09:30:00+00:00_4182\n",
         parents=common, exit_codes=SUPPRESSION_EXIT_CODES,
     )  # fmt: skip
     listing.add_argument("--reason", choices=["bounce", "complaint", "transient_bounces",
@@ -156,6 +170,9 @@ def add_commands(sub: Any) -> None:
     listing.add_argument("--address", type=address_argument,
                          help="only this address (is it suppressed, and why?)")  # fmt: skip
     listing.add_argument("--limit", type=positive, default=50, help="rows shown (50)")
+    listing.add_argument(
+        "--cursor", type=page_cursor, help="the next page: the cursor the last page gave"
+    )
     listing.set_defaults(handler=handler("suppression.cmd_list"))
     add = command(
         actions, "add", "suppress addresses by hand",

@@ -18,7 +18,7 @@ import psycopg
 from mailroom.operator import audit as admin_audit
 from mailroom.operator.audit import Actor
 from mailroom.outbox import query
-from mailroom.text import jsonable, masker
+from mailroom.text import jsonable
 
 Connection = psycopg.Connection[Any]
 
@@ -52,26 +52,11 @@ class Selection:
         return {k: jsonable(v) for k, v in self.params().items() if v is not None and k != "ids"}
 
 
-_DEAD = ["id", "queue", "template", "to", "attempts", "died_at", "reason", "last_error"]
-
-
 def dead_count(conn: Connection, selection: Selection) -> tuple[int, int, datetime]:
     """(matching dead letters, of which token emails, the time they were counted)."""
     row = conn.execute(query("dead_count"), selection.params()).fetchone()
     assert row is not None  # noqa: S101 -- an aggregate returns one row
     return int(row[0]), int(row[1]), row[2]
-
-
-def dead_list(
-    conn: Connection, selection: Selection, *, limit: int, reveal: bool = False
-) -> tuple[list[dict[str, Any]], int]:
-    """Matching dead letters, newest first, and how many match in all."""
-    rows = conn.execute(query("dead_list"), {**selection.params(), "limit": limit}).fetchall()
-    shown = masker(reveal)
-    out = [dict(zip(_DEAD, row, strict=True)) for row in rows]
-    for item in out:
-        item.update({k: shown(item[k]) for k in ("to", "reason", "last_error")})
-    return out, dead_count(conn, selection)[0]
 
 
 def _in_batches(

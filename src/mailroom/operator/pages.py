@@ -1,6 +1,6 @@
-"""Keyset paging for the console's dead-letter page (issue 22): the same selection and
-columns as dead.dead_list, a page at a time after a (died at, id) cursor, so that the
-thousandth page costs what the first does (the outbox_dead index, no OFFSET)."""
+"""Keyset paging of dead letters for the console's dead-letter page and `mailroom dead
+list` (issue 22): the operator's Selection, a page at a time after a (died at, id) cursor,
+so that the thousandth page costs what the first does (the outbox_dead index, no OFFSET)."""
 
 from __future__ import annotations
 

@@ -16,24 +16,35 @@ from mailroom.outbox import query
 from mailroom.text import CommandError, masker
 
 Connection = psycopg.Connection[Any]
-_LIST = ["address", "reason", "detail", "created_at", "created_by"]
+_LIST = ["address", "reason", "detail", "created_at", "created_by", "id"]
 MAX_ADDRESS = 320  # RFC 5321's limit for a path; checked before any conversion
+
+
+def cursor_text(entry: dict[str, Any]) -> str:
+    """The cursor after ``entry``: its time and its number (0032), never its address (a
+    cursor goes into URLs, shell history and logs)."""
+    return f"{entry['created_at'].isoformat()}_{entry['id']}"
 
 
 def listing(
     conn: Connection, *, reason: str | None, since: datetime | None, address: str | None,
-    limit: int, reveal: bool = False,
-) -> tuple[int, list[dict[str, Any]]]:  # fmt: skip
-    """(how many are suppressed in all, the newest ``limit`` entries that match)."""
-    params = {"reason": reason, "since": since, "address": address, "limit": limit}
+    limit: int, reveal: bool = False, after: tuple[datetime, int] | None = None,
+) -> tuple[int, list[dict[str, Any]], str | None]:  # fmt: skip
+    """(how many match in all, the newest ``limit`` entries that match after the cursor
+    ``after``, the cursor of the next page or None on the last)."""
+    at, ident = after if after else (None, None)
+    params = {"reason": reason, "since": since, "address": address, "limit": limit + 1,
+              "after_at": at, "after_id": ident}  # fmt: skip
     rows = conn.execute(query("suppression_list"), params).fetchall()
+    counted = conn.execute(query("suppression_count"), params).fetchone()
+    total = int(counted[0]) if counted else 0
+    entries = [dict(zip(_LIST, row, strict=True)) for row in rows[:limit]]
+    more = cursor_text(entries[-1]) if len(rows) > limit and entries else None
     shown = masker(reveal)
-    total = int(rows[0][-1]) if rows else 0
-    entries = [dict(zip(_LIST, row[:-1], strict=True)) for row in rows]
     for entry in entries:
         entry["address"] = shown(entry["address"])
         entry["detail"] = shown(entry["detail"])
-    return total, entries
+    return total, entries, more
 
 
 def address_problem(value: str) -> str | None:

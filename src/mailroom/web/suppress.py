@@ -1,6 +1,7 @@
 """The console's suppression page (issue 22): search the list (an exact address, a reason,
-a time), add addresses by hand and remove them, each with a note, through the operator's
-suppression functions (operator/suppressions.py): audited like every action, behind the
+a time) a page at a time after a (time, entry number) cursor that names no address, add
+addresses by hand and remove them, each with a note, through the operator's suppression
+functions (operator/suppressions.py): audited like every action, behind the
 same confirmation step (views._Step calls ``step`` here)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from mailroom.operator import suppressions
+from mailroom.operator.pages import parse_cursor
 from mailroom.text import CommandError, when
 from mailroom.web.keys import render, run_db
 
@@ -44,17 +46,22 @@ async def page(request: web.Request) -> web.Response:
             raise CommandError(f"reason: one of {', '.join(REASONS)}")
         if address is not None and suppressions.address_problem(address):
             raise CommandError(f"address: {suppressions.address_problem(address)}")
+        cursor = query.get("cursor", "").strip()
+        after = parse_cursor(cursor) if cursor else None
+        if cursor and after is None:
+            raise CommandError("cursor: not a page (follow the page's own links)")
     except (argparse.ArgumentTypeError, CommandError) as exc:
         return render(request, "suppressions.html.j2", http_status=400, error=str(exc),
-                      total=0, rows=[], form=query, reasons=REASONS)  # fmt: skip
+                      total=0, rows=[], form=query, reasons=REASONS, more=None,
+                      paged=False)  # fmt: skip
     reveal = query.get("reveal") == "1"
-    total, rows = await run_db(
+    total, rows, more = await run_db(
         request,
         lambda conn: suppressions.listing(conn, reason=reason, since=since, address=address,
-                                          limit=PAGE, reveal=reveal),
+                                          limit=PAGE, reveal=reveal, after=after),
     )  # fmt: skip
     return render(request, "suppressions.html.j2", error=None, total=total, rows=rows,
-                  form=query, reasons=REASONS)  # fmt: skip
+                  form=query, reasons=REASONS, more=more, paged=after is not None)  # fmt: skip
 
 
 async def step(current: Any) -> web.Response:
