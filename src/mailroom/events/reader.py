@@ -43,6 +43,7 @@ from mailroom.events.parsing import Event, Malformed, parse_counted
 from mailroom.events.sqsclient import SqsClient
 from mailroom.events.storing import ingest_params, is_outage, label, refusal
 from mailroom.outbox import Outbox
+from mailroom.transports.sqs import SqsError
 
 if TYPE_CHECKING:  # cryptography (about 6 MiB) loads only when a reader is made, and
     # this module only when MAILROOM_EVENTS_QUEUE_URL is set
@@ -186,8 +187,11 @@ class EventsReader:
             return await worker.call(self._receive_blocking)
         got = await self.client.receive(self.config.events_queue_url, MAX_MESSAGES, WAIT_SECONDS)
         if got.unusable:  # no ReceiptHandle: cannot be deleted; SQS's redrive ends them
-            metrics.EVENTS_READER_ERRORS.labels("receive").inc(got.unusable)
             log.warning("events_unusable_messages", count=got.unusable)
+            if not got.messages:  # a failed poll: backed off, not polled again at once
+                raise SqsError("InvalidResponse", f"{got.unusable} messages without a "
+                               "ReceiptHandle", "ReceiveMessage")  # fmt: skip
+            metrics.EVENTS_READER_ERRORS.labels("receive").inc(got.unusable)
         return got.messages
 
     def _receive_blocking(self) -> list[dict[str, Any]]:
