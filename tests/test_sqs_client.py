@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
@@ -33,7 +34,7 @@ def anyio_backend() -> str:
 
 class Static:
     async def get(self, within: float) -> Credentials | None:
-        return Credentials("testing", "testing")
+        return Credentials("testing", "testing", "token")
 
 
 def client_for(url: str, read_timeout: float = 15) -> SqsClient:
@@ -131,11 +132,13 @@ def test_messages_of_keeps_each_usable_message_and_counts_the_rest() -> None:
         "not an object",
         {"ReceiptHandle": ""},
         {"ReceiptHandle": ["h"]},
+        {"MessageId": "x" * 100_000, "ReceiptHandle": "h7", "Body": "y"},
     ]}  # fmt: skip
     got = sqs.messages_of(answer)
     assert got.messages == [
         {"MessageId": "a", "ReceiptHandle": "h1", "Body": "x"},
         {"MessageId": None, "ReceiptHandle": "h3", "Body": ""},
+        {"MessageId": "x" * 100, "ReceiptHandle": "h7", "Body": "y"},  # logged: capped
     ]
     assert got.unusable == 4
     assert sqs.messages_of({}) == sqs.Received([], 0)
@@ -162,6 +165,35 @@ def test_errors_read_as_botocore_reads_them() -> None:
 # --- a hostile SQS over a socket ------------------------------------------------------
 
 Answer = Callable[[bytes], bytes]
+AUTHORIZATION = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
+    r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})"
+)
+
+
+def botocore_agrees(fields: dict[str, str], body: bytes) -> bool:
+    """The request's SigV4 signature for service "sqs", recomputed by botocore."""
+    from botocore.auth import SigV4Auth  # noqa: PLC0415 -- the test's reference signer
+    from botocore.awsrequest import AWSRequest  # noqa: PLC0415
+    from botocore.credentials import Credentials as BotoCredentials  # noqa: PLC0415
+
+    match = AUTHORIZATION.fullmatch(fields.get("authorization", ""))
+    if match is None:
+        return False
+    key, _, region, service, names, signature = match.groups()
+    if (key, region, service) != ("testing", "us-east-1", "sqs"):
+        return False
+    if fields.get("content-type") != sqs.CONTENT_TYPE:
+        return False
+    signed = {name: fields.get(name, "") for name in names.split(";")}
+    request = AWSRequest(method="POST", url=f"http://{signed.get('host', '')}/", data=body,
+                         headers=signed)  # fmt: skip
+    request.context["timestamp"] = fields.get("x-amz-date", "")
+    token = fields.get("x-amz-security-token")
+    auth = SigV4Auth(BotoCredentials(key, "testing", token), service, region)
+    expected = auth.signature(auth.string_to_sign(request, auth.canonical_request(request)),
+                              request)  # fmt: skip
+    return bool(expected == signature) and token == "token"
 
 
 def http(status: int, body: bytes, extra: str = "") -> bytes:
@@ -176,6 +208,7 @@ class FakeSqs:
     def __init__(self, answers: list[bytes]) -> None:
         self.answers = answers
         self.seen: list[tuple[str, dict[str, Any]]] = []
+        self.signed: list[bool] = []  # each request's signature, as botocore computes it
         self.url = ""
         self.deleted = asyncio.Event()
 
@@ -187,6 +220,7 @@ class FakeSqs:
                 fields = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
                 body = await reader.readexactly(int(fields.get("content-length", "0")))
                 self.seen.append((fields.get("x-amz-target", ""), json.loads(body)))
+                self.signed.append(botocore_agrees(fields, body))
                 if self.seen[-1][0] == "AmazonSQS.DeleteMessageBatch":
                     self.deleted.set()
                 answer = self.answers[min(len(self.seen) - 1, len(self.answers) - 1)]
@@ -256,6 +290,7 @@ async def test_a_hostile_answer_is_that_answers_problem(
     deletes = [body for target, body in server.seen if target == "AmazonSQS.DeleteMessageBatch"]
     assert deletes[0]["Entries"] == [{"Id": "0", "ReceiptHandle": "r1"}]
     assert deletes[0]["QueueUrl"] == queue_url
+    assert all(server.signed)
     # the unusable message, and the bad answer: a network-level one (no complete HTTP
     # answer) is tried again at once, as botocore's standard mode did, and the retry reads
     # the good answer; any other is the poll's failure, after which the poller reads on
@@ -282,5 +317,6 @@ async def test_throttling_is_retried_as_botocore_did(
         with pytest.raises(sqs.SqsError, match="ThrottlingException"):
             await client.receive("u", 10, 0)  # three more throttled: given up, as botocore
         assert len(server.seen) == 6
+        assert server.signed == [True] * 6
     finally:
         await client.aclose()

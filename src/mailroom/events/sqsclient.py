@@ -29,6 +29,7 @@ from mailroom.transports.ses import _authority, _user_agent
 from mailroom.transports.sigv4 import Signer
 
 SIGNING_NAME = "sqs"
+RESOLVE_TIMEOUT = 60.0  # seconds for the child that asks botocore
 
 
 class SqsClient:
@@ -116,7 +117,15 @@ async def from_child(
 ) -> SqsClient:
     """A client with botocore's decisions and credentials, asked of a child process."""
     command = [sys.executable, "-m", __name__, "resolve", queue_url]
-    done = await anyio.run_process(command, check=False)
+    # botocore's chain may ask a metadata endpoint; a child that hangs is killed, and the
+    # reader says so and tries again later (sending goes on meanwhile)
+    try:
+        with anyio.fail_after(RESOLVE_TIMEOUT):
+            done = await anyio.run_process(command, check=False)
+    except TimeoutError as exc:
+        raise SetupError(
+            f"the SQS set-up child gave no answer within {RESOLVE_TIMEOUT:g} s"
+        ) from exc
     if done.returncode != 0:
         lines = done.stderr.decode(errors="replace").strip().splitlines()
         raise SetupError(lines[-1][:300] if lines else f"exit {done.returncode}")

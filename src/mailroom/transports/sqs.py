@@ -125,7 +125,8 @@ def messages_of(answer: Mapping[str, Any]) -> Received:
             continue
         message_id, body = entry.get("MessageId"), entry.get("Body")
         messages.append({
-            "MessageId": message_id if isinstance(message_id, str) else None,
+            # logged with every warning about the message: SQS's are 36 characters
+            "MessageId": message_id[:100] if isinstance(message_id, str) else None,
             "ReceiptHandle": handle,
             "Body": body if isinstance(body, str) else "",
         })  # fmt: skip
