@@ -158,9 +158,14 @@ class EventsReader:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
         log.info("events_reader_started", pollers=self.config.events_pollers)
-        async with anyio.create_task_group() as tg:
-            for _ in range(self.config.events_pollers):
-                tg.start_soon(self._poll_loop)
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(self.config.events_pollers):
+                    tg.start_soon(self._poll_loop)
+        finally:
+            if isinstance(self.client, SqsClient):  # its idle connections; made anew on restart
+                client, self.client = self.client, None
+                await client.aclose()
 
     async def _poll_loop(self) -> None:
         delay = 0.5
