@@ -107,9 +107,23 @@ async def test_the_child_resolves_the_sqs_endpoint_as_botocore(
     finally:
         await client.aclose()
     monkeypatch.delenv("AWS_ENDPOINT_URL_SQS")
+    monkeypatch.setenv("HTTPS_PROXY", "http://ann:s3cret@proxy.example:3128")
+    monkeypatch.setenv("AWS_CA_BUNDLE", os.devnull)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(SetupError, match="CA bundle"):  # not a certificate: said at set-up
+        await from_child(standard, connections=1, connect_timeout=2, read_timeout=5)
+    monkeypatch.delenv("AWS_CA_BUNDLE")
     client = await from_child(standard, connections=1, connect_timeout=2, read_timeout=5)
     assert client.url == "https://sqs.us-east-1.amazonaws.com/"  # AWS_REGION wins, as for SES
     assert client.settings.ca_bundle  # https: botocore's bundle
+    # the proxy as botocore uses it; its credentials only in the header, never in the URL
+    assert client.settings.proxy == "http://proxy.example:3128"
+    assert set(client.settings.proxy_headers) == {"Proxy-Authorization"}
+    await client.aclose()
+    monkeypatch.setenv("NO_PROXY", "amazonaws.com")
+    client = await from_child(standard, connections=1, connect_timeout=2, read_timeout=5)
+    assert client.settings.proxy is None
     await client.aclose()
 
 
