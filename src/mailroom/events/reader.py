@@ -45,8 +45,8 @@ from mailroom.events.storing import ingest_params, is_outage, label, refusal
 from mailroom.outbox import Outbox
 from mailroom.transports.sqs import SqsError
 
-if TYPE_CHECKING:  # cryptography (about 6 MiB) loads only when a reader is made, and
-    # this module only when MAILROOM_EVENTS_QUEUE_URL is set
+if TYPE_CHECKING:  # this module loads only when MAILROOM_EVENTS_QUEUE_URL is set, and
+    # cryptography (7.7 MiB) only with the first SNS signature to verify (events/sns.py)
     from mailroom.events.sns_certs import Verifier
 
 log = structlog.get_logger("mailroom.events")
