@@ -284,8 +284,8 @@ def test_the_setting_is_a_boolean_with_a_one_line_error() -> None:
 
 def test_a_daemon_without_an_events_queue_does_not_load_cryptography() -> None:
     """Every daemon imports the events reader (for the account-health refresh); the
-        signature checks and their ~7.7 MiB of cryptography load only with a signature to check
-    (test_cryptography_loads_with_the_first_signature_to_verify)."""
+    signature checks and their ~7.7 MiB of cryptography load only with a signature to
+    check (test_cryptography_loads_with_the_first_signature_to_verify)."""
     code = (
         "import sys, mailroom.cli.commands, mailroom.daemon.run; mailroom.cli.commands.parser(); "
         "print('cryptography' in sys.modules)"
