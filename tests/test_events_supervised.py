@@ -1,7 +1,8 @@
-"""A crashing events reader in a real daemon process: it is restarted with a backoff,
-and sending goes on. The crash comes from an SQS endpoint answering what no real SQS
-answers (a message without a receipt handle): a failure no check of the reader foresaw,
-which is what the supervisor is for."""
+"""An SQS endpoint answering what no real SQS answers (a message without a receipt
+handle) to a real daemon process. With botocore's client this crashed the reader (the
+supervisor restarted it, tests/test_events_reader.py covers the restart itself); the
+project's own SQS client (mailroom.events.sqsclient) reads answers item by item: the
+message is counted and left out, the reader polls on, and sending goes on."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def broken_sqs() -> Iterator[str]:
     server.server_close()
 
 
-def test_a_crashing_reader_restarts_and_mail_is_still_sent(
+def test_a_message_without_receipt_handle_is_counted_and_mail_is_still_sent(
     conn: psycopg.Connection[Any], standin: SesStandin, broken_sqs: str, spawn: Any,
 ) -> None:  # fmt: skip
     daemon = spawn(
@@ -62,10 +63,10 @@ def test_a_crashing_reader_restarts_and_mail_is_still_sent(
         AWS_ENDPOINT_URL_SQS=broken_sqs,
     )
     daemon.wait_listening()
-    crashed = lambda: [e for e in daemon.events() if e["event"] == "events_reader_crashed"]  # noqa: E731 -- a one-line probe
-    wait_for(lambda: len(crashed()) >= 2, timeout=30)
+    named = lambda name: [e for e in daemon.events() if e["event"] == name]  # noqa: E731 -- a one-line probe
+    wait_for(lambda: len(named("events_unusable_messages")) >= 2, timeout=30)  # polls on
     assert daemon.proc.poll() is None, "the daemon exited"
-    assert [e["restart_in"] for e in crashed()[:2]] == [1.0, 2.0]  # backing off
+    assert named("events_reader_crashed") == []
     control = mailroom.enqueue(conn, "control@example.com", subject="control", text="t")
     final = "SELECT count(*) FROM mailroom.outbox WHERE id = %s AND status = 'sent'"
     wait_for(lambda: count(conn, final, control) == 1, timeout=30)

@@ -284,7 +284,8 @@ def test_the_setting_is_a_boolean_with_a_one_line_error() -> None:
 
 def test_a_daemon_without_an_events_queue_does_not_load_cryptography() -> None:
     """Every daemon imports the events reader (for the account-health refresh); the
-    signature checks and their ~6 MiB of cryptography load only with a reader."""
+    signature checks and their ~7.7 MiB of cryptography load only with a signature to
+    check (test_cryptography_loads_with_the_first_signature_to_verify)."""
     code = (
         "import sys, mailroom.cli.commands, mailroom.daemon.run; mailroom.cli.commands.parser(); "
         "print('cryptography' in sys.modules)"
@@ -292,3 +293,25 @@ def test_a_daemon_without_an_events_queue_does_not_load_cryptography() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)  # fmt: skip
     assert result.stdout.strip() == "False"
+
+
+def test_cryptography_loads_with_the_first_signature_to_verify() -> None:
+    """A reader of a raw-delivery queue (no SNS envelope, no signature) never loads
+    cryptography (7.7 MiB); the first signed envelope loads it, and is checked."""
+    code = """
+import base64, json, sys, anyio
+from mailroom.events.reader import EventsReader
+from mailroom.events.sns_certs import Verifier
+verifier = Verifier(fetch=lambda url: b"not a certificate")
+print("=", anyio.run(verifier.check, '{"eventType": "Bounce"}').ok, "cryptography" in sys.modules)
+signed = {"Type": "Notification", "MessageId": "m", "TopicArn": "arn:aws:sns:us-east-1:1:t",
+          "Message": "{}", "Timestamp": "2026-01-01T00:00:00Z", "SignatureVersion": "1",
+          "Signature": base64.b64encode(b"x" * 256).decode(),
+          "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0a.pem"}
+verdict = anyio.run(verifier.check, json.dumps(signed))
+print("=", verdict.reason, "cryptography" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)  # fmt: skip
+    said = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("= ")]
+    assert said == [["True", "False"], ["cert_unavailable", "True"]]  # the log lines aside

@@ -15,10 +15,13 @@ A message is read only if ``mailroom.events.sns_certs`` trusts it (an SNS signat
 must verify; MAILROOM_EVENTS_REQUIRE_SIGNATURE requires one); a refused message is
 counted, logged and deleted like a malformed one.
 
-botocore is blocking: each poller's SQS calls run in a daemon thread of the poller's own,
-off the event loop (a long poll that is still waiting when the daemon stops must not
-hold up its exit; what it may have received becomes visible again after the visibility
-timeout).
+The SQS calls are the project's own (mailroom.events.sqsclient: the JSON protocol on the
+daemon's event loop, botocore's decisions and credentials from child processes), so an
+events daemon keeps no botocore in its memory. A botocore (or boto3) client handed in (the
+tests, a caller's own) is blocking: each poller's calls to it run in a daemon thread of
+the poller's own, off the event loop (a long poll that is still waiting when the daemon
+stops must not hold up its exit; what it may have received becomes visible again after
+the visibility timeout).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,11 +40,13 @@ import structlog
 from mailroom import metrics
 from mailroom.config.settings import Config
 from mailroom.events.parsing import Event, Malformed, parse_counted
+from mailroom.events.sqsclient import SqsClient
 from mailroom.events.storing import ingest_params, is_outage, label, refusal
 from mailroom.outbox import Outbox
+from mailroom.transports.sqs import SqsError
 
-if TYPE_CHECKING:  # cryptography (about 6 MiB) loads only when a reader is made, and
-    # this module only when MAILROOM_EVENTS_QUEUE_URL is set
+if TYPE_CHECKING:  # this module loads only when MAILROOM_EVENTS_QUEUE_URL is set, and
+    # cryptography (7.7 MiB) only with the first SNS signature to verify (events/sns.py)
     from mailroom.events.sns_certs import Verifier
 
 log = structlog.get_logger("mailroom.events")
@@ -112,7 +116,9 @@ class EventsReader:
     ) -> None:
         self.config = config
         self.outbox = outbox
-        self.client = client  # a botocore (or boto3) SQS client; made on first use when None
+        # an SqsClient, or a botocore (or boto3) SQS client; an SqsClient is made on first
+        # use when None
+        self.client = client
         # which messages may be read at all: SNS signatures (tests inject the fetcher)
         from mailroom.events.sns_certs import Verifier  # noqa: PLC0415 -- see the import above
 
@@ -130,37 +136,21 @@ class EventsReader:
         ok = age < 3 * WAIT_SECONDS + 10
         return ok, f"last poll {age:.1f} s ago" + ("" if ok else f"; {self.error}")
 
-    def _make_client(self) -> Any:
-        # botocore's own client, as boto3 makes it, without boto3's modules (~1.6 MiB of
-        # the daemon's memory, docs/BENCHMARKS.md): only daemons that read events pay
-        import botocore.session  # noqa: PLC0415
-        from botocore.config import Config as BotoConfig  # noqa: PLC0415
+    async def _make_client(self) -> SqsClient:
+        from mailroom.events.sqsclient import from_child  # noqa: PLC0415 -- a child's answer
 
-        boto = BotoConfig(
+        return await from_child(
+            self.config.events_queue_url,
+            connections=self.config.events_pollers + 2,
             connect_timeout=5,
             read_timeout=WAIT_SECONDS + 10,
-            retries={"mode": "standard", "max_attempts": 3},
-            max_pool_connections=self.config.events_pollers + 2,
         )
-        session = botocore.session.get_session()
-        return session.create_client("sqs", config=boto, region_name=self._region())
-
-    def _region(self) -> str | None:
-        """The region as the SES transport reads it, else the one in a standard queue
-        URL; None: botocore's own chain."""
-        from mailroom.transports.awsconfig import configured_region  # noqa: PLC0415
-
-        named = configured_region()
-        match = re.match(
-            r"https://sqs[.-]([a-z0-9-]+)\.amazonaws\.com", self.config.events_queue_url
-        )
-        return named or (match[1] if match else None)
 
     async def run(self) -> None:
         delay = 1.0
         while self.client is None:
             try:
-                self.client = await _in_thread(self._make_client)
+                self.client = await self._make_client()
             except Exception as exc:  # e.g. no region: say so, keep sending mail
                 self.error = f"SQS client: {type(exc).__name__}: {str(exc)[:200]}"
                 log.error("events_reader_setup_failed", error=type(exc).__name__,
@@ -168,16 +158,21 @@ class EventsReader:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
         log.info("events_reader_started", pollers=self.config.events_pollers)
-        async with anyio.create_task_group() as tg:
-            for _ in range(self.config.events_pollers):
-                tg.start_soon(self._poll_loop)
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(self.config.events_pollers):
+                    tg.start_soon(self._poll_loop)
+        finally:
+            if isinstance(self.client, SqsClient):  # its idle connections; made anew on restart
+                client, self.client = self.client, None
+                await client.aclose()
 
     async def _poll_loop(self) -> None:
         delay = 0.5
         worker = _Worker()  # this poller's SQS calls, one after the other
         while True:
             try:
-                received = await worker.call(self._receive)
+                received = await self._receive(worker)
             except Exception as exc:  # any SQS failure: report, back off, retry
                 metrics.EVENTS_READER_ERRORS.labels("receive").inc()
                 self.error = f"SQS ReceiveMessage: {type(exc).__name__}: {str(exc)[:200]}"
@@ -192,7 +187,19 @@ class EventsReader:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
 
-    def _receive(self) -> list[dict[str, Any]]:
+    async def _receive(self, worker: _Worker) -> list[dict[str, Any]]:
+        if not isinstance(self.client, SqsClient):  # botocore's, blocking: in the thread
+            return await worker.call(self._receive_blocking)
+        got = await self.client.receive(self.config.events_queue_url, MAX_MESSAGES, WAIT_SECONDS)
+        if got.unusable:  # no ReceiptHandle: cannot be deleted; SQS's redrive ends them
+            log.warning("events_unusable_messages", count=got.unusable)
+            if not got.messages:  # a failed poll: backed off, not polled again at once
+                raise SqsError("InvalidResponse", f"{got.unusable} messages without a "
+                               "ReceiptHandle", "ReceiveMessage")  # fmt: skip
+            metrics.EVENTS_READER_ERRORS.labels("receive").inc(got.unusable)
+        return got.messages
+
+    def _receive_blocking(self) -> list[dict[str, Any]]:
         answer = self.client.receive_message(
             QueueUrl=self.config.events_queue_url,
             MaxNumberOfMessages=MAX_MESSAGES,
@@ -327,7 +334,10 @@ class EventsReader:
             return list(answer.get("Failed") or [])
 
         try:
-            failed = await worker.call(delete)
+            if isinstance(self.client, SqsClient):
+                failed = await self.client.delete_batch(self.config.events_queue_url, entries)
+            else:
+                failed = await worker.call(delete)
         except Exception as exc:  # stored already: a redelivery is a no-op
             metrics.EVENTS_READER_ERRORS.labels("delete").inc()
             log.warning("events_delete_failed", error=type(exc).__name__, count=len(entries))

@@ -16,13 +16,12 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509 import Certificate
+if TYPE_CHECKING:  # cryptography (7.7 MiB) loads with the first signature to verify:
+    # a queue with raw delivery (no SNS envelopes) never pays for it
+    from cryptography.x509 import Certificate
 
 # Why a message is refused: metric labels (mailroom_events_malformed_total{reason}).
 REASONS = (
@@ -42,7 +41,7 @@ _SIGNED_FIELDS = {
     ),
 }  # fmt: skip
 _OPTIONAL = frozenset({"Subject"})
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
+_HASHES = {"1": "SHA1", "2": "SHA256"}  # SignatureVersion: the hash under RSA PKCS#1 v1.5
 # arn:<partition>:sns:<region>:<account>:<topic>; the partition decides the host's domain.
 _TOPIC_ARN = re.compile(r"arn:(aws|aws-cn|aws-us-gov):sns:([a-z]{2}(?:-[a-z]+)+-[0-9]):")
 _DOMAINS = {"aws": "amazonaws.com", "aws-cn": "amazonaws.com.cn", "aws-us-gov": "amazonaws.com"}
@@ -166,11 +165,16 @@ def prepare(document: dict[str, Any]) -> Pending | Verdict:
 
 def verify(pending: Pending, certificate: Certificate) -> Verdict:
     """Whether ``pending``'s signature is the certificate key's over its data."""
+    from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 -- see above
+    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: PLC0415
+
+    algorithm = {"1": hashes.SHA1, "2": hashes.SHA256}[pending.version]  # as _HASHES names
     key = certificate.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         return refuse("bad_signature", "the signing certificate's key is not RSA")
     try:
-        key.verify(pending.signature, pending.data, padding.PKCS1v15(), _HASHES[pending.version]())
+        key.verify(pending.signature, pending.data, padding.PKCS1v15(), algorithm())
     except InvalidSignature:
         return refuse("bad_signature", "the signature does not match the message")
     return OK

@@ -22,14 +22,16 @@ import time
 import urllib.request
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from cryptography import x509
 
 from mailroom.events import sns
 from mailroom.events.sns import OK, Pending, Verdict, refuse
+
+if TYPE_CHECKING:  # loaded with the first certificate (mailroom.events.sns: why)
+    from cryptography import x509
 
 log = structlog.get_logger("mailroom.events")
 
@@ -136,6 +138,8 @@ class Verifier:
         return entry
 
     async def _load(self, url: str) -> x509.Certificate | None:
+        from cryptography import x509  # noqa: PLC0415 -- see the import above
+
         try:
             # abandoned on cancellation: a fetch still waiting must not hold up a shutdown
             pem = await anyio.to_thread.run_sync(self._fetch, url, abandon_on_cancel=True)

@@ -16,6 +16,7 @@ picks it. Loading the ``sesv2`` service model for that costs about 11 MiB of mem
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -73,8 +74,7 @@ def resolve(session: Any) -> Resolved:
     from botocore import UNSIGNED  # noqa: PLC0415 -- botocore loads with the transport
     from botocore.config import Config  # noqa: PLC0415
     from botocore.exceptions import BotoCoreError  # noqa: PLC0415
-    from botocore.httpsession import ProxyConfiguration, get_cert_path  # noqa: PLC0415
-    from botocore.utils import get_environ_proxies, normalize_url_path  # noqa: PLC0415
+    from botocore.utils import normalize_url_path  # noqa: PLC0415
 
     region = region_of(session)
     config = Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1})
@@ -96,6 +96,72 @@ def resolve(session: Any) -> Resolved:
         raise SetupError(f"unexpected SendEmail URL from botocore: {url!r}")
     endpoint = url[: -len(SEND_EMAIL)]
 
+    prefix = urlsplit(endpoint).path
+    return Resolved(
+        region=region,
+        endpoint=endpoint,
+        **_network(session, client, url),
+        signed_paths={
+            path: quote(normalize_url_path(prefix + path), safe="/~")
+            for path in (SEND_EMAIL, SEND_BULK_EMAIL)
+        },
+    )
+
+
+def queue_region(queue_url: str) -> str | None:
+    """The region in a standard SQS queue URL (sqs.REGION.amazonaws.com[.cn], or the
+    legacy REGION.queue.amazonaws.com); None for any other host. Pure."""
+    match = _QUEUE_HOST.match(queue_url)
+    return (match[1] or match[2]) if match else None
+
+
+_QUEUE_HOST = re.compile(
+    r"https://(?:sqs[.-]([a-z0-9-]+)|([a-z0-9-]+)\.queue)\.amazonaws\.com(?:\.cn)?(?:/|$)"
+)
+
+
+def resolve_sqs(session: Any, queue_url: str) -> Resolved:
+    """botocore's decisions for an ``sqs`` client reading ``queue_url`` (the events
+    reader's): the region as every mailroom client reads it, else the queue URL's; the
+    endpoint a ReceiveMessage would be POSTed to (AWS_ENDPOINT_URL_SQS, AWS_ENDPOINT_URL,
+    the config file, the endpoint rules); the proxy and CA bundle as for SES.
+    ``signed_paths["/"]``: the endpoint's path as the signer canonicalises it."""
+    from botocore import UNSIGNED  # noqa: PLC0415 -- botocore loads in the child only
+    from botocore.config import Config  # noqa: PLC0415
+    from botocore.exceptions import BotoCoreError  # noqa: PLC0415
+    from botocore.utils import normalize_url_path  # noqa: PLC0415
+
+    region = configured_region(session) or queue_region(queue_url)
+    if not region:
+        raise SetupError(
+            "no AWS region for the events queue: set AWS_REGION or AWS_DEFAULT_REGION"
+            " (or use the queue's standard https://sqs.REGION.amazonaws.com URL)"
+        )
+    config = Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1})
+    try:
+        client = session.create_client("sqs", region_name=region, config=config)
+        client.meta.events.register("before-send.sqs.ReceiveMessage", _catch)
+        client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1)
+    except _Caught as caught:
+        url = caught.url
+    except (BotoCoreError, ValueError) as exc:  # ValueError: botocore's "Invalid endpoint"
+        raise SetupError(f"cannot resolve the SQS endpoint: {exc}") from exc
+    else:  # pragma: no cover -- the hook always raises
+        raise SetupError("botocore sent the probe request instead of handing it over")
+    path = urlsplit(url).path or "/"
+    return Resolved(
+        region=region,
+        endpoint=url,
+        **_network(session, client, url),
+        signed_paths={"/": quote(normalize_url_path(path), safe="/~")},
+    )
+
+
+def _network(session: Any, client: Any, url: str) -> dict[str, Any]:
+    """Proxy, its headers and the CA bundle for requests to ``url`` as botocore picks them."""
+    from botocore.httpsession import ProxyConfiguration, get_cert_path  # noqa: PLC0415
+    from botocore.utils import get_environ_proxies  # noqa: PLC0415
+
     # As botocore's EndpointCreator and URLLib3Session do: the proxies for the client's
     # endpoint, then the one for the request's scheme; its credentials become a header.
     proxies = ProxyConfiguration(proxies=get_environ_proxies(client.meta.endpoint_url))
@@ -107,18 +173,11 @@ def resolve(session: Any) -> Resolved:
         # REQUESTS_CA_BUNDLE, then its default bundle (certifi when installed).
         verify = session.get_config_variable("ca_bundle") or os.environ.get("REQUESTS_CA_BUNDLE")
         ca_bundle = verify or get_cert_path(True)
-    prefix = urlsplit(endpoint).path
-    return Resolved(
-        region=region,
-        endpoint=endpoint,
-        proxy=_without_credentials(proxy) if proxy else None,
-        proxy_headers=dict(proxy_headers),
-        ca_bundle=ca_bundle,
-        signed_paths={
-            path: quote(normalize_url_path(prefix + path), safe="/~")
-            for path in (SEND_EMAIL, SEND_BULK_EMAIL)
-        },
-    )
+    return {
+        "proxy": _without_credentials(proxy) if proxy else None,
+        "proxy_headers": dict(proxy_headers),
+        "ca_bundle": ca_bundle,
+    }
 
 
 def _without_credentials(url: str) -> str:
