@@ -36,7 +36,9 @@ NOT_WITH_DEFAULTS = ("mailroom.events", "mailroom.web", "mailroom.django", "djan
                      # the SES calls ride the standard library's asyncio (transports/exchange)
                      "aiohttp", "yarl", "multidict",
                      # structlog loads without rich (mailroom/cli/__init__.py) when installed
-                     "rich", "pygments")  # fmt: skip
+                     "rich", "pygments",
+                     # the templates commands load the renderer only when they run
+                     "mailroom.templates", "difflib")  # fmt: skip
 
 
 def _modules_of_a_daemon(

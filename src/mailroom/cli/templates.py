@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailroom.cli.args import command
 from mailroom.cli.common import fail, load
-from mailroom.templates import compare, files, handlebars, mime, remote
+
+if TYPE_CHECKING:  # the commands import it when they run: `mailroom run` builds this parser too
+    from mailroom.templates import compare, files
 
 EXIT_CODES = """
 exit codes: 0 ok (diff: nothing differs); 1 diff found a difference, the render failed as
@@ -26,6 +28,8 @@ template files; 3 SES unreachable or refused the call
 
 
 def _directory(args: argparse.Namespace, *, required: bool = True) -> Path | None:
+    from mailroom.templates import files  # noqa: PLC0415 -- as it runs
+
     if args.dir is not None:
         return Path(args.dir)
     cfg = load(require_database=False)
@@ -35,6 +39,8 @@ def _directory(args: argparse.Namespace, *, required: bool = True) -> Path | Non
 
 
 def _folder(args: argparse.Namespace) -> Path:
+    from mailroom.templates import files  # noqa: PLC0415 -- as it runs
+
     directory = _directory(args)
     if directory is None:  # pragma: no cover -- _directory raised: it was required
         raise files.TemplateFileError("MAILROOM_TEMPLATES_DIR is not set (or give --dir)")
@@ -47,6 +53,7 @@ class NoRegion(Exception):
 
 def _ses() -> Any:
     from mailroom.daemon.preflight import client  # noqa: PLC0415 -- boto3 only when asked
+    from mailroom.templates import remote  # noqa: PLC0415 -- as it runs
 
     cfg = load(require_database=False)
     try:
@@ -60,6 +67,8 @@ def _ses() -> Any:
 
 
 def _names(args: argparse.Namespace, local: dict[str, files.Template]) -> list[str]:
+    from mailroom.templates import files  # noqa: PLC0415 -- as it runs
+
     for name in args.names:
         files.check_name(name)
     return list(args.names) or sorted(local)
@@ -68,6 +77,8 @@ def _names(args: argparse.Namespace, local: dict[str, files.Template]) -> list[s
 def _plan(
     args: argparse.Namespace, ses: Any
 ) -> tuple[dict[str, files.Template], list[compare.Change]]:
+    from mailroom.templates import compare, files, remote  # noqa: PLC0415 -- as it runs
+
     directory = _folder(args)
     local = files.load_all(directory)
     names = _names(args, local)
@@ -82,6 +93,8 @@ def _guard(run: Any) -> Any:
     """A command's template-file and SES failures as one line and an exit code."""
 
     def guarded(args: argparse.Namespace) -> int:
+        from mailroom.templates import files, remote  # noqa: PLC0415 -- when a command runs
+
         try:
             return int(run(args))
         except (files.TemplateFileError, NoRegion) as exc:
@@ -93,6 +106,8 @@ def _guard(run: Any) -> Any:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from mailroom.templates import compare, files, remote  # noqa: PLC0415 -- as it runs
+
     directory = _folder(args)
     local = files.load_all(directory)
     rows: list[dict[str, Any]] = [
@@ -124,6 +139,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from mailroom.templates import compare  # noqa: PLC0415 -- as it runs
+
     _, changes = _plan(args, _ses())
     differs = [c for c in changes if c.pushes]
     if args.json:
@@ -148,6 +165,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    from mailroom.templates import compare, remote  # noqa: PLC0415 -- as it runs
+
     ses = _ses()
     local, changes = _plan(args, ses)
     done = []
@@ -180,6 +199,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    from mailroom.templates import files, remote  # noqa: PLC0415 -- as it runs
+
     directory = _folder(args)
     ses = _ses()
     for name in args.names:
@@ -218,6 +239,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace, directory: Path | None) -> dict[str, Any]:
+    from mailroom.templates import files, handlebars  # noqa: PLC0415 -- as it runs
+
     text = args.data
     if text is None:
         found = files.example(directory, args.name) if directory is not None else None
@@ -234,6 +257,8 @@ def _data(args: argparse.Namespace, directory: Path | None) -> dict[str, Any]:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from mailroom.templates import files, handlebars, mime, remote  # noqa: PLC0415 -- as it runs
+
     files.check_name(args.name)
     directory = _directory(args, required=not args.remote)
     data = _data(args, directory)
