@@ -25,7 +25,7 @@ import anyio
 from mailroom.transports import SetupError, awsconfig, sqs
 from mailroom.transports.credentials import CredentialError, Found, FromChild, Source
 from mailroom.transports.exchange import Exchange, ExchangeError
-from mailroom.transports.ses import _authority, _user_agent
+from mailroom.transports.ses import authority_of, user_agent
 from mailroom.transports.sigv4 import Signer
 
 SIGNING_NAME = "sqs"
@@ -47,11 +47,11 @@ class SqsClient:
         self.settings = resolved
         self.url = resolved.endpoint
         parts = urlsplit(self.url)
-        self.authority = _authority(parts.scheme, parts.hostname or "", parts.port)
+        self.authority = authority_of(parts.scheme, parts.hostname or "", parts.port)
         self._path = resolved.signed_paths.get("/") or "/"
         self._signer = Signer(resolved.region, SIGNING_NAME)
         self._credentials = credentials
-        self._user_agent = _user_agent()
+        self._user_agent = user_agent()
         context = None
         if resolved.ca_bundle is not None:
             try:

@@ -160,11 +160,11 @@ class SesTransport:
             # metadata or STS endpoint)
             credentials = credentials or InProcess(session)
         self.defaults = defaults
-        self._user_agent = _user_agent()
+        self._user_agent = user_agent()
         self.settings = resolved
         self.url = resolved.endpoint
         parts = urlsplit(self.url)
-        self.authority = _authority(parts.scheme, parts.hostname or "", parts.port)
+        self.authority = authority_of(parts.scheme, parts.hostname or "", parts.port)
         self._signer = Signer(resolved.region, SIGNING_NAME)
         self._credentials = credentials
         # Each operation's URL as botocore built it (an endpoint's path prefix kept), and
@@ -269,7 +269,8 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _user_agent() -> str:
+def user_agent() -> str:
+    """What mailroom sends as User-Agent to AWS (SES and SQS alike)."""
     import platform  # noqa: PLC0415
     from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
 
@@ -280,7 +281,7 @@ def _user_agent() -> str:
     return f"mailroom/{mine} python/{platform.python_version()}"
 
 
-def _authority(scheme: str, host: str, port: int | None) -> str:
+def authority_of(scheme: str, host: str, port: int | None) -> str:
     """host[:port] as the Host header and the signature carry it: no default port, IPv6 in
     brackets (as botocore's signer and HTTP clients write it)."""
     shown = f"[{host}]" if ":" in host else host
