@@ -126,6 +126,8 @@ def test_with_defaults_a_backlog_rides_bulk_calls_bigger_than_the_batch_limit(
     # 10-message batches would need 300 calls; claims that fill the call slots carry up
     # to 50 entries per call
     assert bulk < n / DEFAULT_LIMIT / 2, calls
+    # a batch's batch_done line is written after its record commits: wait for the last
+    wait_for(lambda: sum(_batches(daemon)) >= n, timeout=10)
     batches = _batches(daemon)
     assert batches[0] == DEFAULT_LIMIT  # the wake-up claims the seed's batch first
     assert max(batches) > DEFAULT_LIMIT
