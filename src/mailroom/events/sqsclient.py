@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,8 +23,8 @@ import anyio
 
 from mailroom.transports import SetupError, awsconfig, sqs
 from mailroom.transports.credentials import CredentialError, Found, FromChild, Source
-from mailroom.transports.exchange import Exchange, ExchangeError
-from mailroom.transports.ses import authority_of, user_agent
+from mailroom.transports.exchange import ExchangeError
+from mailroom.transports.ses import authority_of, exchange_for, user_agent
 from mailroom.transports.sigv4 import Signer
 
 SIGNING_NAME = "sqs"
@@ -52,20 +51,10 @@ class SqsClient:
         self._signer = Signer(resolved.region, SIGNING_NAME)
         self._credentials = credentials
         self._user_agent = user_agent()
-        context = None
-        if resolved.ca_bundle is not None:
-            try:
-                context = ssl.create_default_context(cafile=resolved.ca_bundle)
-            except (OSError, ssl.SSLError) as exc:
-                raise SetupError(f"cannot load the CA bundle {resolved.ca_bundle}: {exc}") from exc
-        self._http = Exchange(
-            concurrency=connections,
-            connect_timeout=connect_timeout,
+        self._http = exchange_for(
+            resolved, concurrency=connections, connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            ssl_context=context,
-            proxy=resolved.proxy,
-            proxy_headers=resolved.proxy_headers,
-        )
+        )  # fmt: skip
 
     async def receive(self, queue_url: str, max_messages: int, wait_seconds: int) -> sqs.Received:
         answer = await self._call(sqs.receive_request(queue_url, max_messages, wait_seconds))

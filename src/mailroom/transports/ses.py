@@ -173,20 +173,10 @@ class SesTransport:
             path: (self.url + path, resolved.signed_paths[path])
             for path in (SEND_EMAIL, SEND_BULK_EMAIL)
         }
-        context = None
-        if resolved.ca_bundle is not None:
-            try:
-                context = ssl.create_default_context(cafile=resolved.ca_bundle)
-            except (OSError, ssl.SSLError) as exc:
-                raise SetupError(f"cannot load the CA bundle {resolved.ca_bundle}: {exc}") from exc
-        self._http = Exchange(
-            concurrency=concurrency,
-            connect_timeout=connect_timeout,
+        self._http = exchange_for(
+            resolved, concurrency=concurrency, connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            ssl_context=context,
-            proxy=resolved.proxy,
-            proxy_headers=resolved.proxy_headers,
-        )
+        )  # fmt: skip
 
     async def _credentials_within(self, budget: float) -> Credentials | Result:
         with anyio.move_on_after(budget):
@@ -267,6 +257,28 @@ def _failed(code: str, detail: str) -> Result:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def exchange_for(
+    resolved: awsconfig.Resolved, *, concurrency: int, connect_timeout: float,
+    read_timeout: float,
+) -> Exchange:  # fmt: skip
+    """The HTTP exchange to an AWS endpoint with the proxy and CA bundle botocore picked
+    (SES's and the events reader's SQS calls alike)."""
+    context = None
+    if resolved.ca_bundle is not None:
+        try:
+            context = ssl.create_default_context(cafile=resolved.ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise SetupError(f"cannot load the CA bundle {resolved.ca_bundle}: {exc}") from exc
+    return Exchange(
+        concurrency=concurrency,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        ssl_context=context,
+        proxy=resolved.proxy,
+        proxy_headers=resolved.proxy_headers,
+    )
 
 
 def user_agent() -> str:
