@@ -307,6 +307,34 @@ def test_a_notification_wakes_and_carries_nothing(
     assert list(b.notifies(timeout=0.3)) == []  # nothing on B's own channel
 
 
+def test_the_daemons_claim_writes_and_wakes_nothing_and_its_record_both(
+    conn: psycopg.Connection[Any], apps: tuple[psycopg.Connection[Any], ...]
+) -> None:
+    """The daemon's own statements (queries.sql): its claim returns before the trigger's
+    writers run (0033), so it must still be its record that writes the send and an event
+    SES published before the record committed, and wakes the application once."""
+    a, _ = apps
+    channel = a.execute("SELECT mailroom.changes_listen()").fetchone()
+    assert channel is not None
+    a.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel[0])))
+    mid = mailroom.enqueue(a, "ann@example.com", subject="s", text="t")
+    conn.execute(EVENT, ["k-early", "p-early", "ann@example.com", "Delivery", "", "250 ok"])
+    claim = {"queue": "user_action_queue", "limit": 10, "owner": "w", "lease_seconds": 60.0}
+    rows = conn.cursor(binary=True).execute(query("claim"), claim).fetchall()
+    assert [r[0] for r in rows] == [mid]
+    assert list(a.notifies(timeout=0.3)) == []
+    assert seen(a) == []
+    outcome = {"owner": "w", "ids": [mid], "provider_ids": ["p-early"], "statuses": None,
+               "refunds": None, "delays": None, "errors": None, "attempt_outcomes": None,
+               "tries": [rows[0][1]], "leases": [rows[0][-1]]}  # fmt: skip
+    conn.execute(query("record"), outcome)
+    heard = list(a.notifies(timeout=5, stop_after=1))
+    assert [(n.channel, n.payload) for n in heard] == [(channel[0], "")]
+    assert seen(a) == [(mid, "sent", None, None, None, None),
+                       (mid, "delivered", "250 ok", None, None, "ann@example.com")]  # fmt: skip
+    assert list(a.notifies(timeout=0.3)) == []  # one wake-up, not one per writer
+
+
 class Follower:
     """mailroom.changes(...) in a thread, following, as an application runs it."""
 
