@@ -57,15 +57,24 @@ def server_cpu(pg: Postgres) -> float:
     """CPU seconds of the postmaster and every backend, live or ended (cutime/cstime
     count the children the postmaster has reaped)."""
     pid = int((pg.server.data_dir / "postmaster.pid").read_text().split()[0])
-    total = 0.0
+    # A backend reaped while /proc is read would be in neither the reaped total read
+    # before nor the live ones: read again until the reaped total did not move meanwhile.
+    while True:
+        reaped = _reaped(pid)
+        live = 0
+        for entry in Path("/proc").glob("[0-9]*/stat"):
+            child = _stat(int(entry.parent.name))
+            if child and int(child[1]) == pid:
+                live += int(child[11]) + int(child[12])
+        if _reaped(pid) == reaped:
+            own = _stat(pid)
+            mine = int(own[11]) + int(own[12]) if own else 0
+            return (reaped + live + mine) / CLOCK_TICK
+
+
+def _reaped(pid: int) -> int:
     fields = _stat(pid)
-    if fields:
-        total += sum(int(v) for v in fields[11:15]) / CLOCK_TICK
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        child = _stat(int(entry.parent.name))
-        if child and int(child[1]) == pid:
-            total += (int(child[11]) + int(child[12])) / CLOCK_TICK
-    return total
+    return int(fields[13]) + int(fields[14]) if fields else 0
 
 
 def _stat(pid: int) -> list[str] | None:

@@ -10,7 +10,12 @@ from importlib import resources
 
 
 def _load_queries() -> dict[str, str]:
-    text = resources.files("mailroom").joinpath("queries.sql").read_text(encoding="utf-8")
+    return parse(resources.files("mailroom").joinpath("queries.sql").read_text(encoding="utf-8"))
+
+
+def parse(text: str) -> dict[str, str]:
+    """Each ``-- name:`` block of a queries.sql text, its comment lines left out (the
+    benchmarks read another commit's file with it)."""
     queries: dict[str, str] = {}
     for block in re.split(r"^-- name: ", text, flags=re.MULTILINE)[1:]:
         name, _, body = block.partition("\n")
