@@ -18,7 +18,8 @@ import psycopg
 
 from mailroom import client, logs, migrate, outbox, tokens
 from mailroom.config import settings as config
-from mailroom.daemon.run import Daemon, make_transport
+from mailroom.daemon.run import Daemon
+from mailroom.daemon.startup import make_transport
 from mailroom.embedded import EmbeddedPostgres
 
 

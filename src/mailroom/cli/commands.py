@@ -110,7 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415
 
     from mailroom import logs, migrate  # noqa: PLC0415
-    from mailroom.daemon.run import Daemon, make_transport  # noqa: PLC0415
+    from mailroom.daemon.run import Daemon  # noqa: PLC0415
+    from mailroom.daemon.startup import make_transport  # noqa: PLC0415
     from mailroom.transports import SetupError  # noqa: PLC0415
 
     try:

@@ -26,12 +26,9 @@ from mailroom.daemon.capstep import CapStep
 from mailroom.daemon.listener import HEARTBEAT_TIMEOUT, KEEPALIVE, Listener
 from mailroom.daemon.retry import Policy
 from mailroom.daemon.sender import Sender
-from mailroom.daemon.startup import make_transport
 from mailroom.outbox import UNAVAILABLE, Disposition, Message, Outbox, secure_session_async
 from mailroom.transports import Defaults, Transport
 
-# make_transport lives in startup.py; the CLI and the demo import it from here with Daemon
-__all__ = ["Daemon", "make_transport"]
 log = structlog.get_logger("mailroom.daemon")
 T = TypeVar("T")
 
