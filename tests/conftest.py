@@ -84,6 +84,38 @@ def db(pg_admin_dsn: str, template_db: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def migrated_to(pg_admin_dsn: str) -> Iterator[Callable[[int], str]]:
+    """migrated_to(28) -> DSN of a new database migrated up to 0028 only, as migrate
+    records it (the upgrade tests then run the rest); dropped after the test."""
+    created: list[str] = []
+
+    def make(version: int) -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        dsn = _with_db(pg_admin_dsn, name)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(migrate.query("safe_search_path"))
+            conn.execute(migrate.query("migrations_bootstrap"))
+            for m in migrate.available():
+                if m.version <= version:
+                    with conn.transaction():
+                        conn.execute(sql.SQL(m.text))  # type: ignore[arg-type]  # our own file
+                        record = {"version": m.version, "name": m.name, "checksum": m.checksum}
+                        conn.execute(migrate.query("migrations_record"), record)
+            conn.execute(migrate.query("set_channel"), {"channel": "token_insert"})
+            conn.execute(migrate.query("revoke_public"))
+            conn.execute(migrate.query("grant_roles"))
+        return dsn
+
+    yield make
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+        for name in created:
+            admin.execute(_drop(name))
+
+
+@pytest.fixture
 def conn(db: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(db, autocommit=True) as connection:
         yield connection

@@ -5,13 +5,12 @@ claim and record statements; the race in both orders is in tests/test_changes.py
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import errors, sql
+from psycopg import errors
 
 import mailroom
 from mailroom import migrate
@@ -97,29 +96,8 @@ def test_no_role_reads_or_writes_the_waiting_events(
 
 
 @pytest.fixture
-def at_0033(pg_admin_dsn: str) -> Iterator[str]:
-    """A database migrated up to 0033 only, as migrate records it."""
-    from conftest import _drop, _with_db  # noqa: PLC0415
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = _with_db(pg_admin_dsn, name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(migrate.query("safe_search_path"))
-        conn.execute(migrate.query("migrations_bootstrap"))
-        for m in migrate.available():
-            if m.version <= 33:
-                with conn.transaction():
-                    conn.execute(sql.SQL(m.text))  # type: ignore[arg-type]  # our own file
-                    record = {"version": m.version, "name": m.name, "checksum": m.checksum}
-                    conn.execute(migrate.query("migrations_record"), record)
-        conn.execute(migrate.query("set_channel"), {"channel": "token_insert"})
-        conn.execute(migrate.query("revoke_public"))
-        conn.execute(migrate.query("grant_roles"))
-    yield dsn
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
-        admin.execute(_drop(name))
+def at_0033(migrated_to: Callable[[int], str]) -> str:
+    return migrated_to(33)
 
 
 def test_an_event_stored_before_the_upgrade_still_meets_its_record(

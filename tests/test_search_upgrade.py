@@ -5,8 +5,7 @@ CREATE INDEX CONCURRENTLY left invalid."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -20,29 +19,8 @@ from mailroom.operator.find import Filter, find, incomplete_notice, unsearched_b
 
 
 @pytest.fixture
-def at_0028(pg_admin_dsn: str) -> Iterator[str]:
-    """A database migrated up to 0028 only, as migrate records it."""
-    from conftest import _drop, _with_db  # noqa: PLC0415
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = _with_db(pg_admin_dsn, name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(migrate.query("safe_search_path"))
-        conn.execute(migrate.query("migrations_bootstrap"))
-        for m in migrate.available():
-            if m.version <= 28:
-                with conn.transaction():
-                    conn.execute(sql.SQL(m.text))  # type: ignore[arg-type]  # our own file
-                    record = {"version": m.version, "name": m.name, "checksum": m.checksum}
-                    conn.execute(migrate.query("migrations_record"), record)
-        conn.execute(migrate.query("set_channel"), {"channel": "token_insert"})
-        conn.execute(migrate.query("revoke_public"))
-        conn.execute(migrate.query("grant_roles"))
-    yield dsn
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
-        admin.execute(_drop(name))
+def at_0028(migrated_to: Callable[[int], str]) -> str:
+    return migrated_to(28)
 
 
 _OLD = [
