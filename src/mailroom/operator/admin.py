@@ -27,14 +27,15 @@ def status(conn: Connection, queue: str, *, reveal: bool = False) -> dict[str, A
     """The report of ``mailroom status --json`` (keys documented in docs/cli.md)."""
     row = conn.execute(query("status_overview"), {"queue": queue}).fetchone()
     assert row is not None  # noqa: S101 -- a SELECT of scalar subqueries returns one row
-    pending, retrying, sending, sent, dead, due, oldest, minute, hour, now = row
+    pending, retrying, sending, dead, due, oldest, minute, hour, now = row
     reasons = conn.execute(query("status_dead_reasons"), {"queue": queue, "limit": REASONS_SHOWN})
     leases = conn.execute(query("status_leases"), {"queue": queue}).fetchall()
     shown = masker(reveal)
     return {
         "queue": queue,
         "generated_at": jsonable(now),
-        "depth": dict(pending=pending, retrying=retrying, sending=sending, sent=sent, dead=dead),
+        # no "sent": counting every sent message kept reads the whole history
+        "depth": dict(pending=pending, retrying=retrying, sending=sending, dead=dead),
         "due": due,
         "oldest_due_age_seconds": round(float(oldest), 3),
         "sent_last_minute": minute,
