@@ -43,7 +43,7 @@ BEGIN
         RETURNING application
     )
     SELECT pg_catalog.array_agg(DISTINCT w.application) INTO apps FROM written AS w;
-    -- a provider id set by this statement: the events stored before it (see above)
+    -- a provider id set by this statement: the events stored before it (see 0030)
     IF EXISTS (SELECT FROM changes_new AS n
                JOIN changes_old AS o ON o.id OPERATOR(pg_catalog.=) n.id
                WHERE n.provider_message_id IS NOT NULL AND n.enqueued_by IS NOT NULL

@@ -71,7 +71,7 @@ BEGIN
     -- A provider id set by this statement: the events SES published before it was
     -- visible wait in changes_unmatched (0034, written by the events trigger below).
     -- Taken shared by every statement that sets one (the lock orders this read against
-    -- the events trigger's, see above); the table is empty unless such an event waits, or
+    -- the events trigger's, see 0030); the table is empty unless such an event waits, or
     -- SES reports mail that mailroom did not send (those stay until prune_events).
     IF EXISTS (SELECT FROM changes_new AS n
                WHERE n.provider_message_id IS NOT NULL AND n.enqueued_by IS NOT NULL) THEN
@@ -97,7 +97,8 @@ BEGIN
                 FROM matched AS u
                 JOIN changes_new AS n
                     ON n.provider_message_id OPERATOR(pg_catalog.=) u.provider_message_id
-                -- one primary-key probe per matched event (OFFSET 0: see above)
+                -- one primary-key probe per matched event (OFFSET 0, as in 0030: the
+                -- planner knows nothing of the CTE's size and might hash the events)
                 CROSS JOIN LATERAL (
                     SELECT x.id, x.recipient, x.event_type, x.subtype, x.detail
                     FROM mailroom.events AS x
@@ -137,7 +138,7 @@ BEGIN
                o.message_id, o.enqueued_by
         FROM changes_events AS e
         CROSS JOIN LATERAL mailroom.event_as_change(e.event_type, e.subtype, e.detail) AS c
-        -- one index probe per event (outbox_provider_message_id; OFFSET 0: see above)
+        -- one index probe per event (outbox_provider_message_id; OFFSET 0: as above)
         LEFT JOIN LATERAL (
             SELECT m.id AS message_id, m.enqueued_by FROM mailroom.outbox AS m
             WHERE m.provider_message_id OPERATOR(pg_catalog.=) e.provider_message_id
