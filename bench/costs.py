@@ -11,7 +11,7 @@ copy of the migrated schema per run; each variant then removes one thing from th
 to show its price:
 
 - ``daemon``: the shipped schema and statements (the baseline of the rows below);
-- ``no_changes_feed``: without the outbox trigger of the changes feed (0030/0033);
+- ``no_changes_feed``: without the outbox trigger of the changes feed (0030/0034);
 - ``no_attempts_fk``: without the attempts' foreign key to the outbox (its check runs
   once per attempt row);
 - ``no_provider_index``: without ``outbox_provider_message_id`` (the events' lookup);

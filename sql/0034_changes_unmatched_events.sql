@@ -1,4 +1,13 @@
--- 0034: the record no longer looks through every stored SES event (issue 21).
+-- 0034: the changes feed's triggers (0030) cost the claim nothing, and the record no
+-- longer looks through every stored SES event (issue 21).
+--
+-- The outbox trigger runs after every UPDATE statement on the outbox, the daemon's claim
+-- included: each claim joined its 500 new rows to the old ones to insert no change,
+-- looked for provider ids it had not set, and called changes_wake() with no application
+-- (pg_stat_statements over idle sends: the one-message claim 0.20 ms at 9fb73c5, 0.37 ms
+-- before this). The function now returns at once when no new row is sent, dead or
+-- cancelled and none has a provider id: exactly the statements in which neither of its
+-- writers could write a row; and it wakes nobody when nothing changed.
 --
 -- An SES event can be stored before the record that sets its message's provider id
 -- commits (0030 explains the race and the advisory lock that orders the two triggers).

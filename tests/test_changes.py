@@ -311,7 +311,7 @@ def test_the_daemons_claim_writes_and_wakes_nothing_and_its_record_both(
     conn: psycopg.Connection[Any], apps: tuple[psycopg.Connection[Any], ...]
 ) -> None:
     """The daemon's own statements (queries.sql): its claim returns before the trigger's
-    writers run (0033), so it must still be its record that writes the send and an event
+    writers run (0034), so it must still be its record that writes the send and an event
     SES published before the record committed, and wakes the application once."""
     a, _ = apps
     channel = a.execute("SELECT mailroom.changes_listen()").fetchone()

@@ -96,18 +96,18 @@ def test_no_role_reads_or_writes_the_waiting_events(
 
 
 @pytest.fixture
-def at_0033(migrated_to: Callable[[int], str]) -> str:
-    return migrated_to(33)
+def at_0032(migrated_to: Callable[[int], str]) -> str:
+    return migrated_to(32)
 
 
 def test_an_event_stored_before_the_upgrade_still_meets_its_record(
-    at_0033: str, login_as: Callable[..., str]
+    at_0032: str, login_as: Callable[..., str]
 ) -> None:
-    """A record in flight across the upgrade: its event was stored under 0033 (which
+    """A record in flight across the upgrade: its event was stored under 0032 (which
     noted nothing), the record commits under 0034."""
     with (
-        psycopg.connect(at_0033, autocommit=True) as owner,
-        psycopg.connect(login_as("mailroom_app", db=at_0033), autocommit=True) as app,
+        psycopg.connect(at_0032, autocommit=True) as owner,
+        psycopg.connect(login_as("mailroom_app", db=at_0032), autocommit=True) as app,
     ):
         mid = mailroom.enqueue(app, "u1@example.com", subject="s", text="t")
         delivered(owner, "k1", "p-1", "u1@example.com")
