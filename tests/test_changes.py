@@ -583,6 +583,17 @@ def test_objects_planted_in_public_never_bind_into_the_feed(
             assert feed.ack(app, "django", got[-1].id) == got[-1].id
             assert feed.stored_cursor(app, "django") == got[-1].id
             assert len(list(app.notifies(timeout=0.5))) >= 1  # pg_catalog's pg_notify ran
+            # an event before its record: noted in changes_unmatched by the events trigger,
+            # matched there by the record's (0034), both under the planted search_path
+            early = mailroom.enqueue(app, "bob@example.com", subject="s", text="t")
+            daemon.execute(EVENT, ["k3", "p-early", "bob@example.com", "Delivery", "", "250"])
+            waiting = "SELECT provider_message_id FROM mailroom.changes_unmatched"
+            assert conn.execute(waiting).fetchall() == [("p-early",)]
+            sent(owner, early, "p-early")
+            assert conn.execute(waiting).fetchall() == []
+            later = list(mailroom.changes(app, got[-1].id, follow=False))
+            assert [(c.message_id, c.state) for c in later] == [(early, "sent"),
+                                                                (early, "delivered")]  # fmt: skip
         assert conn.execute("SELECT * FROM public.sightings").fetchall() == []
     finally:  # the login_as fixture drops the role: its objects go first
         conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(who["attacker"])))

@@ -15,11 +15,7 @@ from psycopg import errors
 import mailroom
 from mailroom import migrate
 from mailroom.outbox import query
-
-EVENT = (
-    "INSERT INTO mailroom.events (event_key, provider_message_id, recipient, event_type,"
-    " subtype, detail, occurred_at) VALUES (%s, %s, %s, %s, %s, %s, pg_catalog.now())"
-)
+from test_changes import EVENT
 
 
 def delivered(conn: psycopg.Connection[Any], key: str, provider_id: str, to: str) -> None:
