@@ -18,7 +18,12 @@ to show its price:
 - with ``--ref REF``, ``daemon@REF``: REF's own claim and record (its queries.sql) on a
   database its own migrations made (as ``python -m bench --compare`` archives it).
 
-Rounds interleave the variants; medians of the rates are printed as markdown. The removed
+Rounds interleave the variants; medians are printed as markdown: the rate, and the CPU
+the loop's backends used per email (``/proc/PID/schedstat``, nanoseconds: the figure the
+drain's "PostgreSQL CPU per 1,000 emails" counts, without the daemon and the stand-in on
+the same cores). ``--connections N`` drains with N connections at once, each claiming and
+recording its own batches, as the daemon's pool does: rows written by concurrent
+transactions into the same tables and index pages cost more than one loop's. The removed
 parts are not optional in the product: this says where the time goes, not what to drop.
 """
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,7 +62,7 @@ LABELS = {
 }
 
 
-def drain_raw(conn: psycopg.Connection[Any]) -> int:
+def drain_raw(conn: psycopg.Connection[Any], owner: str) -> int:
     done = 0
     while ids := [r[0] for r in conn.execute(RAW_CLAIM, {"limit": BATCH}).fetchall()]:
         conn.execute(RAW_MARK_SENT, {"ids": ids})
@@ -64,15 +70,16 @@ def drain_raw(conn: psycopg.Connection[Any]) -> int:
     return done
 
 
-def drain_daemon(conn: psycopg.Connection[Any], queries: dict[str, str]) -> int:
-    claim = {"queue": "user_action_queue", "limit": BATCH, "owner": "bench", "lease_seconds": 300.0}
+def drain_daemon(conn: psycopg.Connection[Any], owner: str, queries: dict[str, str]) -> int:
+    claim = {"queue": "user_action_queue", "limit": BATCH, "owner": owner, "lease_seconds": 300.0}
     done = 0
     while rows := conn.cursor(binary=True).execute(queries["claim"], claim).fetchall():
         ids = [r[0] for r in rows]
         outcome = {
-            "owner": "bench",
+            "owner": owner,
             "ids": ids,
-            "provider_ids": [f"bench-{i}" for i in ids],
+            # SES's message ids are unique strings of this length (the stand-in's: uuid4)
+            "provider_ids": [f"bench-{i:030d}" for i in ids],
             "statuses": None,  # every message sent, as outbox.record sends it
             "refunds": None,
             "delays": None,
@@ -87,23 +94,54 @@ def drain_daemon(conn: psycopg.Connection[Any], queries: dict[str, str]) -> int:
     return done
 
 
+def backend_cpu(pid: int) -> float:
+    """Seconds on CPU of one backend (schedstat: nanoseconds, not /proc's 10 ms ticks)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
 def measure(
-    pg: Postgres, variant: str, n: int, refs: dict[str, tuple[str, dict[str, str]]]
-) -> float:
+    pg: Postgres,
+    variant: str,
+    n: int,
+    refs: dict[str, tuple[str, dict[str, str]]],
+    connections: int = 1,
+) -> tuple[float, float]:
+    """(emails per second, backend CPU seconds per email) of one drain of n messages."""
     template, queries = refs.get(variant, (None, QUERIES))
     with pg.database(template=template) as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
             for ddl in VARIANTS.get(variant, ()):
                 conn.execute(ddl)  # the bench's own constants, run as the superuser
-        fill(dsn, n)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("CHECKPOINT")  # the fill's dirty pages are not this drain's
-            started = time.perf_counter()
-            done = drain_raw(conn) if variant == "raw" else drain_daemon(conn, queries)
-            seconds = time.perf_counter() - started
+        fill(dsn, n)  # checkpoints before its commit: the fill's pages are not the drain's
+        ready = threading.Barrier(connections + 1)
+        drained: list[tuple[int, float]] = []
+
+        def loop() -> None:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                pid = conn.info.backend_pid
+                owner = f"bench-{pid}"
+                conn.execute("SELECT 1")  # connected and authenticated before the clock
+                ready.wait()
+                before = backend_cpu(pid)
+                done = (
+                    drain_raw(conn, owner)
+                    if variant == "raw"
+                    else drain_daemon(conn, owner, queries)
+                )
+                drained.append((done, backend_cpu(pid) - before))
+
+        threads = [threading.Thread(target=loop) for _ in range(connections)]
+        for thread in threads:
+            thread.start()
+        ready.wait()
+        started = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - started
+        done = sum(d for d, _ in drained)
         if done != n:
             raise RuntimeError(f"{variant}: drained {done} of {n}")
-        return n / seconds
+        return n / seconds, sum(c for _, c in drained) / n
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=30_000, help="messages per drain")
     parser.add_argument("--runs", type=int, default=3, help="rounds (medians are printed)")
     parser.add_argument("--ref", action="append", default=[], help="also a commit's own loop")
+    parser.add_argument(
+        "--connections", type=int, default=1, help="connections draining at once (default 1)"
+    )
     args = parser.parse_args(argv)
     pg = Postgres()
     pg.start()
@@ -124,24 +165,36 @@ def main(argv: list[str] | None = None) -> None:
                 assert code.template is not None
                 refs[f"daemon@{commit[:7]}"] = (code.template, parse(text))
                 LABELS[f"daemon@{commit[:7]}"] = f"{commit[:7]}'s claim + record, its schema"
-            rates: dict[str, list[float]] = {v: [] for v in [*VARIANTS, *refs]}
+            runs: dict[str, list[tuple[float, float]]] = {v: [] for v in [*VARIANTS, *refs]}
             for _ in range(args.runs):
-                for variant, runs in rates.items():
-                    runs.append(measure(pg, variant, args.n, refs))
+                for variant, results in runs.items():
+                    results.append(measure(pg, variant, args.n, refs, args.connections))
     finally:
         pg.stop()
-    raw = statistics.median(rates["raw"])
-    daemon = statistics.median(rates["daemon"])
-    print(f"{args.n:,} messages per drain, batches of {BATCH}, medians of {args.runs}:\n")
-    print("| loop | emails/s (range) | of the raw ceiling | µs per email | HEAD minus this row |")
-    print("|---|---|---|---|---|")
-    for variant, runs in rates.items():
-        rate = statistics.median(runs)
-        spread = f"{min(runs):,.0f} to {max(runs):,.0f}"
-        delta = "—" if variant in ("raw", "daemon") else f"{1e6 / daemon - 1e6 / rate:+.1f} µs"
+    print_table(args, runs)
+
+
+def print_table(args: argparse.Namespace, runs: dict[str, list[tuple[float, float]]]) -> None:
+    rate = {v: statistics.median(r for r, _ in results) for v, results in runs.items()}
+    cpu = {v: statistics.median(c for _, c in results) * 1e6 for v, results in runs.items()}
+    print(
+        f"{args.n:,} messages per drain, batches of {BATCH}, {args.connections} connection(s),"
+        f" medians of {args.runs}:\n"
+    )
+    print(
+        "| loop | emails/s (range) | of the raw ceiling | backend CPU µs per email (range)"
+        " | HEAD minus this row, CPU | HEAD / this row, CPU |"
+    )
+    print("|---|---|---|---|---|---|")
+    for variant, results in runs.items():
+        rates = [r for r, _ in results]
+        cpus = [c * 1e6 for _, c in results]
+        shown = f"{rate[variant]:,.0f} ({min(rates):,.0f} to {max(rates):,.0f})"
+        spent = f"{cpu[variant]:.1f} ({min(cpus):.1f} to {max(cpus):.1f})"
+        delta = "—" if variant in ("raw", "daemon") else f"{cpu['daemon'] - cpu[variant]:+.1f} µs"
         print(
-            f"| {LABELS[variant]} | {rate:,.0f} ({spread}) | {rate / raw:.0%} "
-            f"| {1e6 / rate:.1f} | {delta} |"
+            f"| {LABELS[variant]} | {shown} | {rate[variant] / rate['raw']:.0%} | {spent} "
+            f"| {delta} | {cpu['daemon'] / cpu[variant]:.0%} |"
         )
 
 
