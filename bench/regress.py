@@ -11,6 +11,7 @@ is printed for each side). Nothing here asserts: the targets are printed, met or
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import time
@@ -163,19 +164,26 @@ def render(out: dict[str, Any]) -> str:
     lines += ["", "Targets (issue 21):", ""]
     bulk, tuned, dflt = median(head["bulk0"], "rate"), head["bulk50"], head["defaults50"]
     share = median(dflt, "rate") / median(tuned, "rate")
+    # A round's drains ran minutes apart on the same server: per-round ratios show how far
+    # one run can move a ratio; a target counts as met only if the ratio of the medians and
+    # the median round both meet it.
+    by_round = paired(head["bulk0"], raw, "rate", "rate")
     lines += [
-        f"- bulk at 0 ms: {bulk / ceiling:.0%} of the raw ceiling (target ≥ {CEILING_SHARE:.0%})"
-        f" — {'met' if bulk / ceiling >= CEILING_SHARE else 'NOT met'}",
+        f"- bulk at 0 ms: {bulk / ceiling:.0%} of the raw ceiling"
+        f" (target ≥ {CEILING_SHARE:.0%}{spread(by_round)})"
+        f" — {'met' if min(bulk / ceiling, median_of(by_round)) >= CEILING_SHARE else 'NOT met'}",
         f"- defaults at 50 ms: {share:.0%} of tuned (target ≥ {DEFAULTS_SHARE:.0%})"
         f" — {'met' if share >= DEFAULTS_SHARE else 'NOT met'}",
     ]
     db_head = median(head["bulk0"], "pg_cpu_per_1000")
     for r in refs:
         db_ref = median(runs[r]["bulk0"], "pg_cpu_per_1000")
-        met = db_head <= db_ref * (1 + DB_CPU_MARGIN)
+        by_round = paired(head["bulk0"], runs[r]["bulk0"], "pg_cpu_per_1000", "pg_cpu_per_1000")
+        limit = 1 + DB_CPU_MARGIN
+        met = max(db_head / db_ref, median_of(by_round)) <= limit
         lines.append(
             f"- PostgreSQL CPU per 1,000 bulk emails: {db_head / db_ref:.0%} of {r}'s"
-            f" (target ≤ {1 + DB_CPU_MARGIN:.0%}) — {'met' if met else 'NOT met'}"
+            f" (target ≤ {limit:.0%}{spread(by_round)}) — {'met' if met else 'NOT met'}"
         )
     for side in [*refs, "HEAD"]:
         last = runs[side]["bulk0"][-1]
@@ -183,6 +191,22 @@ def render(out: dict[str, Any]) -> str:
         lines += ["", title, ""]
         lines += statements.table(last.get("statements", []), last["n"])
     return "\n".join(lines)
+
+
+def paired(head: Runs, other: Runs, field: str, other_field: str) -> list[float]:
+    """HEAD's figure over the other side's, round by round (round k of each: the k-th)."""
+    return [h[field] / o[other_field] for h, o in zip(head, other, strict=False) if o[other_field]]
+
+
+def median_of(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(ratios: list[float]) -> str:
+    if len(ratios) < 2:
+        return ""
+    low, high, mid = min(ratios), max(ratios), statistics.median(ratios)
+    return f"; round by round {low:.0%} to {high:.0%}, median round {mid:.0%}"
 
 
 def main(bench: Bench, refs: str, *, runs: int, smoke: bool, save: Path | None) -> int:
