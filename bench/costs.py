@@ -62,7 +62,7 @@ LABELS = {
 }
 
 
-def drain_raw(conn: psycopg.Connection[Any], owner: str) -> int:
+def drain_raw(conn: psycopg.Connection[Any]) -> int:
     done = 0
     while ids := [r[0] for r in conn.execute(RAW_CLAIM, {"limit": BATCH}).fetchall()]:
         conn.execute(RAW_MARK_SENT, {"ids": ids})
@@ -119,15 +119,11 @@ def measure(
         def loop() -> None:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 pid = conn.info.backend_pid
-                owner = f"bench-{pid}"
+                owner = f"bench-{pid}"  # a lease holder per connection, as each daemon is
                 conn.execute("SELECT 1")  # connected and authenticated before the clock
                 ready.wait()
                 before = backend_cpu(pid)
-                done = (
-                    drain_raw(conn, owner)
-                    if variant == "raw"
-                    else drain_daemon(conn, owner, queries)
-                )
+                done = drain_raw(conn) if variant == "raw" else drain_daemon(conn, owner, queries)
                 drained.append((done, backend_cpu(pid) - before))
 
         threads = [threading.Thread(target=loop) for _ in range(connections)]
