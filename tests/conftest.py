@@ -85,9 +85,14 @@ def db(pg_admin_dsn: str, template_db: str) -> Iterator[str]:
 
 @pytest.fixture
 def migrated_to(pg_admin_dsn: str) -> Iterator[Callable[[int], str]]:
-    """migrated_to(28) -> DSN of a new database migrated up to 0028 only, as migrate
-    records it (the upgrade tests then run the rest); dropped after the test."""
+    """migrated_to(28) -> DSN of a new database that ``mailroom migrate`` took up to 0028
+    only (its own code, with the later migrations out of sight); the upgrade tests then
+    run the rest. Dropped after the test."""
     created: list[str] = []
+    every = migrate.available
+
+    def up_to(version: int) -> Callable[..., list[migrate.Migration]]:
+        return lambda modules=(): [m for m in every(modules) if m.version <= version]
 
     def make(version: int) -> str:
         name = f"t_{uuid.uuid4().hex[:12]}"
@@ -95,18 +100,9 @@ def migrated_to(pg_admin_dsn: str) -> Iterator[Callable[[int], str]]:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         created.append(name)
         dsn = _with_db(pg_admin_dsn, name)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(migrate.query("safe_search_path"))
-            conn.execute(migrate.query("migrations_bootstrap"))
-            for m in migrate.available():
-                if m.version <= version:
-                    with conn.transaction():
-                        conn.execute(sql.SQL(m.text))  # type: ignore[arg-type]  # our own file
-                        record = {"version": m.version, "name": m.name, "checksum": m.checksum}
-                        conn.execute(migrate.query("migrations_record"), record)
-            conn.execute(migrate.query("set_channel"), {"channel": "token_insert"})
-            conn.execute(migrate.query("revoke_public"))
-            conn.execute(migrate.query("grant_roles"))
+        with pytest.MonkeyPatch.context() as patch, psycopg.connect(dsn, autocommit=True) as conn:
+            patch.setattr(migrate, "available", up_to(version))
+            migrate.migrate(conn, channel="token_insert")
         return dsn
 
     yield make
