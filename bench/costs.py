@@ -78,7 +78,7 @@ def drain_daemon(conn: psycopg.Connection[Any], owner: str, queries: dict[str, s
         outcome = {
             "owner": owner,
             "ids": ids,
-            # SES's message ids are unique strings of this length (the stand-in's: uuid4)
+            # as long as the stand-in's message ids (uuid4, 36 characters); unique, increasing
             "provider_ids": [f"bench-{i:030d}" for i in ids],
             "statuses": None,  # every message sent, as outbox.record sends it
             "refunds": None,
