@@ -85,9 +85,12 @@ def drain(
     code: Code | None = None,
     template: str | None = None,
     sends: int | None = None,
+    counted: Callable[[], Callable[[], None]] | None = None,
 ) -> Result:
     """Daemons idle and listening; n messages committed in one INSERT; time until the
-    last one is recorded as sent. ``during(pids)`` may start a profiler (returns its stop).
+    last one is recorded as sent. ``during(pids)`` may start a profiler (returns its stop);
+    ``counted()`` starts one at the fill's commit, stopped when the last outcome is recorded
+    (the span the counters count).
     ``template``: the database to copy (default: the migrated one, or ``code``'s);
     ``sends``: how many of the n reach SES (fewer when some are suppressed)."""
     bench.standin.reset(latency_ms)
@@ -105,8 +108,11 @@ def drain(
         fill_seconds, committed = fill(dsn, n, simple=simple)
         machine_before = machine_busy()
         pg_before, wal_before = server_cpu(bench.pg), wal_position(bench.pg)
+        stop_counted = counted() if counted else None
         expected = n if sends is None else sends
         done = wait_drained(bench, dsn, expected, procs, timeout=max(120.0, n / 100))
+        if stop_counted:
+            stop_counted()
         cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
         standin_cpu = cpu_seconds(bench.standin.pid) - standin_before
         machine_cpu = machine_busy() - machine_before
