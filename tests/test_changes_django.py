@@ -66,7 +66,10 @@ def test_a_bounce_fires_the_bounced_signal_once_with_the_message_id_and_reason(
     assert (sent["refused_sent"], sent["refused_id"]) == (0, None)
     bounced = "SELECT count(*) FROM mailroom.changes WHERE message_id = %s AND state = 'bounced'"
     wait_for(lambda: conn.execute(bounced, [mid]).fetchone() == (1,), timeout=30)
-    dead = "SELECT count(*) FROM mailroom.changes WHERE message_id = %s AND state = 'dead'"
+    # unread, the outbox's changes wait in one batch per statement (sql/0035)
+    dead = """SELECT count(*) FROM mailroom.change_batches AS b,
+              unnest(b.message_ids, b.states) AS e(message_id, state)
+              WHERE e.message_id = %s AND e.state = 'dead'"""
     wait_for(lambda: conn.execute(dead, [sent["rejected_id"]]).fetchone() == (1,), timeout=30)
 
     first, _ = hear(app, "once")
