@@ -5,7 +5,7 @@ upgrade numbers the rows written before among the batches. Real PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -15,7 +15,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 import mailroom
 from mailroom import migrate
-from test_changes import EVENT, sent
+from test_changes import EVENT, apps, sent  # noqa: F401 -- apps: a fixture
 
 BATCH = (
     "INSERT INTO mailroom.change_batches (application, message_ids, states, reasons)"
@@ -39,19 +39,11 @@ def read(app: psycopg.Connection[Any]) -> list[tuple[int, int, str]]:
     return [(c.id, c.message_id, c.state) for c in mailroom.changes(app, follow=False)]
 
 
-@pytest.fixture
-def two(login_as: Callable[..., str]) -> Iterator[tuple[psycopg.Connection[Any], ...]]:
-    with (
-        psycopg.connect(login_as("mailroom_app"), autocommit=True) as a,
-        psycopg.connect(login_as("mailroom_app"), autocommit=True) as b,
-    ):
-        yield a, b
-
-
 def test_one_statement_writes_one_batch_per_application_in_message_order(
-    conn: psycopg.Connection[Any], two: tuple[psycopg.Connection[Any], ...]
+    conn: psycopg.Connection[Any],
+    apps: tuple[psycopg.Connection[Any], ...],  # noqa: F811
 ) -> None:
-    a, b = two
+    a, b = apps
     a_ids = [mailroom.enqueue(a, f"a{i}@example.com", subject="s", text="t") for i in range(3)]
     b_id = mailroom.enqueue(b, "b@example.com", subject="s", text="t")
     every = [*a_ids, b_id]
@@ -87,9 +79,10 @@ def test_one_statement_writes_one_batch_per_application_in_message_order(
 
 
 def test_rows_and_batches_are_numbered_in_the_order_they_were_written(
-    conn: psycopg.Connection[Any], two: tuple[psycopg.Connection[Any], ...]
+    conn: psycopg.Connection[Any],
+    apps: tuple[psycopg.Connection[Any], ...],  # noqa: F811
 ) -> None:
-    a, _ = two
+    a, _ = apps
     mid = mailroom.enqueue(a, "u@example.com", subject="s", text="t")
     sent(conn, mid, "p-1")  # a batch: the send
     conn.execute(EVENT, ["k1", "p-1", "u@example.com", "Delivery", "", "250 ok"])  # a row
@@ -138,10 +131,10 @@ def test_a_read_numbers_at_most_10000_changes_and_a_big_batch_whole(
 
 
 def test_no_one_but_the_definer_functions_writes_batches_and_only_staff_read_them(
-    conn: psycopg.Connection[Any], two: tuple[psycopg.Connection[Any], ...],
+    conn: psycopg.Connection[Any], apps: tuple[psycopg.Connection[Any], ...],  # noqa: F811
     login_as: Callable[..., str],
 ) -> None:  # fmt: skip
-    a, b = two
+    a, b = apps
     mid = mailroom.enqueue(a, "u@example.com", subject="s", text="t")
     assert mailroom.cancel(a, mid)  # a batch of A's
     writes = (
